@@ -1,0 +1,130 @@
+"""Brain MRI slices from any supported source, as one SliceDataset type.
+
+    ds = load_split("mni152", "train", size=128)        # the embedded default, no download
+    ds = load_split("~/data/AD_NC", "test", size=128)   # layout detected from the folder
+    images = ds.images                                  # (N, 1, 128, 128) float32 in [0, 1]
+
+Each source module (oasis, adni, nifti, folder, mni152) has `load(root, split, size, seed,
+strict)`; this module finds the source and its root, and keeps decoded slices in a cache so
+that a second load of the same data at the same size does not decode again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vqgen.data import adni, folder, mni152, nifti, oasis
+from vqgen.data.dataset import (
+    SPLITS,
+    DataWarning,
+    SliceDataset,
+    cache_dir,
+    cache_key,
+    cached,
+    preprocess,
+)
+from vqgen.errors import DataError, UsageError
+
+__all__ = [
+    "KINDS",
+    "SPLITS",
+    "DataWarning",
+    "SliceDataset",
+    "cache_dir",
+    "detect_kind",
+    "load_split",
+    "load_splits",
+    "preprocess",
+    "resolve",
+]
+
+SOURCES = {"oasis": oasis, "adni": adni, "nifti": nifti, "folder": folder, "mni152": mni152}
+DETECT_ORDER = ("oasis", "adni", "nifti", "folder")  # most specific layout first
+KINDS = ("auto", *SOURCES)
+MIN_SIZE = 8
+
+
+def _layouts() -> str:
+    return "; ".join(SOURCES[kind].LAYOUT for kind in (*DETECT_ORDER, "mni152"))
+
+
+def resolve(source: str | Path, kind: str = "auto") -> tuple[str, Path | None]:
+    """(kind, dataset root) for `source`; the root is None for the embedded mni152.
+
+    A path may be the dataset root itself or a folder one level above it.
+    """
+    if kind not in KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
+    if str(source) == "mni152" and kind in ("auto", "mni152"):
+        return "mni152", None
+    if kind == "mni152":
+        raise UsageError(f"--kind mni152 takes the source name 'mni152', got '{source}'")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UsageError(f"data path '{path}' does not exist")
+    for name in DETECT_ORDER if kind == "auto" else (kind,):
+        root = SOURCES[name].find_root(path)
+        if root is not None:
+            return name, root.resolve()
+    if kind != "auto":
+        raise UsageError(f"{path}: not a {kind} layout; expected {SOURCES[kind].LAYOUT}")
+    raise UsageError(f"{path}: no dataset layout that vqgen reads; expected one of: {_layouts()}")
+
+
+def detect_kind(source: str | Path) -> str:
+    """'mni152' for that name, else oasis, adni, nifti or folder from the files' layout."""
+    return resolve(source)[0]
+
+
+def load_split(
+    source: str | Path,
+    split: str,
+    *,
+    kind: str = "auto",
+    size: int = 128,
+    seed: int = 0,
+    strict: bool = False,
+) -> SliceDataset:
+    """One split of a dataset as (N, 1, size, size) slices, from the cache when it is fresh.
+
+    `seed` drives the subject-level splits of sources without given folders and the mni152
+    subjects; with `strict`, an unreadable image is an error instead of a counted warning.
+    """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if size < MIN_SIZE:
+        raise UsageError(f"--size must be at least {MIN_SIZE}, got {size}")
+    name, root = resolve(source, kind)
+    module = SOURCES[name]
+    key = cache_key(
+        module.sources(root),
+        root,
+        kind=name,
+        root=str(root),
+        split=split,
+        size=size,
+        seed=seed,
+        strict=strict,
+        generator=mni152.settings() if name == "mni152" else None,
+    )
+    dataset = cached(
+        f"{name}-{split}-{size}px", key, lambda: module.load(root, split, size, seed, strict)
+    )
+    if len(dataset) == 0:
+        raise DataError(f"split '{split}' is empty: no readable slices in {root or name}")
+    return dataset
+
+
+def load_splits(
+    source: str | Path,
+    *,
+    kind: str = "auto",
+    size: int = 128,
+    seed: int = 0,
+    strict: bool = False,
+) -> dict[str, SliceDataset]:
+    """All three splits, as load_split gives them."""
+    return {
+        split: load_split(source, split, kind=kind, size=size, seed=seed, strict=strict)
+        for split in SPLITS
+    }

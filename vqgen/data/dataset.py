@@ -1,0 +1,318 @@
+"""What every data source shares: the SliceDataset type, the one preprocessing function that
+turns any grey image into a square uint8 slice (so training and evaluation prepare data the same
+way), reading image files, seeded splits, and the decoded-slice cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from vqgen.errors import DataError
+
+SPLITS = ("train", "validate", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CACHE_VERSION = 1  # bump when preprocessing or the cache format changes
+# PIL's errors for a truncated, corrupt or foreign file
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+T = TypeVar("T")
+
+
+class DataWarning(UserWarning):
+    """Input that vqgen skipped or that looks suspicious; loading goes on."""
+
+
+@dataclass(eq=False)  # compared by identity: tensor fields have no single truth value
+class SliceDataset(torch.utils.data.Dataset):
+    """2-D slices of one split, stored as uint8 to save memory."""
+
+    pixels: Tensor  # (N, 1, S, S) uint8
+    subjects: list[str]  # subject or patient id per slice
+    labels: Tensor  # (N,) long, -1 where there is no label
+    positions: Tensor  # (N,) float32 slice position in [0, 1], NaN where unknown
+    paths: list[str]  # source of each slice, e.g. "scan.nii.gz#z=42"
+    label_names: tuple[str, ...] = ()  # labels index this, e.g. ("NC", "AD")
+    kind: str = ""
+    split: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pixels.dtype != torch.uint8 or self.pixels.dim() != 4:
+            shape = tuple(self.pixels.shape)
+            raise ValueError(f"pixels must be (N, 1, S, S) uint8, got {self.pixels.dtype} {shape}")
+        n = len(self.pixels)
+        for name in ("subjects", "labels", "positions", "paths"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} slices")
+
+    @property
+    def images(self) -> Tensor:
+        """All slices as float32 (N, 1, S, S) in [0, 1]."""
+        return self.pixels.float() / 255
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.pixels[i].float() / 255, self.labels[i], self.positions[i]
+
+
+def make_dataset(
+    pixels: np.ndarray,
+    subjects: Sequence[str],
+    labels: Sequence[int],
+    positions: Sequence[float],
+    paths: Sequence[str],
+    *,
+    label_names: tuple[str, ...] = (),
+    kind: str,
+    split: str,
+) -> SliceDataset:
+    """A SliceDataset from per-slice lists and (N, S, S) uint8 pixels."""
+    return SliceDataset(
+        pixels=torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(1),  # (N, 1, S, S)
+        subjects=list(subjects),
+        labels=torch.tensor(list(labels), dtype=torch.long),
+        positions=torch.tensor(list(positions), dtype=torch.float32),
+        paths=list(paths),
+        label_names=label_names,
+        kind=kind,
+        split=split,
+    )
+
+
+# --- preprocessing ------------------------------------------------------------------------
+
+
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """Grey levels as float32 in [0, 1].
+
+    8-bit images and floats already in [0, 1] keep their levels, so slices of one scan stay
+    comparable. Anything else (16-bit, other floats) is scaled by its 0.5-99.5 percentiles: a
+    few hot pixels cannot darken the image and 12-bit data in a 16-bit file is not clipped.
+    """
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255
+    a = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if image.dtype == bool or (
+        np.issubdtype(image.dtype, np.floating) and 0 <= a.min() <= a.max() <= 1
+    ):
+        return a
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = a.min(), a.max()
+    if hi <= lo:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / (hi - lo), 0, 1)
+
+
+def preprocess(image: np.ndarray, size: int) -> np.ndarray:
+    """A grey 2-D image of any dtype and shape -> (size, size) uint8.
+
+    Pads to a centred square with background 0, keeping the aspect ratio (ADNI's 256 x 240
+    slices are not stretched), then resizes with antialiasing (PIL's bicubic filter widens
+    with the reduction factor).
+    """
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    unit = to_unit(image)
+    h, w = unit.shape
+    side = max(h, w)
+    if h != w:
+        square = np.zeros((side, side), np.float32)
+        top, left = (side - h) // 2, (side - w) // 2
+        square[top : top + h, left : left + w] = unit
+        unit = square
+    if side != size:
+        resized = Image.fromarray(unit).resize((size, size), Image.Resampling.BICUBIC)
+        unit = np.asarray(resized)
+    return np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """An image file as a grey 2-D array; 16-bit and float images keep their depth."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return np.asarray(img)
+        return np.asarray(img.convert("L"))  # RGB, palette, 1-bit, LA...: proper grey levels
+
+
+def warn_skipped(bad: Sequence[Path], noun: str = "images") -> None:
+    """One warning line for all files that could not be read."""
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable {noun}, first: {bad[0]}", DataWarning, 3)
+
+
+def read_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.ndarray, list[int]]:
+    """Decode and preprocess `paths` -> ((N, size, size) uint8, indices of the files read).
+
+    An unreadable file is skipped with one counted warning, or with `strict` is a DataError
+    naming it.
+    """
+    slices, kept, bad = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            image = decode_image(path)
+        except IMAGE_ERRORS as err:
+            if strict:
+                raise DataError(f"{path}: unreadable image ({err})") from err
+            bad.append(path)
+            continue
+        slices.append(preprocess(image, size))
+        kept.append(i)
+    warn_skipped(bad)
+    return stack(slices, size), kept
+
+
+def stack(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """(N, size, size) uint8, also for N = 0."""
+    return np.stack(slices) if slices else np.zeros((0, size, size), np.uint8)
+
+
+def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """PNG/JPEG files under `folder`, sorted, skipping hidden files such as macOS '._x.png'."""
+    found = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(
+        p
+        for p in found
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def normalise_per_group(groups: Sequence[str], index: Sequence[float]) -> np.ndarray:
+    """Each item's index mapped to [0, 1] within its group; a group of one item gets 0.5."""
+    index = np.asarray(index, dtype=np.float64)
+    out = np.full(len(index), 0.5, np.float32)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    for rows in members.values():
+        lo, hi = index[rows].min(), index[rows].max()
+        if hi > lo:
+            out[rows] = (index[rows] - lo) / (hi - lo)
+    return out
+
+
+def seeded_split(items: Sequence[T], seed: int) -> dict[str, list[T]]:
+    """A seeded 80/10/10 split of `items`, at least one per split once there are three."""
+    n = len(items)
+    n_small = max(1, round(0.1 * n)) if n >= 3 else 0
+    order = np.random.default_rng(seed).permutation(n)
+    ranges = {"validate": order[:n_small], "test": order[n_small : 2 * n_small]}
+    ranges["train"] = order[2 * n_small :]
+    return {split: [items[i] for i in sorted(ranges[split])] for split in SPLITS}
+
+
+# --- cache -------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """$VQGEN_CACHE if set, else ~/.cache/vqgen."""
+    return Path(os.environ.get("VQGEN_CACHE") or Path.home() / ".cache" / "vqgen")
+
+
+def cache_key(files: Sequence[Path], base: Path | None, **settings: object) -> str:
+    """A hash of `settings`, the cache version and each file's path, size and mtime, so that
+    changed data or options never reuse old slices."""
+    listing = []
+    for path in files:
+        st = path.stat()
+        name = str(path.relative_to(base)) if base is not None else str(path)
+        listing.append((name, st.st_size, st.st_mtime_ns))
+    blob = json.dumps([CACHE_VERSION, settings, listing], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cached(name: str, key: str, build: Callable[[], SliceDataset]) -> SliceDataset:
+    """`build()`'s dataset, from the cache file `name` when it holds `key`, else built and stored.
+
+    Data warnings raised while building are stored with the slices and shown again on a hit.
+    """
+    stem = cache_dir() / f"{name}-{key[:16]}"
+    hit = _read_cache(stem, key)
+    if hit is not None:
+        dataset, notes = hit
+        for note in notes:
+            warnings.warn(note, DataWarning, 2)
+        return dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = build()
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    try:
+        _write_cache(stem, key, dataset, notes)
+    except OSError as err:
+        warnings.warn(f"could not write the data cache {stem}: {err}", DataWarning, 2)
+    return dataset
+
+
+def _write_cache(stem: Path, key: str, ds: SliceDataset, notes: list[str]) -> None:
+    """Tensors to <stem>.safetensors, lists to <stem>.json, each written atomically."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"pixels": ds.pixels, "labels": ds.labels, "positions": ds.positions}
+    meta = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "subjects": ds.subjects,
+        "paths": ds.paths,
+        "label_names": list(ds.label_names),
+        "kind": ds.kind,
+        "split": ds.split,
+        "notes": notes,
+    }
+    _atomic(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p, {"key": key}))
+    _atomic(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(meta)))
+
+
+def _atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Write via a temporary file in the same folder and os.replace, so readers never see half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read_cache(stem: Path, key: str) -> tuple[SliceDataset, list[str]] | None:
+    """The cached dataset and its notes, or None when absent, stale or corrupt."""
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        if meta["version"] != CACHE_VERSION or meta["key"] != key:
+            return None
+        with safe_open(stem.with_suffix(".safetensors"), "pt") as f:
+            if f.metadata().get("key") != key:
+                return None
+            tensors = {name: f.get_tensor(name) for name in ("pixels", "labels", "positions")}
+        dataset = SliceDataset(
+            pixels=tensors["pixels"],
+            subjects=list(meta["subjects"]),
+            labels=tensors["labels"],
+            positions=tensors["positions"],
+            paths=list(meta["paths"]),
+            label_names=tuple(meta["label_names"]),
+            kind=meta["kind"],
+            split=meta["split"],
+        )
+        return dataset, list(meta["notes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError):
+        return None
