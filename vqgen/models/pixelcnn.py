@@ -1,0 +1,242 @@
+"""Gated PixelCNN prior over VQ-VAE code grids.
+
+van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"
+(https://arxiv.org/abs/1606.05328). Two stacks per layer remove the blind spot of the original
+PixelCNN: the vertical stack sees every row above the current one, the horizontal stack sees
+the current row to the left and takes the vertical stack in through a 1x1 convolution.
+
+Causality comes from cropped kernels plus a mask on the first layer only:
+    vertical   kernel (k//2 + 1, k): rows i-k//2..i,  padded above and on both sides
+    horizontal kernel (1, k//2 + 1): cols j-k//2..j,  padded on the left
+Mask "A" (first layer) removes the current row from the vertical kernel and the current
+position from the horizontal one; mask "B" layers keep them, since by then the features at
+(i, j) only depend on inputs before (i, j) in raster order.
+
+The blocks also expose `vertical` on pre-padded rows and `horizontal_step` on one position so
+that `vqgen.sampling.sample_codes` can run one row (vertical) or one position (horizontal) at
+a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqgen.config import PriorConfig
+
+SLICE_FREQUENCIES = 6  # Fourier features sin/cos(pi 2^f s), f < 6, for the slice position s
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution whose weight is multiplied by a fixed 0/1 mask; no padding of its own.
+
+    mask None keeps every tap (the cropped kernel shape alone is causal).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: tuple[int, int], mask: Tensor | None
+    ):
+        super().__init__(in_channels, out_channels, kernel)
+        if mask is not None and mask.shape != kernel:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match kernel {kernel}")
+        mask = mask.to(self.weight.dtype) if mask is not None else None
+        self.register_buffer("mask", mask, persistent=False)
+
+    @property
+    def masked_weight(self) -> Tensor:
+        return self.weight if self.mask is None else self.weight * self.mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.masked_weight, self.bias)
+
+
+def gate(x: Tensor) -> Tensor:
+    """tanh(a) * sigmoid(b) over the two channel halves of x: (B, 2C, ...) -> (B, C, ...)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedBlock(nn.Module):
+    """One gated layer: vertical and horizontal stacks, conditioning added inside both gates.
+
+    Args:
+        channels: feature channels C of both stacks.
+        kernel: odd kernel size k; each layer widens the receptive field by k//2 on each side.
+        mask: "A" for the first layer (current position hidden), "B" for the others.
+        conditional: whether a (B, C) condition embedding is added inside the gates.
+    """
+
+    def __init__(self, channels: int, kernel: int, mask: str, conditional: bool):
+        super().__init__()
+        if mask not in ("A", "B"):
+            raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
+        self.pad = kernel // 2
+        v_mask = h_mask = None
+        if mask == "A":
+            v_mask = torch.ones(self.pad + 1, kernel)
+            v_mask[-1] = 0  # the current row
+            h_mask = torch.ones(1, self.pad + 1)
+            h_mask[:, -1] = 0  # the current position
+        c2 = 2 * channels
+        self.v_conv = MaskedConv2d(channels, c2, (self.pad + 1, kernel), v_mask)
+        self.h_conv = MaskedConv2d(channels, c2, (1, self.pad + 1), h_mask)
+        self.v_to_h = nn.Conv2d(c2, c2, 1)
+        self.h_out = nn.Conv2d(channels, channels, 1)
+        self.cond = nn.Linear(channels, 2 * c2) if conditional else None
+        self.residual = mask == "B"  # with mask A the input at (i, j) must not reach (i, j)
+
+    def condition(self, c: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """Gate biases (vertical, horizontal), each (B, 2C), from a (B, C) condition embedding."""
+        if self.cond is None or c is None:
+            return None, None
+        cv, ch = self.cond(c).chunk(2, dim=1)
+        return cv, ch
+
+    def vertical(self, v_padded: Tensor, cv: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Vertical stack on input padded k//2 above and on both sides.
+
+        (B, C, h + k//2, w + 2(k//2)) -> gated output (B, C, h, w), term for the
+        horizontal stack (B, 2C, h, w).
+        """
+        pre = self.v_conv(v_padded)
+        if cv is not None:
+            pre = pre + cv[:, :, None, None]
+        return gate(pre), self.v_to_h(pre)
+
+    def horizontal(self, h_padded: Tensor, from_v: Tensor, ch: Tensor | None) -> Tensor:
+        """Horizontal stack on input padded k//2 on the left: (B, C, h, w + k//2) -> (B, C, h, w).
+
+        from_v: the vertical term from `vertical`, (B, 2C, h, w).
+        """
+        pre = self.h_conv(h_padded) + from_v
+        if ch is not None:
+            pre = pre + ch[:, :, None, None]
+        out = self.h_out(gate(pre))
+        return out + h_padded[..., self.pad :] if self.residual else out
+
+    def horizontal_step(self, window: Tensor, from_v: Tensor, ch: Tensor | None) -> Tensor:
+        """`horizontal` at one position, as matrix products (far cheaper than tiny convolutions).
+
+        window: the inputs at this position and the k//2 before it, (B, C, k//2 + 1);
+        from_v: the vertical term here, (B, 2C) -> (B, C).
+        """
+        pre = F.linear(window.flatten(1), self.h_conv.masked_weight.flatten(1), self.h_conv.bias)
+        pre = pre + from_v
+        if ch is not None:
+            pre = pre + ch
+        out = F.linear(gate(pre), self.h_out.weight.flatten(1), self.h_out.bias)
+        return out + window[:, :, -1] if self.residual else out
+
+    def forward(self, v: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        p = self.pad
+        cv, ch = self.condition(c)
+        v_next, from_v = self.vertical(F.pad(v, (p, p, p, 0)), cv)
+        return v_next, self.horizontal(F.pad(h, (p, 0, 0, 0)), from_v, ch)
+
+
+class GatedPixelCNN(nn.Module):
+    """Autoregressive prior p(codes) over (grid x grid) code grids in raster order.
+
+    `forward(codes, cond)` gives logits (B, K, h, w) where the logits at (i, j) depend only on
+    codes before (i, j) in raster order (and on cond). Conditioning (PriorConfig.condition):
+        "none"   cond is ignored
+        "label"  cond: (B,) long class labels in [0, num_labels)
+        "slice"  cond: (B,) float slice positions in [0, 1], embedded from Fourier features
+    """
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        if cfg.codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {cfg.codebook_size}")
+        if cfg.channels < 1 or cfg.layers < 1 or cfg.grid < 1:
+            raise ValueError(
+                f"channels, layers and grid must be positive, got {cfg.channels}, "
+                f"{cfg.layers}, {cfg.grid}"
+            )
+        if cfg.condition == "label" and cfg.num_labels < 1:
+            raise ValueError(
+                f"num_labels must be positive for condition 'label', got {cfg.num_labels}"
+            )
+        self.cfg = cfg
+        C = cfg.channels
+        self.embedding = nn.Embedding(cfg.codebook_size, C)
+        if cfg.condition == "label":
+            self.cond_embedding: nn.Module | None = nn.Embedding(cfg.num_labels, C)
+        elif cfg.condition == "slice":
+            freqs = math.pi * 2.0 ** torch.arange(SLICE_FREQUENCIES)
+            self.register_buffer("slice_freqs", freqs, persistent=False)
+            self.cond_embedding = nn.Sequential(
+                nn.Linear(2 * SLICE_FREQUENCIES + 1, C), nn.SiLU(), nn.Linear(C, C)
+            )
+        else:
+            self.cond_embedding = None
+        conditional = self.cond_embedding is not None
+        self.blocks = nn.ModuleList(
+            GatedBlock(C, cfg.kernel, "A" if i == 0 else "B", conditional)
+            for i in range(cfg.layers)
+        )
+        # applied over the channels of each position: (..., C) -> (..., K)
+        self.out = nn.Sequential(
+            nn.ReLU(), nn.Linear(C, C), nn.ReLU(), nn.Linear(C, cfg.codebook_size)
+        )
+
+    def embed(self, codes: Tensor) -> Tensor:
+        """Code grid (B, h, w) long -> embeddings (B, C, h, w)."""
+        g, K = self.cfg.grid, self.cfg.codebook_size
+        if codes.dim() != 3 or codes.shape[1:] != (g, g):
+            raise ValueError(f"codes must have shape (B, {g}, {g}), got {tuple(codes.shape)}")
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= K):
+            raise ValueError(f"codes must lie in [0, {K}), got [{codes.min()}, {codes.max()}]")
+        return self.embedding(codes.long()).permute(0, 3, 1, 2)  # (B, h, w, C) -> (B, C, h, w)
+
+    def embed_condition(self, cond: Tensor | None, batch: int) -> Tensor | None:
+        """cond (batch,) -> condition embedding (batch, C); None when the prior is unconditional."""
+        kind = self.cfg.condition
+        if kind == "none":
+            return None
+        if cond is None:
+            raise ValueError(f"cond is required for a prior with condition '{kind}'")
+        if cond.shape != (batch,):
+            raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
+        if kind == "label":
+            if cond.dtype.is_floating_point or cond.dtype == torch.bool:
+                raise ValueError(
+                    f"cond must hold integer labels for condition 'label', got {cond.dtype}"
+                )
+            if batch and (cond.min() < 0 or cond.max() >= self.cfg.num_labels):
+                raise ValueError(f"cond labels must lie in [0, {self.cfg.num_labels})")
+            return self.cond_embedding(cond.long())
+        if not cond.dtype.is_floating_point:
+            raise ValueError(
+                f"cond must hold float slice positions for condition 'slice', got {cond.dtype}"
+            )
+        if batch and (cond.min() < 0 or cond.max() > 1):
+            raise ValueError("cond slice positions must lie in [0, 1]")
+        s = cond[:, None].to(self.slice_freqs.dtype)  # (B, 1)
+        angles = s * self.slice_freqs  # (B, F)
+        feats = torch.cat([s, angles.sin(), angles.cos()], dim=1).to(self.embedding.weight.dtype)
+        return self.cond_embedding(feats)
+
+    def body(self, emb: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Embeddings (B, C, h, w) -> horizontal-stack features (B, C, h, w)."""
+        if emb.dim() != 4 or emb.shape[1] != self.cfg.channels:
+            raise ValueError(
+                f"emb must have shape (B, {self.cfg.channels}, h, w), got {tuple(emb.shape)}"
+            )
+        c = self.embed_condition(cond, emb.shape[0])
+        v = h = emb
+        for block in self.blocks:
+            v, h = block(v, h, c)
+        return h
+
+    def head(self, features: Tensor) -> Tensor:
+        """Features (B, C, h, w) -> logits (B, K, h, w)."""
+        return self.out(features.movedim(1, -1)).movedim(-1, 1)  # via (B, h, w, C)
+
+    def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.head(self.body(self.embed(codes), cond))

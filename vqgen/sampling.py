@@ -1,0 +1,169 @@
+"""Sampling code grids from a gated PixelCNN prior, in raster order.
+
+Two samplers that draw the same codes for the same generator state:
+    sample_codes_naive  one full forward pass per code position: the reference, O((hw)^2)
+    sample_codes        caches the activations of every layer (Ramachandran et al. 2017,
+                        https://arxiv.org/abs/1704.06001): the vertical stack runs once per
+                        row, the horizontal stack and head once per position.
+Both draw randomness the same way: Gumbel-max with (n, K) noise per position in raster order,
+so float differences of ~1e-6 between the two paths almost never change a code.
+
+    prior.eval()
+    codes = sample_codes(prior, 16, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    images = vqvae.decode_codes(codes)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from vqgen.models.pixelcnn import GatedPixelCNN
+
+
+def _check_args(n: int, temperature: float, top_k: int | None) -> None:
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    if not temperature >= 0 or math.isinf(temperature):
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+
+
+def _device(prior: GatedPixelCNN, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else prior.embedding.weight.device
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the per-position loop on one CPU thread, then restore the thread count.
+
+    Each step is a few (n, C) matrix products, far too small to split: handing them to a
+    second thread costs more than the work, over 10x more when other processes share the cores.
+    """
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pick_codes(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Draw one code per row of logits (n, K) -> (n,) long, by Gumbel-max.
+
+    Noise is drawn even for temperature 0 (argmax) so the generator advances the same way.
+    """
+    n, K = logits.shape
+    gen_device = generator.device if generator is not None else logits.device
+    u = torch.rand(n, K, generator=generator, device=gen_device).to(logits.device)
+    scores = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if top_k is not None and top_k < K:
+        kth = torch.topk(scores, top_k, dim=1).values[:, -1:]  # (n, 1)
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if temperature == 0:
+        return scores.argmax(dim=1)
+    gumbel = -torch.log(-torch.log(u.to(scores.dtype).clamp_min(torch.finfo(u.dtype).tiny)))
+    return (scores / temperature + gumbel).argmax(dim=1)
+
+
+@torch.no_grad()
+def sample_codes_naive(
+    prior: GatedPixelCNN,
+    n: int,
+    *,
+    cond: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Sample n code grids (n, g, g) with one full forward pass per position (the reference).
+
+    cond: (n,) labels or slice positions as the prior's condition requires; temperature 0
+    takes the argmax; top_k keeps only the k most likely codes at each position.
+    """
+    _check_args(n, temperature, top_k)
+    device = _device(prior, device)
+    g = prior.cfg.grid
+    cond = cond.to(device) if cond is not None else None
+    codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
+    for i in range(g):
+        for j in range(g):
+            logits = prior(codes, cond)[:, :, i, j]  # (n, K)
+            codes[:, i, j] = pick_codes(logits, temperature, top_k, generator)
+    return codes
+
+
+@torch.no_grad()
+def sample_codes(
+    prior: GatedPixelCNN,
+    n: int,
+    *,
+    cond: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Sample n code grids (n, g, g); the same codes as `sample_codes_naive`, much faster.
+
+    Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
+    stacks of all layers run on that row alone (they only see rows above); then at each
+    position the horizontal stacks (as matrix products) and the head run on a window of
+    k//2 + 1 columns. On a CPU the loop runs on one thread (see `one_cpu_thread`).
+    """
+    _check_args(n, temperature, top_k)
+    device = _device(prior, device)
+    c = prior.embed_condition(cond.to(device) if cond is not None else None, n)
+    with one_cpu_thread(device):
+        return _cached_raster_loop(prior, n, c, temperature, top_k, generator, device)
+
+
+def _cached_raster_loop(
+    prior: GatedPixelCNN,
+    n: int,
+    c: Tensor | None,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    g, C, p = prior.cfg.grid, prior.cfg.channels, prior.cfg.kernel // 2
+    blocks = list(prior.blocks)
+    dtype = prior.embedding.weight.dtype
+    gates = [block.condition(c) for block in blocks]  # (cv, ch) per layer
+
+    # v_in[l]: input of layer l's vertical stack, padded p rows above and p columns each side;
+    # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
+    v_in = [torch.zeros(n, C, g + p, g + 2 * p, dtype=dtype, device=device) for _ in blocks]
+    codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
+    for i in range(g):
+        from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
+        for layer, (block, (cv, _)) in enumerate(zip(blocks, gates, strict=True)):
+            v_out, to_h = block.vertical(v_in[layer][:, :, i : i + p + 1], cv)  # (n, C, 1, g)
+            if layer + 1 < len(blocks):
+                v_in[layer + 1][:, :, i + p, p : p + g] = v_out[:, :, 0]
+            from_v.append(to_h[:, :, 0].permute(2, 0, 1).contiguous())  # (n, 2C, g) -> (g, n, 2C)
+        # h_in[l]: input of layer l's horizontal stack on row i, padded p columns on the left
+        h_in = [v_in[0][:, :, i + p, : g + p]]  # a view of the embeddings: codes appear as drawn
+        h_in += [torch.zeros(n, C, g + p, dtype=dtype, device=device) for _ in blocks[1:]]
+        for j in range(g):
+            for layer, (block, (_, ch)) in enumerate(zip(blocks, gates, strict=True)):
+                h = block.horizontal_step(h_in[layer][:, :, j : j + p + 1], from_v[layer][j], ch)
+                if layer + 1 < len(blocks):
+                    h_in[layer + 1][:, :, p + j] = h
+            code = pick_codes(prior.out(h), temperature, top_k, generator)  # from (n, K) logits
+            codes[:, i, j] = code
+            v_in[0][:, :, i + p, p + j] = prior.embedding(code)
+    return codes
