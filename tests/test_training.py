@@ -1,0 +1,195 @@
+"""The shared training loop and run-directory checkpoints: round trips, exact resume after
+Ctrl-C, the NaN guard, refusal of mismatched or corrupt files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqgen import checkpoint
+from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
+from vqgen.data import SliceDataset
+from vqgen.errors import CheckpointError, TrainingError
+from vqgen.models.vqvae import VQVAE
+from vqgen.stage1 import reconstruction_metrics, vqvae_step
+from vqgen.train import Interrupted, Stage, fit, learning_rate
+
+TINY = VQVAEConfig(size=16, hidden=16, res_blocks=1, downsample=4, codebook_size=8, code_dim=4)
+
+
+def blobs(n: int, size: int = 16, seed: int = 0) -> SliceDataset:
+    """Smooth bright blobs on black: a stand-in for brain slices."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centres = torch.rand(n, 2, generator=g) * size * 0.5 + size * 0.25
+    radius = torch.rand(n, generator=g) * size * 0.2 + size * 0.15
+    dist = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2).sqrt()
+    images = (1 - dist / radius[:, None, None]).clamp(0, 1)
+    pixels = (images * 255).round().to(torch.uint8)[:, None]
+    return SliceDataset(
+        pixels=pixels,
+        subjects=[f"s{i}" for i in range(n)],
+        labels=torch.full((n,), -1),
+        positions=torch.full((n,), float("nan")),
+        paths=[f"blob{i}" for i in range(n)],
+    )
+
+
+def make_stage(run: Path, train_set: SliceDataset, val_set: SliceDataset, step=vqvae_step) -> Stage:
+    torch.manual_seed(0)
+    return Stage(
+        name="vqvae",
+        model=VQVAE(TINY),
+        train_set=train_set,
+        step=step,
+        validate=lambda m: reconstruction_metrics(m, val_set),
+        monitor="val_ssim",
+        higher_is_better=True,
+        meta={"model": to_dict(TINY), "data": to_dict(DataConfig(size=16))},
+    )
+
+
+def train_cfg(**overrides) -> TrainConfig:
+    return TrainConfig(
+        **{
+            "epochs": 3,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "warmup_steps": 2,
+            "device": "cpu",
+            "log_every": 1,
+            **overrides,
+        }
+    )
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10)
+    rates = [learning_rate(s, 100, cfg) for s in range(100)]
+    assert rates[0] < rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert rates[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    model = VQVAE(TINY).eval()
+    checkpoint.save_model(tmp_path, "vqvae", model, {"model": to_dict(TINY)}, last=False)
+    loaded, meta = checkpoint.load_vqvae(tmp_path)
+    x = blobs(3).images
+    assert torch.equal(model(x)[0], loaded(x)[0])
+    assert meta["weights_sha256"] == checkpoint.sha256(tmp_path / "vqvae.safetensors")
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    meta = json.loads((tmp_path / "vqvae.json").read_text())
+    meta["model"]["codebook_size"] = 16
+    (tmp_path / "vqvae.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"does not match its config.*shape"):
+        checkpoint.load_vqvae(tmp_path)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    meta = json.loads((tmp_path / "vqvae.json").read_text())
+    meta["model"]["colour"] = "red"
+    (tmp_path / "vqvae.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="unknown key 'colour'"):
+        checkpoint.load_vqvae(tmp_path)
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    weights = tmp_path / "vqvae.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        checkpoint.load_vqvae(tmp_path)
+
+
+def test_prior_checkpoint_in_place_of_vqvae_is_refused(tmp_path):
+    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    meta = json.loads((tmp_path / "vqvae.json").read_text())
+    meta["stage"] = "prior"
+    (tmp_path / "vqvae.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="holds a 'prior' model"):
+        checkpoint.load_vqvae(tmp_path)
+
+
+def test_training_improves_and_keeps_best_and_last(tmp_path):
+    val_set = blobs(8, seed=1)
+    torch.manual_seed(0)
+    before = reconstruction_metrics(VQVAE(TINY), val_set)
+    cfg = train_cfg(epochs=10, lr=1e-2)
+    result = fit(make_stage(tmp_path, blobs(24), val_set), cfg, tmp_path)
+    assert result.best > before["val_ssim"] + 0.1
+    assert min(r["val_mse"] for r in result.history) < 0.8 * before["val_mse"]
+    for name in ("vqvae", "vqvae-last"):
+        assert (tmp_path / f"{name}.safetensors").is_file()
+    lines = (tmp_path / "metrics-vqvae.jsonl").read_text().splitlines()
+    assert sum("val_ssim" in line for line in lines) == 10  # one validation line per epoch
+
+
+def interrupt_at(step_to_stop: int):
+    """A training step that sends this process SIGINT (a Ctrl-C) at a given call."""
+    calls = {"n": 0}
+
+    def step(model, batch):
+        calls["n"] += 1
+        if calls["n"] == step_to_stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        return vqvae_step(model, batch)
+
+    return step
+
+
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    whole = fit(make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a")
+
+    with pytest.raises(Interrupted, match="--resume"):
+        fit(
+            make_stage(tmp_path / "b", train_set, val_set, interrupt_at(7)),
+            train_cfg(),
+            tmp_path / "b",
+        )
+    state = checkpoint.load_tensor_meta(tmp_path / "b" / "train_state-vqvae.safetensors")
+    assert state["step"] == 7 and state["skip"] == 2  # mid-epoch: 5 steps per epoch
+    resumed = fit(
+        make_stage(tmp_path / "b", train_set, val_set), train_cfg(), tmp_path / "b", resume=True
+    )
+
+    assert resumed.step == whole.step
+    a = checkpoint.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
+    b = checkpoint.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss, scalars = vqvae_step(model, batch)
+        return (loss * float("nan") if calls["n"] == 8 else loss), scalars
+
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at step 7"):
+        fit(stage, train_cfg(), tmp_path)
+    meta = checkpoint.read_meta(tmp_path, "vqvae", last=True)
+    assert meta["step"] == 5  # the end of the first epoch: the last good state
+    assert meta["weights_sha256"] == checkpoint.sha256(tmp_path / "vqvae-last.safetensors")
+
+
+def test_max_steps_stops_early(tmp_path):
+    result = fit(
+        make_stage(tmp_path, blobs(20), blobs(4, seed=1)), train_cfg(max_steps=3), tmp_path
+    )
+    assert result.step == 3

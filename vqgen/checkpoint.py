@@ -1,0 +1,203 @@
+"""Run-directory I/O: safetensors weights beside a JSON description, written atomically.
+
+A run directory holds, per stage (`vqvae`, `prior`):
+
+    <stage>.safetensors / <stage>.json            best weights (what later verbs use)
+    <stage>-last.safetensors / <stage>-last.json  weights of the latest step (what --resume uses)
+    train_state-<stage>.safetensors               optimiser, schedule, step and RNG for --resume
+
+The JSON records the resolved configs, metrics, step, versions and the weights' SHA-256, so
+`load_vqvae(run)` rebuilds the model from the run alone. No pickle anywhere: loading a run never
+executes code from a file. Every file is written to a temporary name and renamed into place,
+so an interrupted write never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import vqgen
+from vqgen.config import PriorConfig, VQVAEConfig, from_dict
+from vqgen.errors import CheckpointError, UsageError
+
+FORMAT = "vqgen-run/1"
+STAGES = ("vqvae", "prior")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write `payload` as indented JSON."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object, with one clear line when it is missing or corrupt."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return payload
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
+) -> None:
+    """Atomically write tensors (made contiguous, on the CPU) to a safetensors file."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {"json": json.dumps(meta)} if meta is not None else None
+    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing, truncated or corrupt file is one clear line."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def load_tensor_meta(path: Path) -> dict[str, Any]:
+    """The JSON stored in a safetensors file's metadata by `save_tensors`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("json", "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def save_model(
+    run_dir: Path, stage: str, model: nn.Module, meta: dict[str, Any], last: bool
+) -> Path:
+    """Write `<stage>[-last].safetensors` and its JSON; returns the weights path."""
+    name = f"{stage}-last" if last else stage
+    weights = run_dir / f"{name}.safetensors"
+    save_tensors(weights, model.state_dict())
+    payload = {
+        "format": FORMAT,
+        "stage": stage,
+        "vqgen_version": vqgen.__version__,
+        "torch_version": torch.__version__,
+        **meta,
+        "weights": weights.name,
+        "weights_sha256": sha256(weights),
+    }
+    write_json(run_dir / f"{name}.json", payload)
+    return weights
+
+
+def read_meta(run_dir: Path, stage: str, last: bool = False) -> dict[str, Any]:
+    """The JSON description of a stage's checkpoint, checked for format and stage."""
+    name = f"{stage}-last" if last else stage
+    path = run_dir / f"{name}.json"
+    if not path.is_file():
+        hint = (
+            "run `vqgen train-vqvae` first" if stage == "vqvae" else "run `vqgen train-prior` first"
+        )
+        raise UsageError(f"{run_dir} has no {stage} checkpoint ({path.name} missing); {hint}")
+    meta = read_json(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a vqgen checkpoint of format {FORMAT}")
+    if meta.get("stage") != stage:
+        raise CheckpointError(f"{path} holds a '{meta.get('stage')}' model, expected '{stage}'")
+    return meta
+
+
+def load_weights(run_dir: Path, stage: str, model: nn.Module, last: bool = False) -> None:
+    """Load a stage's weights into `model`, refusing files whose shapes do not match it."""
+    name = f"{stage}-last" if last else stage
+    path = run_dir / f"{name}.safetensors"
+    state = load_tensors(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        what = "lacks" if missing else "has an unexpected"
+        raise CheckpointError(f"{path} does not match its config: it {what} tensor '{key}'")
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path} does not match its config: '{key}' has shape {tuple(state[key].shape)}, "
+                f"expected {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def load_vqvae(run_dir: Path, device: str | torch.device = "cpu", last: bool = False):
+    """Rebuild the VQ-VAE from a run directory; returns (model in eval mode, meta)."""
+    from vqgen.models.vqvae import VQVAE
+
+    meta = read_meta(run_dir, "vqvae", last)
+    cfg = from_dict(VQVAEConfig, meta.get("model", {}), where=f"{run_dir / 'vqvae.json'} 'model'")
+    model = VQVAE(cfg)
+    load_weights(run_dir, "vqvae", model, last)
+    return model.to(device).eval(), meta
+
+
+def load_prior(run_dir: Path, device: str | torch.device = "cpu", last: bool = False):
+    """Rebuild the prior from a run directory; returns (model in eval mode, meta).
+
+    Refuses a prior whose codes came from a VQ-VAE other than the one now in the run.
+    """
+    from vqgen.models.pixelcnn import GatedPixelCNN
+
+    meta = read_meta(run_dir, "prior", last)
+    cfg = from_dict(PriorConfig, meta.get("model", {}), where=f"{run_dir / 'prior.json'} 'model'")
+    vqvae_hash = meta.get("vqvae_sha256")
+    vqvae_path = run_dir / "vqvae.safetensors"
+    if vqvae_hash and vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
+        raise CheckpointError(
+            f"{run_dir / 'prior.json'} was trained on codes of another VQ-VAE; "
+            "run `vqgen train-prior` again"
+        )
+    model = GatedPixelCNN(cfg)
+    load_weights(run_dir, "prior", model, last)
+    return model.to(device).eval(), meta
+
+
+def check_run_dir(run_dir: Path) -> Path:
+    """A run directory that exists; one line naming it when it does not."""
+    if not run_dir.is_dir():
+        raise UsageError(
+            f"run directory {run_dir} does not exist; run `vqgen train-vqvae --run {run_dir}` first"
+        )
+    return run_dir
