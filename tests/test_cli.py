@@ -1,0 +1,165 @@
+"""The command line: exit codes and one-line errors, and the four verbs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from fixtures import make_adni, make_oasis
+
+from vqgen.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> None:
+    assert code == expected_code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_missing_dataset_path_is_a_usage_error(capsys, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(capsys, "data", missing)
+    assert_one_line_error(code, err, 2, str(missing))
+
+
+def test_size_not_divisible_by_downsampling(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "train-vqvae", "--run", tmp_path, "--size", "100", "--downsample", "8"
+    )
+    assert_one_line_error(code, err, 2, "--size 100", "--downsample 8")
+
+
+def test_unknown_quantizer(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", tmp_path, "--quantizer", "magic")
+    assert_one_line_error(code, err, 2, "--quantizer")
+
+
+def test_sampling_from_a_missing_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "nope")
+    assert_one_line_error(code, err, 2, str(tmp_path / "nope"), "does not exist")
+
+
+def test_sampling_from_a_run_without_models(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "sample", "--run", tmp_path)
+    assert_one_line_error(code, err, 2, "vqvae", "train-vqvae")
+
+
+def test_evaluate_rejects_unknown_split(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", "--run", tmp_path, "--split", "holdout")
+    assert_one_line_error(code, err, 2, "--split", "holdout")
+
+
+def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
+    """`python -m vqgen` is the same program, with the same error contract."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vqgen", "data", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert str(tmp_path / "missing") in proc.stderr
+
+
+TINY_VQVAE = [
+    "--size",
+    "32",
+    "--hidden",
+    "16",
+    "--codebook-size",
+    "16",
+    "--code-dim",
+    "8",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+]
+TINY_PRIOR = ["--layers", "3", "--channels", "16", "--batch-size", "8", "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_four_verbs_end_to_end(capsys, tmp_path):
+    """train-vqvae -> train-prior -> sample -> evaluate through the CLI on an OASIS layout."""
+    oasis_root = make_oasis(tmp_path, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys, "train-vqvae", "--data", oasis_root, "--run", run, "--epochs", "2", *TINY_VQVAE
+    )
+    assert code == 0, err
+    assert "validate SSIM" in out
+    code, out, err = run_cli(capsys, "train-prior", "--run", run, "--epochs", "2", *TINY_PRIOR)
+    assert code == 0, err
+    assert "bits/code" in out
+    assert (run / "codes" / "train.safetensors").is_file()
+    code, out, err = run_cli(capsys, "sample", "--run", run, "--n", "4", "--device", "cpu")
+    assert code == 0, err
+    assert len(list((run / "samples").glob("sample_*.png"))) == 4
+    assert (run / "samples" / "grid.png").is_file()
+    code, out, err = run_cli(
+        capsys, "evaluate", "--run", run, "--n-samples", "4", "--device", "cpu"
+    )
+    assert code == 0, err
+    report = json.loads((run / "report.json").read_text())
+    assert report["split"] == "test"
+    assert report["images"] > 0
+    assert {"reconstruction", "prior", "samples"} <= set(report)
+    assert (run / "report.md").is_file()
+    for figure in (
+        "vqvae_curves",
+        "vqvae_reconstructions",
+        "prior_curves",
+        "eval_reconstructions",
+        "eval_ssim_hist",
+        "eval_samples_nearest",
+    ):
+        assert (run / "figures" / f"{figure}.png").is_file(), figure
+
+    # a label the prior was not trained with is refused in one line
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD")
+    assert_one_line_error(code, err, 2, "--label AD")
+
+
+def test_data_reports_adni_counts_labels_and_a_patient_split(capsys, tmp_path):
+    root = make_adni(tmp_path, {"train": 10, "test": 2}, slices=2)
+    preview = tmp_path / "preview.png"
+    code, out, err = run_cli(capsys, "data", root, "--size", "32", "--preview", preview)
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    cells = {split: [c.strip() for c in row.split("│")[2:6]] for split, row in rows.items()}
+    # 20 train patients of 2 slices: a seeded 10% of the patients (1 per class) validate
+    assert cells["train"][:2] == ["36", "18"]
+    assert cells["validate"][:2] == ["4", "2"]
+    assert cells["test"][:3] == ["8", "4", "NC 4, AD 4"]
+    assert "adni" in out
+    assert preview.is_file() and preview.stat().st_size > 1000
+
+
+def test_data_reports_oasis_counts(capsys, tmp_path):
+    root = make_oasis(tmp_path, {"train": 3, "validate": 2, "test": 1}, slices=4, size=64)
+    code, out, err = run_cli(capsys, "data", root, "--size", "32")
+    assert code == 0, err
+    rows = [
+        [c.strip() for c in line.split("│")[1:4]]
+        for line in out.splitlines()
+        if line.count("│") > 5
+    ]
+    assert rows == [["train", "12", "3"], ["validate", "8", "2"], ["test", "4", "1"]]

@@ -1,0 +1,205 @@
+"""The report: how well a run reconstructs, how it uses its codebook, how good its prior and
+samples are. Everything is computed on one split (test by default), over the whole split.
+
+    report = evaluate(Path("run"), split="test", n_samples=64)
+
+Writes run/report.json, run/report.md and figures under run/figures/.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqgen import checkpoint, metrics, plots
+from vqgen.config import DataConfig, from_dict
+from vqgen.data import SPLITS, load_split
+from vqgen.errors import UsageError
+from vqgen.generate import build_condition, draw
+from vqgen.stage1 import reconstruct
+from vqgen.stage2 import CodeSet, nll_bits, split_codes
+from vqgen.train import resolve_device
+
+MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
+FIGURE_SAMPLES = 8
+
+
+def summary(values: np.ndarray) -> dict[str, float]:
+    """Mean, std, min, 5th percentile and fraction >= 0.6 of per-image scores."""
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "min": float(np.min(values)),
+        "p5": float(np.percentile(values, 5)),
+        "frac_ge_0.6": float(np.mean(values >= 0.6)),
+    }
+
+
+def finite_mean(values: Tensor) -> float:
+    """Mean over finite values: PSNR is infinite for a perfect reconstruction."""
+    return float(values[torch.isfinite(values)].mean())
+
+
+def reconstruction_report(vqvae, images: Tensor, figures: Path, split: str) -> tuple[dict, Tensor]:
+    """Per-image SSIM (scikit-image), brain SSIM, PSNR, MSE, codebook usage; best/median/worst."""
+    recon, codes = reconstruct(vqvae, images)
+    ssim = metrics.ssim_reference(images, recon)
+    brain = metrics.masked_ssim(images, recon, metrics.foreground_mask(images))
+    used, perplexity = metrics.codebook_usage(codes, vqvae.cfg.codebook_size)
+    order = np.argsort(ssim)
+    picks = [int(order[-1]), int(order[len(order) // 2]), int(order[0])]
+    caption = f"{split} split: best, median, worst SSIM " + ", ".join(
+        f"{ssim[i]:.3f}" for i in picks
+    )
+    plots.reconstruction_figure(
+        images[picks], recon[picks], figures / "eval_reconstructions.png", caption
+    )
+    plots.histogram(ssim, figures / "eval_ssim_hist.png", "SSIM per slice", f"{split} split")
+    counts = torch.bincount(codes.flatten(), minlength=vqvae.cfg.codebook_size)
+    plots.histogram(
+        counts.float(), figures / "eval_code_usage.png", "uses per code", f"{split} split"
+    )
+    report = {
+        "ssim": summary(ssim),
+        "brain_ssim_mean": float(torch.nanmean(brain)),
+        "psnr_mean": finite_mean(metrics.psnr(images, recon)),
+        "mse_mean": float(metrics.mse(images, recon).mean()),
+        "codebook": {"fraction_used": used, "perplexity": perplexity},
+    }
+    return report, codes
+
+
+def sample_report(
+    samples: Tensor, split_images: Tensor, train_images: Tensor, seed: int
+) -> tuple[dict[str, Any], Tensor, Tensor]:
+    """Realism, memorisation and diversity of generated slices, measured with SSIM."""
+    real_ssim, real_idx = metrics.nearest_ssim(samples, split_images)
+    train_ssim, _ = metrics.nearest_ssim(samples, train_images)
+    generator = torch.Generator().manual_seed(seed)
+    reference = split_images[torch.randperm(len(split_images), generator=generator)[: len(samples)]]
+    report = {
+        "n": len(samples),
+        "nearest_real_ssim": {"mean": float(real_ssim.mean()), "std": float(real_ssim.std())},
+        "nearest_train_ssim_max": float(train_ssim.max()),
+        "memorised": int((train_ssim > MEMORISED_SSIM).sum()),
+        "diversity_pairwise_ssim": metrics.mean_pairwise_ssim(samples),
+        "real_pairwise_ssim": metrics.mean_pairwise_ssim(reference),
+    }
+    return report, real_ssim, real_idx
+
+
+def evaluate(
+    run_dir: Path,
+    split: str = "test",
+    n_samples: int = 64,
+    out: Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score a run on `split`; returns the report that is also written as JSON and Markdown."""
+    if split not in SPLITS:
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
+    checkpoint.check_run_dir(run_dir)
+    dev = resolve_device(device)
+    vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
+    data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
+    load = dict(kind=data.kind, size=data.size, seed=data.seed, strict=data.strict)
+    dataset = load_split(data.source, split, **load)
+    figures = run_dir / "figures"
+    images = dataset.images
+    report: dict[str, Any] = {
+        "run": str(run_dir),
+        "split": split,
+        "data": data.source,
+        "kind": data.kind,
+        "images": len(dataset),
+    }
+    report["reconstruction"], codes = reconstruction_report(vqvae, images, figures, split)
+
+    if (run_dir / "prior.json").is_file():
+        prior, prior_meta = checkpoint.load_prior(run_dir, dev)
+        label_names = prior_meta.get("label_names", [])
+        split_set = CodeSet(
+            codes.to(torch.int16), dataset.labels, dataset.positions, tuple(label_names)
+        )
+        train_codes = split_codes(run_dir, "train", vqvae, data)
+        report["prior"] = {
+            "nll_bits": nll_bits(prior, split_set),
+            "uniform_bits": math.log2(prior.cfg.codebook_size),
+            "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
+            "condition": prior.cfg.condition,
+        }
+        cond = build_condition(prior, label_names, n_samples, None, None)
+        samples, _ = draw(vqvae, prior, n_samples, cond, 1.0, seed, dev)
+        train_images = load_split(data.source, "train", **load).images
+        report["samples"], real_ssim, real_idx = sample_report(samples, images, train_images, seed)
+        if prior.cfg.condition == "label":
+            report["samples"]["per_label"] = {
+                name: sample_report(
+                    samples[cond == i], images[dataset.labels == i], train_images, seed
+                )[0]
+                for i, name in enumerate(label_names)
+                if (cond == i).any() and (dataset.labels == i).any()
+            }
+        shown = list(range(min(FIGURE_SAMPLES, n_samples)))
+        plots.rows_figure(
+            [("sample", samples[shown]), (f"nearest {split}", images[real_idx[shown]])],
+            figures / "eval_samples_nearest.png",
+            "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
+        )
+    out = out or run_dir / "report.json"
+    checkpoint.write_json(out, report)
+    markdown = render_markdown(report)
+    checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown document."""
+    rec = report["reconstruction"]
+    lines = [
+        f"# vqgen report: {report['run']}",
+        "",
+        f"Data: `{report['data']}` ({report['kind']}), **{report['split']}** split, "
+        f"{report['images']} slices.",
+        "",
+        "## Reconstruction",
+        "",
+        "| SSIM mean | std | min | 5th pct | >= 0.6 | brain SSIM | PSNR dB | MSE |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {rec['ssim']['mean']:.3f} | {rec['ssim']['std']:.3f} | {rec['ssim']['min']:.3f} | "
+        f"{rec['ssim']['p5']:.3f} | {rec['ssim']['frac_ge_0.6']:.0%} | "
+        f"{rec['brain_ssim_mean']:.3f} | {rec['psnr_mean']:.2f} | {rec['mse_mean']:.5f} |",
+        "",
+        f"Codebook: {rec['codebook']['fraction_used']:.0%} of codes used, "
+        f"perplexity {rec['codebook']['perplexity']:.1f}.",
+    ]
+    if "prior" in report:
+        p = report["prior"]
+        lines += [
+            "",
+            "## Prior",
+            "",
+            f"NLL {p['nll_bits']:.3f} bits/code (uniform {p['uniform_bits']:.2f}, "
+            f"unigram {p['unigram_bits']:.2f}); condition: {p['condition']}.",
+        ]
+    if "samples" in report:
+        s = report["samples"]
+        lines += [
+            "",
+            "## Samples",
+            "",
+            "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
+            "pairwise SSIM (samples) | pairwise SSIM (real) |",
+            "|---|---|---|---|---|---|",
+            f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
+            f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
+            f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
+            f"{s['real_pairwise_ssim']:.3f} |",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""The `data` verb: what a dataset holds, split by split, and an optional preview figure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vqgen import plots
+from vqgen.config import DataConfig
+from vqgen.data import SPLITS, SliceDataset, detect_kind, load_split
+
+PREVIEW_PER_SPLIT = 8
+
+
+@dataclass
+class DataSummary:
+    kind: str
+    rows: list[tuple[str, ...]]  # split, images, subjects, labels, size, intensity
+    splits: dict[str, SliceDataset]
+
+
+def label_counts(dataset: SliceDataset) -> str:
+    """e.g. 'AD 120, NC 140', or '-' for unlabelled data."""
+    counts = Counter(dataset.labels.tolist())
+    if not dataset.label_names or set(counts) == {-1}:
+        return "-"
+    return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(dataset.label_names))
+
+
+def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSummary:
+    """Load every split (through the cache) and summarise it; optionally write a preview grid."""
+    kind = detect_kind(data.source) if data.kind == "auto" else data.kind
+    load = dict(kind=kind, size=data.size, seed=data.seed, strict=data.strict)
+    splits = {split: load_split(data.source, split, **load) for split in SPLITS}
+    rows = []
+    for split, ds in splits.items():
+        pixels = ds.pixels
+        rows.append(
+            (
+                split,
+                str(len(ds)),
+                str(len(set(ds.subjects))),
+                label_counts(ds),
+                f"{pixels.shape[-1]}x{pixels.shape[-2]}",
+                f"{pixels.min().item() / 255:.2f}-{pixels.max().item() / 255:.2f}",
+            )
+        )
+    if preview is not None:
+        generator = torch.Generator().manual_seed(data.seed)
+        figure_rows = []
+        for split, ds in splits.items():
+            pick = torch.randperm(len(ds), generator=generator)[:PREVIEW_PER_SPLIT]
+            figure_rows.append((split, ds.images[pick]))
+        plots.rows_figure(figure_rows, preview, caption=f"{data.source} ({kind}), random slices")
+    return DataSummary(kind, rows, splits)

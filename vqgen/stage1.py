@@ -1,0 +1,148 @@
+"""Stage 1: train the VQ-VAE on a dataset's train split, select it on the validate split.
+
+    result = train_vqvae(DataConfig(source="mni152"), VQVAEConfig(), TrainConfig(), Path("run"))
+
+The test split is never read here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vqgen import checkpoint, metrics, plots
+from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, from_dict, to_dict
+from vqgen.data import SliceDataset, detect_kind, load_split
+from vqgen.errors import UsageError
+from vqgen.models.vqvae import VQVAE
+from vqgen.train import Batch, Stage, fit
+
+FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
+
+
+@dataclass
+class VQVAEResult:
+    checkpoint: Path
+    val_ssim: float
+    val_psnr: float
+    codebook_used: float
+    perplexity: float
+    steps: int
+    seconds: float
+
+
+def vqvae_step(model: VQVAE, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Reconstruction MSE plus the quantizer's codebook/commitment loss."""
+    images = batch[0]
+    recon, q = model(images)
+    mse = F.mse_loss(recon.float(), images)
+    loss = mse + q.loss
+    return loss, {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
+
+
+@torch.no_grad()
+def reconstruct(model: VQVAE, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Reconstructions in [0,1] and code grids of (N,1,S,S) images, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    recons, codes = [], []
+    for start in range(0, len(images), batch_size):
+        recon, q = model(images[start : start + batch_size].to(device))
+        recons.append(recon.float().clamp(0, 1).cpu())
+        codes.append(q.codes.cpu())
+    return torch.cat(recons), torch.cat(codes)
+
+
+def reconstruction_metrics(model: VQVAE, dataset: SliceDataset) -> dict[str, float]:
+    """Mean SSIM (scikit-image, data_range 1), PSNR, MSE and codebook usage over a split."""
+    images = dataset.images
+    recon, codes = reconstruct(model, images)
+    used, perplexity = metrics.codebook_usage(codes, model.cfg.codebook_size)
+    return {
+        "val_ssim": float(metrics.ssim_reference(images, recon).mean()),
+        "val_psnr": float(metrics.psnr(images, recon).clamp(max=100).mean()),  # inf if exact
+        "val_mse": float(metrics.mse(images, recon).mean()),
+        "val_codebook_used": used,
+        "val_perplexity": perplexity,
+    }
+
+
+def figure_indices(n: int, count: int = FIGURE_SLICES) -> list[int]:
+    """Evenly spread, fixed indices so the figure shows the same slices every epoch."""
+    return torch.linspace(0, n - 1, min(count, n)).round().long().tolist()
+
+
+def write_figures(model: VQVAE, val_set: SliceDataset, run_dir: Path) -> None:
+    """Loss curves and input | reconstruction | error for fixed validation slices."""
+    figures = run_dir / "figures"
+    plots.training_curves(
+        run_dir / "metrics-vqvae.jsonl",
+        figures / "vqvae_curves.png",
+        "mse",
+        ["val_ssim", "val_perplexity"],
+    )
+    images = val_set.images[figure_indices(len(val_set))]
+    model.eval()
+    with torch.no_grad():
+        recon, _ = model(images.to(next(model.parameters()).device))
+    caption = "validate split"
+    plots.reconstruction_figure(images, recon.cpu(), figures / "vqvae_reconstructions.png", caption)
+
+
+def resolve_data(data: DataConfig) -> DataConfig:
+    """Fix the dataset kind and make a path absolute, so later verbs find the same data."""
+    kind = detect_kind(data.source) if data.kind == "auto" else data.kind
+    source = data.source if kind == "mni152" else str(Path(data.source).resolve())
+    return DataConfig(source=source, kind=kind, size=data.size, seed=data.seed, strict=data.strict)
+
+
+def train_vqvae(
+    data: DataConfig,
+    model_cfg: VQVAEConfig,
+    train: TrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+) -> VQVAEResult:
+    """Train stage 1 into `run_dir`; with `resume`, the run's own configs are used."""
+    if resume:
+        meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
+        data = from_dict(DataConfig, meta["data"], where=f"{run_dir}/vqvae-last.json 'data'")
+        model_cfg = from_dict(
+            VQVAEConfig, meta["model"], where=f"{run_dir}/vqvae-last.json 'model'"
+        )
+    else:
+        data = resolve_data(data)
+        if data.size != model_cfg.size:
+            raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
+    load = dict(kind=data.kind, size=data.size, seed=data.seed, strict=data.strict)
+    train_set = load_split(data.source, "train", **load)
+    val_set = load_split(data.source, "validate", **load)
+    model = VQVAE(model_cfg)
+    stage = Stage(
+        name="vqvae",
+        model=model,
+        train_set=train_set,
+        step=vqvae_step,
+        validate=lambda m: reconstruction_metrics(m, val_set),
+        monitor="val_ssim",
+        higher_is_better=True,
+        meta={"model": to_dict(model_cfg), "data": to_dict(data)},
+        after_epoch=lambda m: write_figures(m, val_set, run_dir),
+    )
+    start = time.perf_counter()
+    result = fit(stage, train, run_dir, resume)
+    best = checkpoint.read_meta(run_dir, "vqvae")["metrics"]
+    return VQVAEResult(
+        checkpoint=result.checkpoint,
+        val_ssim=best["val_ssim"],
+        val_psnr=best["val_psnr"],
+        codebook_used=best["val_codebook_used"],
+        perplexity=best["val_perplexity"],
+        steps=result.step,
+        seconds=time.perf_counter() - start,
+    )

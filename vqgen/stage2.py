@@ -1,0 +1,207 @@
+"""Stage 2: encode the data to code grids with the frozen VQ-VAE and fit the gated PixelCNN prior.
+
+    result = train_prior(Path("run"), PriorOptions(layers=10), TrainConfig(epochs=20))
+
+Code grids are cached in run/codes/<split>.safetensors and reused while they were made by the
+VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate split only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vqgen import checkpoint, metrics, plots
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, from_dict, to_dict
+from vqgen.data import load_split
+from vqgen.errors import UsageError
+from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.vqvae import VQVAE
+from vqgen.train import Batch, Stage, fit, resolve_device
+
+LN2 = math.log(2)
+
+
+@dataclass
+class CodeSet(Dataset):
+    """Code grids of one split with what conditioning needs."""
+
+    codes: Tensor  # (N, h, w) int16
+    labels: Tensor  # (N,) long, -1 where unknown
+    positions: Tensor  # (N,) float32, NaN where unknown
+    label_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.codes[i].long(), self.labels[i], self.positions[i]
+
+
+@dataclass
+class PriorOptions:
+    """What a user picks for the prior; the rest comes from the VQ-VAE."""
+
+    channels: int = 64
+    layers: int = 10
+    kernel: int = 3
+    condition: str = "none"
+
+
+@dataclass
+class PriorResult:
+    checkpoint: Path
+    val_bits: float
+    uniform_bits: float
+    unigram_bits: float
+    steps: int
+    seconds: float
+
+
+@torch.no_grad()
+def encode(vqvae: VQVAE, images: Tensor, batch_size: int = 64) -> Tensor:
+    """(N,1,S,S) images -> (N,h,w) int16 code grids, on the CPU."""
+    vqvae.eval()
+    device = next(vqvae.parameters()).device
+    grids = [
+        vqvae.codes(images[i : i + batch_size].to(device)).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(grids).to(torch.int16)
+
+
+def split_codes(run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig) -> CodeSet:
+    """The split's code grids: from run/codes when made by this VQ-VAE, else encoded now."""
+    path = run_dir / "codes" / f"{split}.safetensors"
+    vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
+    if path.is_file():
+        meta = checkpoint.load_tensor_meta(path)
+        if meta.get("vqvae_sha256") == vqvae_hash:
+            t = checkpoint.load_tensors(path)
+            return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
+    dataset = load_split(
+        data.source, split, kind=data.kind, size=data.size, seed=data.seed, strict=data.strict
+    )
+    codes = CodeSet(
+        encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
+    )
+    tensors = {"codes": codes.codes, "labels": codes.labels, "positions": codes.positions}
+    meta = {
+        "vqvae_sha256": vqvae_hash,
+        "split": split,
+        "label_names": list(codes.label_names),
+        "subjects": list(dataset.subjects),
+    }
+    checkpoint.save_tensors(path, tensors, meta)
+    return codes
+
+
+def condition_input(condition: str, labels: Tensor, positions: Tensor) -> Tensor | None:
+    """The prior's condition for a batch: labels, slice positions, or nothing."""
+    if condition == "label":
+        return labels
+    if condition == "slice":
+        return positions
+    return None
+
+
+def check_condition(condition: str, codes: CodeSet, source: str) -> None:
+    """Refuse a condition the data cannot provide, naming the option."""
+    if condition == "label" and (codes.labels < 0).any():
+        raise UsageError(f"--condition label needs labelled data (e.g. ADNI); {source} has none")
+    if condition == "slice" and torch.isnan(codes.positions).any():
+        raise UsageError(f"--condition slice needs slice positions; {source} lacks some")
+
+
+def prior_step(model: GatedPixelCNN, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy of every code given those before it in raster order."""
+    codes, labels, positions = batch
+    logits = model(codes, condition_input(model.cfg.condition, labels, positions))
+    loss = F.cross_entropy(logits.float(), codes)
+    return loss, {"loss": loss.item(), "bits": loss.item() / LN2}
+
+
+@torch.no_grad()
+def nll_bits(model: GatedPixelCNN, codes: CodeSet, batch_size: int = 64) -> float:
+    """Mean negative log-likelihood in bits per code over a whole split."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(codes), batch_size):
+        grids = codes.codes[i : i + batch_size].long().to(device)
+        cond = condition_input(
+            model.cfg.condition,
+            codes.labels[i : i + batch_size].to(device),
+            codes.positions[i : i + batch_size].to(device),
+        )
+        logits = model(grids, cond).float()
+        total += F.cross_entropy(logits, grids, reduction="sum").item()
+        count += grids.numel()
+    return total / count / LN2
+
+
+def train_prior(
+    run_dir: Path, options: PriorOptions, train: TrainConfig, resume: bool = False
+) -> PriorResult:
+    """Fit the prior on the train split's codes, keep the best by validate NLL."""
+    checkpoint.check_run_dir(run_dir)
+    device = resolve_device(train.device)
+    vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
+    data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
+    train_codes = split_codes(run_dir, "train", vqvae, data)
+    val_codes = split_codes(run_dir, "validate", vqvae, data)
+    if resume:
+        meta = checkpoint.read_meta(run_dir, "prior", last=True)
+        cfg = from_dict(PriorConfig, meta["model"], where=f"{run_dir}/prior-last.json 'model'")
+    else:
+        cfg = PriorConfig(
+            codebook_size=vqvae.cfg.codebook_size,
+            grid=vqvae.cfg.grid,
+            channels=options.channels,
+            layers=options.layers,
+            kernel=options.kernel,
+            condition=options.condition,
+            num_labels=len(train_codes.label_names),
+        )
+    check_condition(cfg.condition, train_codes, data.source)
+    baselines = {
+        "uniform": math.log2(cfg.codebook_size),
+        "unigram": metrics.entropy_bits(train_codes.codes.long(), cfg.codebook_size),
+    }
+    figure = run_dir / "figures" / "prior_curves.png"
+    stage = Stage(
+        name="prior",
+        model=GatedPixelCNN(cfg),
+        train_set=train_codes,
+        step=prior_step,
+        validate=lambda m: {"val_bits": nll_bits(m, val_codes)},
+        monitor="val_bits",
+        higher_is_better=False,
+        meta={
+            "model": to_dict(cfg),
+            "data": to_dict(data),
+            "vqvae_sha256": checkpoint.sha256(run_dir / "vqvae.safetensors"),
+            "label_names": list(train_codes.label_names),
+            "baselines_bits": baselines,
+        },
+        after_epoch=lambda m: plots.training_curves(
+            run_dir / "metrics-prior.jsonl", figure, "bits", ["val_bits"], baselines
+        ),
+    )
+    start = time.perf_counter()
+    result = fit(stage, train, run_dir, resume)
+    return PriorResult(
+        checkpoint=result.checkpoint,
+        val_bits=result.best,
+        uniform_bits=baselines["uniform"],
+        unigram_bits=baselines["unigram"],
+        steps=result.step,
+        seconds=time.perf_counter() - start,
+    )
