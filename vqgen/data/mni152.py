@@ -36,7 +36,7 @@ TISSUES = ("t1", "gm", "wm")
 MASK_THRESHOLD = 0.2  # brain = scaled T1 above this, as in nilearn's load_mni152_brain_mask
 MARGIN = 4  # voxels of background kept around the brain when cropping the template
 VENTRICLES_MNI = np.array([0.0, -15.0, 12.0], np.float32)  # centre of the lateral ventricles
-GENERATOR_VERSION = 1  # bump when the generator changes, so cached slices are rebuilt
+GENERATOR_VERSION = 2  # bump when the generator changes, so cached slices are rebuilt
 
 
 def settings() -> dict[str, object]:
@@ -177,7 +177,7 @@ def subject(rng: np.random.Generator, n_slices: int, size: int) -> tuple[np.ndar
     image *= rng.uniform(0.8, 0.95) / max(
         float(np.percentile(brain, 99)) if brain.size else 1, 1e-3
     )
-    image += rng.uniform(0.005, 0.03) * rng.standard_normal(image.shape, dtype=np.float32)
+    image += rng.uniform(0.003, 0.015) * rng.standard_normal(image.shape, dtype=np.float32)
     image = np.clip(image * mask, 0, 1)
     return image, frac.astype(np.float32), np.rint(z_mm).astype(int)
 
