@@ -193,3 +193,19 @@ def test_max_steps_stops_early(tmp_path):
         make_stage(tmp_path, blobs(20), blobs(4, seed=1)), train_cfg(max_steps=3), tmp_path
     )
     assert result.step == 3
+
+
+def test_resume_refuses_weights_and_state_from_different_steps(tmp_path):
+    fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), train_cfg(epochs=1), tmp_path)
+    state = tmp_path / "train_state-vqvae.safetensors"
+    kept = state.read_bytes()
+    fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), train_cfg(epochs=2), tmp_path)
+    state.write_bytes(kept)  # as if a crash had hit between the two renames
+    with pytest.raises(CheckpointError, match="different steps"):
+        fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), train_cfg(), tmp_path, resume=True)
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    mode = (tmp_path / "vqvae.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~checkpoint.UMASK

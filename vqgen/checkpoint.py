@@ -32,6 +32,8 @@ from vqgen.config import PriorConfig, VQVAEConfig, from_dict
 from vqgen.errors import CheckpointError, UsageError
 
 FORMAT = "vqgen-run/1"
+UMASK = os.umask(0)
+os.umask(UMASK)  # read the process umask (the only way is to set it and set it back)
 STAGES = ("vqvae", "prior")
 
 
@@ -43,6 +45,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the user's usual mode
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())  # on disk before it takes the real name
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
@@ -39,9 +40,16 @@ MaxStepsOpt = Annotated[
     int | None, typer.Option("--max-steps", help="Stop after N optimiser steps (if sooner).")
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images or code grids per step.")]
+MinutesOpt = Annotated[
+    float | None, typer.Option("--max-minutes", help="Stop after this much training time.")
+]
 LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
+DataSeedOpt = Annotated[
+    int,
+    typer.Option("--data-seed", help="Seed of subject-level splits and mni152 virtual subjects."),
+]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
 ]
@@ -66,16 +74,16 @@ def data_cmd(
     source: Annotated[str, typer.Argument(help="Dataset folder or 'mni152'.")],
     kind: KindOpt = "auto",
     size: SizeOpt = 128,
-    seed: SeedOpt = 0,
+    data_seed: DataSeedOpt = 0,
     strict: StrictOpt = False,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Write a PNG grid of random slices per split.")
     ] = None,
 ) -> None:
     """Inspect a dataset: kind, images and subjects per split, labels, size, intensities."""
-    from vqgen.inspect import describe_dataset
+    from vqgen.describe import describe_dataset
 
-    summary = describe_dataset(DataConfig(source, kind, size, seed, strict), preview)
+    summary = describe_dataset(DataConfig(source, kind, size, data_seed, strict), preview)
     table = Table(title=f"{source}  (kind: {summary.kind})")
     for column in ("split", "images", "subjects", "labels", "size", "intensity"):
         table.add_column(column)
@@ -100,10 +108,12 @@ def train_vqvae_cmd(
     quantizer: Annotated[str, typer.Option(help="'ema' or 'st' (codebook loss).")] = "ema",
     epochs: EpochsOpt = 8,
     max_steps: MaxStepsOpt = None,
-    batch_size: BatchOpt = 32,
+    max_minutes: MinutesOpt = None,
+    batch_size: BatchOpt = 16,
     lr: LrOpt = 2e-3,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    data_seed: DataSeedOpt = 0,
     resume: ResumeOpt = False,
     workers: WorkersOpt = 0,
     strict: StrictOpt = False,
@@ -112,7 +122,7 @@ def train_vqvae_cmd(
     from vqgen.stage1 import train_vqvae
 
     result = train_vqvae(
-        DataConfig(data, kind, size, seed, strict),
+        DataConfig(data, kind, size, data_seed, strict),
         VQVAEConfig(
             size=size,
             hidden=hidden,
@@ -125,6 +135,7 @@ def train_vqvae_cmd(
         TrainConfig(
             epochs=epochs,
             max_steps=max_steps,
+            max_minutes=max_minutes,
             batch_size=batch_size,
             lr=lr,
             device=device,
@@ -135,7 +146,7 @@ def train_vqvae_cmd(
         resume,
     )
     console.print(
-        f"[bold]{result.checkpoint}[/]  validate SSIM {result.val_ssim:.3f}  "
+        f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
         f"PSNR {result.val_psnr:.1f} dB  codes used {result.codebook_used:.0%}  "
         f"perplexity {result.perplexity:.0f}  ({result.steps} steps, {result.seconds:.0f} s)"
     )
@@ -149,7 +160,8 @@ def train_prior_cmd(
     condition: Annotated[str, typer.Option(help="none, label or slice.")] = "none",
     epochs: EpochsOpt = 20,
     max_steps: MaxStepsOpt = None,
-    batch_size: BatchOpt = 32,
+    max_minutes: MinutesOpt = None,
+    batch_size: BatchOpt = 16,
     lr: LrOpt = 2e-3,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -165,6 +177,7 @@ def train_prior_cmd(
         TrainConfig(
             epochs=epochs,
             max_steps=max_steps,
+            max_minutes=max_minutes,
             batch_size=batch_size,
             lr=lr,
             device=device,
@@ -174,7 +187,7 @@ def train_prior_cmd(
         resume,
     )
     console.print(
-        f"[bold]{result.checkpoint}[/]  validate NLL {result.val_bits:.3f} bits/code  "
+        f"[bold]{escape(str(result.checkpoint))}[/]  validate NLL {result.val_bits:.3f} bits/code  "
         f"(uniform {result.uniform_bits:.2f}, unigram {result.unigram_bits:.2f})  "
         f"({result.steps} steps, {result.seconds:.0f} s)"
     )
@@ -279,5 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     except VqgenError as err:
         if os.environ.get("VQGEN_DEBUG") == "1":
             raise
-        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         raise SystemExit(err.exit_code) from None

@@ -54,6 +54,11 @@ class VQVAEConfig:
             raise UsageError(f"--quantizer must be one of {', '.join(QUANTIZERS)}")
         if self.codebook_size < 2:
             raise UsageError(f"--codebook-size must be at least 2, got {self.codebook_size}")
+        positive("--size", self.size)
+        positive("--hidden", self.hidden)
+        positive("--code-dim", self.code_dim)
+        if self.beta < 0:
+            raise UsageError(f"--beta must not be negative, got {self.beta}")
 
     @property
     def grid(self) -> int:
@@ -78,6 +83,8 @@ class PriorConfig:
             raise UsageError(f"--condition must be one of {', '.join(CONDITIONS)}")
         if self.kernel % 2 == 0 or self.kernel < 3:
             raise UsageError(f"prior kernel must be odd and >= 3, got {self.kernel}")
+        positive("--channels", self.channels)
+        positive("--layers", self.layers)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps, whichever comes first
     max_minutes: float | None = None  # or after this much training time (the demo's budget)
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -95,7 +102,24 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     workers: int = 0
-    log_every: int = 50
+    log_every: int = 10  # steps between metrics-<stage>.jsonl lines
+
+    def __post_init__(self) -> None:
+        positive("--epochs", self.epochs)
+        positive("--batch-size", self.batch_size)
+        positive("--lr", self.lr)
+        if self.max_steps is not None:
+            positive("--max-steps", self.max_steps)
+        if self.max_minutes is not None:
+            positive("--max-minutes", self.max_minutes)
+        if self.workers < 0:
+            raise UsageError(f"--workers must not be negative, got {self.workers}")
+
+
+def positive(option: str, value: float) -> None:
+    """Refuse a zero or negative setting, naming its option."""
+    if not value > 0:
+        raise UsageError(f"{option} must be positive, got {value}")
 
 
 C = TypeVar("C")

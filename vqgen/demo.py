@@ -38,15 +38,15 @@ def run_demo(
         raise UsageError(f"--minutes must be positive, got {minutes}")
     train = dict(device=device, seed=seed, epochs=1000)
     train_vqvae(
-        DataConfig(source="mni152", size=128, seed=seed),
+        DataConfig(source="mni152", size=128),
         VQVAEConfig(size=128),
-        TrainConfig(**train, batch_size=32, lr=2e-3, max_minutes=VQVAE_SHARE * minutes),
+        TrainConfig(**train, batch_size=16, lr=2e-3, max_minutes=VQVAE_SHARE * minutes),
         run_dir,
     )
     train_prior(
         run_dir,
         PriorOptions(),
-        TrainConfig(**train, batch_size=32, lr=2e-3, max_minutes=PRIOR_SHARE * minutes),
+        TrainConfig(**train, batch_size=16, lr=2e-3, max_minutes=PRIOR_SHARE * minutes),
     )
     sampled = generate(run_dir, n=DEMO_SAMPLES, seed=seed, device=device)
     report = evaluate(run_dir, "test", EVAL_SAMPLES, device=device, seed=seed)

@@ -8,7 +8,6 @@ Writes run/report.json, run/report.md and figures under run/figures/.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import Tensor
 
 from vqgen import checkpoint, metrics, plots
 from vqgen.config import DataConfig, from_dict
-from vqgen.data import SPLITS, load_split
+from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
 from vqgen.generate import build_condition, draw
 from vqgen.stage1 import reconstruct
@@ -38,11 +37,6 @@ def summary(values: np.ndarray) -> dict[str, float]:
         "p5": float(np.percentile(values, 5)),
         "frac_ge_0.6": float(np.mean(values >= 0.6)),
     }
-
-
-def finite_mean(values: Tensor) -> float:
-    """Mean over finite values: PSNR is infinite for a perfect reconstruction."""
-    return float(values[torch.isfinite(values)].mean())
 
 
 def reconstruction_report(vqvae, images: Tensor, figures: Path, split: str) -> tuple[dict, Tensor]:
@@ -67,7 +61,7 @@ def reconstruction_report(vqvae, images: Tensor, figures: Path, split: str) -> t
     report = {
         "ssim": summary(ssim),
         "brain_ssim_mean": float(torch.nanmean(brain)),
-        "psnr_mean": finite_mean(metrics.psnr(images, recon)),
+        "psnr_mean": metrics.finite_mean(metrics.psnr(images, recon)),
         "mse_mean": float(metrics.mse(images, recon).mean()),
         "codebook": {"fraction_used": used, "perplexity": perplexity},
     }
@@ -104,12 +98,17 @@ def evaluate(
     """Score a run on `split`; returns the report that is also written as JSON and Markdown."""
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if n_samples < 2:
+        raise UsageError(f"--n-samples must be at least 2 (diversity needs pairs), got {n_samples}")
+    if out is not None and out.suffix != ".json":
+        raise UsageError(
+            f"--out {out}: the report is JSON, name it *.json (the .md goes beside it)"
+        )
     checkpoint.check_run_dir(run_dir)
     dev = resolve_device(device)
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
     data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
-    load = dict(kind=data.kind, size=data.size, seed=data.seed, strict=data.strict)
-    dataset = load_split(data.source, split, **load)
+    dataset = load_data(data, split)
     figures = run_dir / "figures"
     images = dataset.images
     report: dict[str, Any] = {
@@ -127,16 +126,17 @@ def evaluate(
         split_set = CodeSet(
             codes.to(torch.int16), dataset.labels, dataset.positions, tuple(label_names)
         )
-        train_codes = split_codes(run_dir, "train", vqvae, data)
+        vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
+        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         report["prior"] = {
             "nll_bits": nll_bits(prior, split_set),
-            "uniform_bits": math.log2(prior.cfg.codebook_size),
+            "uniform_bits": metrics.uniform_bits(prior.cfg.codebook_size),
             "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
             "condition": prior.cfg.condition,
         }
         cond = build_condition(prior, label_names, n_samples, None, None)
         samples, _ = draw(vqvae, prior, n_samples, cond, 1.0, seed, dev)
-        train_images = load_split(data.source, "train", **load).images
+        train_images = load_data(data, "train").images
         report["samples"], real_ssim, real_idx = sample_report(samples, images, train_images, seed)
         if prior.cfg.condition == "label":
             report["samples"]["per_label"] = {
@@ -144,7 +144,7 @@ def evaluate(
                     samples[cond == i], images[dataset.labels == i], train_images, seed
                 )[0]
                 for i, name in enumerate(label_names)
-                if (cond == i).any() and (dataset.labels == i).any()
+                if (cond == i).sum() >= 2 and (dataset.labels == i).sum() >= 2
             }
         shown = list(range(min(FIGURE_SAMPLES, n_samples)))
         plots.rows_figure(

@@ -106,8 +106,8 @@ def generate(
     """Sample `n` new slices from a trained run; PNGs go to `out_dir` (default run/samples)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    if temperature <= 0:
-        raise UsageError(f"--temperature must be positive, got {temperature}")
+    if not temperature >= 0:
+        raise UsageError(f"--temperature must be 0 (most likely codes) or more, got {temperature}")
     checkpoint.check_run_dir(run_dir)
     dev = resolve_device(device)
     vqvae, _ = checkpoint.load_vqvae(run_dir, dev)

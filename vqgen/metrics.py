@@ -315,3 +315,9 @@ def uniform_bits(codebook_size: int) -> float:
     if codebook_size < 1:
         raise ValueError(f"codebook_size must be at least 1, got {codebook_size}")
     return math.log2(codebook_size)
+
+
+def finite_mean(values: Tensor) -> float:
+    """Mean over the finite values: PSNR is infinite for a perfect reconstruction."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else float("inf")

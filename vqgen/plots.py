@@ -52,7 +52,8 @@ def training_curves(
     steps = [r for r in records if train_key in r]
     epochs = [r for r in records if any(k in r for k in val_keys)]
     fig, axes = plt.subplots(1, 1 + len(val_keys), figsize=(4.2 * (1 + len(val_keys)), 3.2))
-    axes[0].plot([r["step"] for r in steps], [r[train_key] for r in steps], lw=1)
+    marker = "o" if len(steps) < 20 else None  # a short run still shows its points
+    axes[0].plot([r["step"] for r in steps], [r[train_key] for r in steps], lw=1, marker=marker)
     axes[0].set(xlabel="step", ylabel=f"train {train_key}", yscale="log")
     for ax, key in zip(axes[1:], val_keys, strict=True):
         ax.plot([r["step"] for r in epochs], [r.get(key) for r in epochs], marker="o")

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from vqgen import checkpoint, metrics, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, from_dict, to_dict
-from vqgen.data import load_split
-from vqgen.errors import UsageError
+from vqgen.data import load_data
+from vqgen.errors import CheckpointError, UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.train import Batch, Stage, fit, resolve_device
@@ -77,18 +77,18 @@ def encode(vqvae: VQVAE, images: Tensor, batch_size: int = 64) -> Tensor:
     return torch.cat(grids).to(torch.int16)
 
 
-def split_codes(run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig) -> CodeSet:
-    """The split's code grids: from run/codes when made by this VQ-VAE, else encoded now."""
+def split_codes(
+    run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
+) -> CodeSet:
+    """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
+    `vqvae_hash`), else encoded now and saved there."""
     path = run_dir / "codes" / f"{split}.safetensors"
-    vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
     if path.is_file():
         meta = checkpoint.load_tensor_meta(path)
         if meta.get("vqvae_sha256") == vqvae_hash:
             t = checkpoint.load_tensors(path)
             return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
-    dataset = load_split(
-        data.source, split, kind=data.kind, size=data.size, seed=data.seed, strict=data.strict
-    )
+    dataset = load_data(data, split)
     codes = CodeSet(
         encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
     )
@@ -155,10 +155,16 @@ def train_prior(
     device = resolve_device(train.device)
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
     data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
-    train_codes = split_codes(run_dir, "train", vqvae, data)
-    val_codes = split_codes(run_dir, "validate", vqvae, data)
+    vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
+    train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
+    val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
     if resume:
         meta = checkpoint.read_meta(run_dir, "prior", last=True)
+        if meta.get("vqvae_sha256") != vqvae_hash:
+            raise CheckpointError(
+                f"{run_dir}/prior-last.json was trained on codes of another VQ-VAE; "
+                "train the prior again without --resume"
+            )
         cfg = from_dict(PriorConfig, meta["model"], where=f"{run_dir}/prior-last.json 'model'")
     else:
         cfg = PriorConfig(
@@ -172,10 +178,11 @@ def train_prior(
         )
     check_condition(cfg.condition, train_codes, data.source)
     baselines = {
-        "uniform": math.log2(cfg.codebook_size),
+        "uniform": metrics.uniform_bits(cfg.codebook_size),
         "unigram": metrics.entropy_bits(train_codes.codes.long(), cfg.codebook_size),
     }
     figure = run_dir / "figures" / "prior_curves.png"
+    torch.manual_seed(train.seed)  # the initial weights too
     stage = Stage(
         name="prior",
         model=GatedPixelCNN(cfg),
@@ -187,7 +194,7 @@ def train_prior(
         meta={
             "model": to_dict(cfg),
             "data": to_dict(data),
-            "vqvae_sha256": checkpoint.sha256(run_dir / "vqvae.safetensors"),
+            "vqvae_sha256": vqvae_hash,
             "label_names": list(train_codes.label_names),
             "baselines_bits": baselines,
         },

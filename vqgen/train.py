@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from vqgen import checkpoint
-from vqgen.config import TrainConfig, to_dict
+from vqgen.config import TrainConfig, from_dict, to_dict
 from vqgen.errors import TrainingError, UsageError, VqgenError
 
 console = Console(stderr=True)
@@ -188,7 +188,15 @@ def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[
 
 
 def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> FitResult:
-    """Train `stage.model`; see the module docstring."""
+    """Train `stage.model`; see the module docstring.
+
+    With `resume`, the run's own training settings and schedule are used; only the device,
+    the workers and a time budget come from `cfg`.
+    """
+    if resume:
+        stored = checkpoint.read_meta(run_dir, stage.name, last=True)["train"]
+        stored = from_dict(TrainConfig, stored, where=f"{run_dir}/{stage.name}-last.json 'train'")
+        cfg = replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -207,16 +215,31 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
     if resume:
         checkpoint.load_weights(run_dir, stage.name, model, last=True)
         info = load_train_state(run_dir, stage.name, opt)
-        step, epoch, skip, best = info["step"], info["epoch"], info["skip"], info["best"]
+        weights = run_dir / f"{stage.name}-last.safetensors"
+        if info.get("weights_sha256") != checkpoint.sha256(weights):
+            raise checkpoint.CheckpointError(
+                f"{weights} and train_state-{stage.name}.safetensors are from different steps; "
+                "start the run again without --resume"
+            )
+        step, epoch, skip, best, total = (
+            info["step"],
+            info["epoch"],
+            info["skip"],
+            info["best"],
+            info["total"],
+        )
     elif metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh log
 
-    def save(last_metrics: dict[str, float]) -> None:
+    def save(last_metrics: dict[str, float], best_too: bool = False) -> None:
         meta = {**stage.meta, "train": to_dict(cfg), "step": step, "epoch": epoch}
-        checkpoint.save_model(run_dir, stage.name, model, {**meta, "metrics": last_metrics}, True)
-        save_train_state(
-            run_dir, stage.name, opt, {"step": step, "epoch": epoch, "skip": skip, "best": best}
-        )
+        meta["metrics"] = last_metrics
+        if best_too:
+            checkpoint.save_model(run_dir, stage.name, model, meta, last=False)
+        weights = checkpoint.save_model(run_dir, stage.name, model, meta, last=True)
+        state = {"step": step, "epoch": epoch, "skip": skip, "best": best, "total": total}
+        state["weights_sha256"] = checkpoint.sha256(weights)  # pairs the state with its weights
+        save_train_state(run_dir, stage.name, opt, state)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     columns = (
@@ -230,6 +253,7 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
     last_val: dict[str, float] = {}
     budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
     started, start_step = time.perf_counter(), step
+    probe_started = started
     with StopFlag() as stop, Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(stage.name, total=total, completed=step, stats="")
         while step < total:
@@ -257,12 +281,13 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
                 rate = seen / max(time.perf_counter() - tick, 1e-9)
                 stats = "  ".join(f"{k} {v:.4g}" for k, v in running.items())
                 progress.update(task, completed=step, stats=f"{stats}  {rate:.0f} img/s")
+                if budget is not None and step - start_step == RATE_PROBE_STEPS // 4:
+                    probe_started = time.perf_counter()  # after the slow first steps
                 if budget is not None and step - start_step == RATE_PROBE_STEPS:
                     # fit the schedule to the time budget, leaving a tenth for validation
-                    seconds_per_step = (time.perf_counter() - started) / RATE_PROBE_STEPS
-                    fits = step + int(
-                        0.9 * (budget - (time.perf_counter() - started)) / seconds_per_step
-                    )
+                    now = time.perf_counter()
+                    per_step = (now - probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
+                    fits = step + int(0.9 * (budget - (now - started)) / per_step)
                     total = max(step, min(total, fits))
                     progress.update(task, total=total)
                 if step % cfg.log_every == 0:
@@ -288,11 +313,7 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
             improved = value > best if stage.higher_is_better else value < best
             if improved:
                 best = value
-                meta = {**stage.meta, "train": to_dict(cfg), "step": step, "epoch": epoch}
-                checkpoint.save_model(
-                    run_dir, stage.name, model, {**meta, "metrics": last_val}, False
-                )
-            save(last_val)
+            save(last_val, best_too=improved)
             shown = "  ".join(f"{k} {v:.4g}" for k, v in last_val.items())
             progress.console.print(f"{stage.name} epoch {epoch} step {step}/{total}  {shown}")
             if stage.after_epoch is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vqgen.config import DataConfig
 from vqgen.data import adni, folder, mni152, nifti, oasis
 from vqgen.data.dataset import (
     SPLITS,
@@ -32,6 +33,7 @@ __all__ = [
     "SliceDataset",
     "cache_dir",
     "detect_kind",
+    "load_data",
     "load_split",
     "load_splits",
     "preprocess",
@@ -128,3 +130,10 @@ def load_splits(
         split: load_split(source, split, kind=kind, size=size, seed=seed, strict=strict)
         for split in SPLITS
     }
+
+
+def load_data(data: DataConfig, split: str) -> SliceDataset:
+    """`load_split` with the settings of a DataConfig (as stored in a run directory)."""
+    return load_split(
+        data.source, split, kind=data.kind, size=data.size, seed=data.seed, strict=data.strict
+    )
