@@ -184,6 +184,16 @@ def stack(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
     return np.stack(slices) if slices else np.zeros((0, size, size), np.uint8)
 
 
+def root_here_or_below(path: Path, is_root: Callable[[Path], bool]) -> Path | None:
+    """`path` if it is a dataset root, else the first child folder that is, else None: users
+    may point at the dataset folder or at the folder that holds it."""
+    if not path.is_dir():
+        return None
+    if is_root(path):
+        return path
+    return next((c for c in sorted(path.iterdir()) if c.is_dir() and is_root(c)), None)
+
+
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """PNG/JPEG files under `folder`, sorted, skipping hidden files such as macOS '._x.png'."""
     found = folder.rglob("*") if recursive else folder.glob("*")

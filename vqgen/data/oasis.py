@@ -20,6 +20,7 @@ from vqgen.data.dataset import (
     make_dataset,
     normalise_per_group,
     read_images,
+    root_here_or_below,
 )
 from vqgen.errors import DataError
 
@@ -34,11 +35,7 @@ def _is_root(path: Path) -> bool:
 
 def find_root(path: Path) -> Path | None:
     """The folder holding the keras_png_slices_* folders: `path` or one of its children."""
-    if not path.is_dir():
-        return None
-    if _is_root(path):
-        return path
-    return next((c for c in sorted(path.iterdir()) if c.is_dir() and _is_root(c)), None)
+    return root_here_or_below(path, _is_root)
 
 
 def sources(root: Path) -> list[Path]:
