@@ -129,10 +129,14 @@ def save_model(
     return weights
 
 
+def json_path(run_dir: Path, stage: str, last: bool = False) -> Path:
+    """Where a stage's best (or last) checkpoint is described."""
+    return run_dir / f"{stage}-last.json" if last else run_dir / f"{stage}.json"
+
+
 def read_meta(run_dir: Path, stage: str, last: bool = False) -> dict[str, Any]:
     """The JSON description of a stage's checkpoint, checked for format and stage."""
-    name = f"{stage}-last" if last else stage
-    path = run_dir / f"{name}.json"
+    path = json_path(run_dir, stage, last)
     if not path.is_file():
         hint = (
             "run `vqgen train-vqvae` first" if stage == "vqvae" else "run `vqgen train-prior` first"
@@ -172,7 +176,9 @@ def load_vqvae(run_dir: Path, device: str | torch.device = "cpu", last: bool = F
     from vqgen.models.vqvae import VQVAE
 
     meta = read_meta(run_dir, "vqvae", last)
-    cfg = from_dict(VQVAEConfig, meta.get("model", {}), where=f"{run_dir / 'vqvae.json'} 'model'")
+    cfg = from_dict(
+        VQVAEConfig, meta.get("model", {}), where=f"{json_path(run_dir, 'vqvae', last)} 'model'"
+    )
     model = VQVAE(cfg)
     load_weights(run_dir, "vqvae", model, last)
     return model.to(device).eval(), meta
@@ -186,7 +192,9 @@ def load_prior(run_dir: Path, device: str | torch.device = "cpu", last: bool = F
     from vqgen.models.pixelcnn import GatedPixelCNN
 
     meta = read_meta(run_dir, "prior", last)
-    cfg = from_dict(PriorConfig, meta.get("model", {}), where=f"{run_dir / 'prior.json'} 'model'")
+    cfg = from_dict(
+        PriorConfig, meta.get("model", {}), where=f"{json_path(run_dir, 'prior', last)} 'model'"
+    )
     vqvae_hash = meta.get("vqvae_sha256")
     vqvae_path = run_dir / "vqvae.safetensors"
     if vqvae_hash and vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig
 from vqgen.errors import VqgenError
 
 app = typer.Typer(
@@ -169,11 +169,11 @@ def train_prior_cmd(
     workers: WorkersOpt = 0,
 ) -> None:
     """Encode the data with the run's VQ-VAE and fit the gated PixelCNN prior."""
-    from vqgen.stage2 import PriorOptions, train_prior
+    from vqgen.stage2 import train_prior
 
     result = train_prior(
         run,
-        PriorOptions(channels=channels, layers=layers, condition=condition),
+        PriorConfig(channels=channels, layers=layers, condition=condition),
         TrainConfig(
             epochs=epochs,
             max_steps=max_steps,

@@ -70,13 +70,13 @@ class VQVAEConfig:
 class PriorConfig:
     """Stage 2: gated PixelCNN over code grids."""
 
-    codebook_size: int = 512
-    grid: int = 32  # code grid side (taken from the VQ-VAE)
+    codebook_size: int = 512  # taken from the VQ-VAE by train-prior
+    grid: int = 32  # code grid side, taken from the VQ-VAE by train-prior
     channels: int = 64
-    layers: int = 8
+    layers: int = 10
     kernel: int = 3
     condition: str = "none"  # none | label | slice
-    num_labels: int = 0  # number of classes when condition == "label"
+    num_labels: int = 0  # number of classes when condition == "label", taken from the data
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:

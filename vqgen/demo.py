@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig
 from vqgen.errors import UsageError
 from vqgen.evaluate import evaluate
 from vqgen.generate import generate
 from vqgen.stage1 import train_vqvae
-from vqgen.stage2 import PriorOptions, train_prior
+from vqgen.stage2 import train_prior
 
 VQVAE_SHARE, PRIOR_SHARE = 0.5, 0.4  # of the budget; the rest is sampling and evaluation
 DEMO_SAMPLES = 16
@@ -45,7 +45,7 @@ def run_demo(
     )
     train_prior(
         run_dir,
-        PriorOptions(),
+        PriorConfig(),
         TrainConfig(**train, batch_size=16, lr=2e-3, max_minutes=PRIOR_SHARE * minutes),
     )
     sampled = generate(run_dir, n=DEMO_SAMPLES, seed=seed, device=device)

@@ -1,6 +1,6 @@
 """Stage 2: encode the data to code grids with the frozen VQ-VAE and fit the gated PixelCNN prior.
 
-    result = train_prior(Path("run"), PriorOptions(layers=10), TrainConfig(epochs=20))
+    result = train_prior(Path("run"), PriorConfig(layers=10), TrainConfig(epochs=20))
 
 Code grids are cached in run/codes/<split>.safetensors and reused while they were made by the
 VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate split only.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,16 +43,6 @@ class CodeSet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         return self.codes[i].long(), self.labels[i], self.positions[i]
-
-
-@dataclass
-class PriorOptions:
-    """What a user picks for the prior; the rest comes from the VQ-VAE."""
-
-    channels: int = 64
-    layers: int = 10
-    kernel: int = 3
-    condition: str = "none"
 
 
 @dataclass
@@ -148,9 +138,13 @@ def nll_bits(model: GatedPixelCNN, codes: CodeSet, batch_size: int = 64) -> floa
 
 
 def train_prior(
-    run_dir: Path, options: PriorOptions, train: TrainConfig, resume: bool = False
+    run_dir: Path, prior: PriorConfig, train: TrainConfig, resume: bool = False
 ) -> PriorResult:
-    """Fit the prior on the train split's codes, keep the best by validate NLL."""
+    """Fit the prior on the train split's codes, keep the best by validate NLL.
+
+    `prior` gives the network's size and condition; its codebook size, grid and number of
+    labels are taken from the run's VQ-VAE and data.
+    """
     checkpoint.check_run_dir(run_dir)
     device = resolve_device(train.device)
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
@@ -167,13 +161,10 @@ def train_prior(
             )
         cfg = from_dict(PriorConfig, meta["model"], where=f"{run_dir}/prior-last.json 'model'")
     else:
-        cfg = PriorConfig(
+        cfg = replace(
+            prior,
             codebook_size=vqvae.cfg.codebook_size,
             grid=vqvae.cfg.grid,
-            channels=options.channels,
-            layers=options.layers,
-            kernel=options.kernel,
-            condition=options.condition,
             num_labels=len(train_codes.label_names),
         )
     check_condition(cfg.condition, train_codes, data.source)
