@@ -61,6 +61,18 @@ def test_first_position_ignores_codes() -> None:
     assert not torch.allclose(a[:, :, -1, -1], b[:, :, -1, -1])
 
 
+def test_position_changes_logits_of_identical_contexts() -> None:
+    net = tiny_prior(grid=16)
+    codes = torch.zeros(1, 16, 16, dtype=torch.long)  # (5, 5) and (5, 10) see only code 0
+    with torch.no_grad():
+        net.pos.zero_()
+        flat = net(codes)  # without a positional bias the stack is translation-equivariant
+        net.pos.normal_()
+        placed = net(codes)
+    assert torch.allclose(flat[0, :, 5, 5], flat[0, :, 5, 10])
+    assert (placed[0, :, 5, 5] - placed[0, :, 5, 10]).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("condition", ["none", "label", "slice"])
 def test_logits_shape(condition: str) -> None:
     net = tiny_prior(condition)

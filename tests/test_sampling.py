@@ -58,6 +58,18 @@ def test_fast_sampler_matches_naive(
         assert fast.shape == (4, G, G) and fast.dtype == torch.long
 
 
+@pytest.mark.parametrize("condition", ["none", "label"])
+def test_fast_sampler_adds_the_same_positional_bias(condition: str) -> None:
+    prior = tiny_prior(condition)
+    with torch.no_grad():
+        prior.pos.normal_(std=3.0)  # large enough to decide most codes
+    cond = example_cond(condition, 4)
+    for seed in range(2):
+        naive = sample_codes_naive(prior, 4, cond=cond, generator=seeded(seed))
+        fast = sample_codes(prior, 4, cond=cond, generator=seeded(seed))
+        assert torch.equal(fast, naive)
+
+
 def test_seed_decides_the_samples() -> None:
     prior = tiny_prior()
     a = sample_codes(prior, 4, generator=seeded(0))

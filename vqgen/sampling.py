@@ -121,7 +121,9 @@ def sample_codes(
     Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
     stacks of all layers run on that row alone (they only see rows above); then at each
     position the horizontal stacks (as matrix products) and the head run on a window of
-    k//2 + 1 columns. On a CPU the loop runs on one thread (see `one_cpu_thread`).
+    k//2 + 1 columns. The gate biases (position, condition) are computed once for the whole
+    grid and indexed at row i (vertical) or at (i, j) (horizontal). On a CPU the loop runs on
+    one thread (see `one_cpu_thread`).
     """
     _check_args(n, temperature, top_k)
     device = _device(prior, device)
@@ -142,7 +144,12 @@ def _cached_raster_loop(
     g, C, p = prior.cfg.grid, prior.cfg.channels, prior.cfg.kernel // 2
     blocks = list(prior.blocks)
     dtype = prior.embedding.weight.dtype
-    gates = [block.condition(c) for block in blocks]  # (cv, ch) per layer
+    # per layer: gate biases (position + condition) for the vertical stack, (n or 1, 2C, g, g),
+    # and for the horizontal stack, indexed [i, j] -> (n or 1, 2C)
+    gates = []
+    for block in blocks:
+        bv, bh = block.gate_bias(prior.pos, c)
+        gates.append((bv, bh.permute(2, 3, 0, 1).contiguous()))  # bh: (g, g, n or 1, 2C)
 
     # v_in[l]: input of layer l's vertical stack, padded p rows above and p columns each side;
     # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
@@ -150,8 +157,9 @@ def _cached_raster_loop(
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
     for i in range(g):
         from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
-        for layer, (block, (cv, _)) in enumerate(zip(blocks, gates, strict=True)):
-            v_out, to_h = block.vertical(v_in[layer][:, :, i : i + p + 1], cv)  # (n, C, 1, g)
+        for layer, (block, (bv, _)) in enumerate(zip(blocks, gates, strict=True)):
+            row_bias = bv[:, :, i : i + 1]  # (n or 1, 2C, 1, g)
+            v_out, to_h = block.vertical(v_in[layer][:, :, i : i + p + 1], row_bias)  # (n, C, 1, g)
             if layer + 1 < len(blocks):
                 v_in[layer + 1][:, :, i + p, p : p + g] = v_out[:, :, 0]
             from_v.append(to_h[:, :, 0].permute(2, 0, 1).contiguous())  # (n, 2C, g) -> (g, n, 2C)
@@ -159,8 +167,9 @@ def _cached_raster_loop(
         h_in = [v_in[0][:, :, i + p, : g + p]]  # a view of the embeddings: codes appear as drawn
         h_in += [torch.zeros(n, C, g + p, dtype=dtype, device=device) for _ in blocks[1:]]
         for j in range(g):
-            for layer, (block, (_, ch)) in enumerate(zip(blocks, gates, strict=True)):
-                h = block.horizontal_step(h_in[layer][:, :, j : j + p + 1], from_v[layer][j], ch)
+            for layer, (block, (_, bh)) in enumerate(zip(blocks, gates, strict=True)):
+                window = h_in[layer][:, :, j : j + p + 1]  # (n, C, p + 1)
+                h = block.horizontal_step(window, from_v[layer][j], bh[i, j])
                 if layer + 1 < len(blocks):
                     h_in[layer + 1][:, :, p + j] = h
             code = pick_codes(prior.out(h), temperature, top_k, generator)  # from (n, K) logits

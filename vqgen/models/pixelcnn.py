@@ -12,6 +12,12 @@ Mask "A" (first layer) removes the current row from the vertical kernel and the 
 position from the horizontal one; mask "B" layers keep them, since by then the features at
 (i, j) only depend on inputs before (i, j) in raster order.
 
+Every gate also gets a learned positional bias (section 2.3, location-dependent conditioning
+with a spatial map): one embedding `pos` (P, h, w) shared by all layers, projected per layer by
+a 1x1 convolution to the vertical and horizontal gate pre-activations. It does not depend on the
+codes, so causality is untouched; it lets the prior place background and brain on the grid,
+which a translation-equivariant stack cannot.
+
 The blocks also expose `vertical` on pre-padded rows and `horizontal_step` on one position so
 that `vqgen.sampling.sample_codes` can run one row (vertical) or one position (horizontal) at
 a time.
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from vqgen.config import PriorConfig
 
 SLICE_FREQUENCIES = 6  # Fourier features sin/cos(pi 2^f s), f < 6, for the slice position s
+POSITION_CHANNELS = 16  # P, channels of the positional embedding shared by all layers
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -60,16 +67,17 @@ def gate(x: Tensor) -> Tensor:
 
 
 class GatedBlock(nn.Module):
-    """One gated layer: vertical and horizontal stacks, conditioning added inside both gates.
+    """One gated layer: vertical and horizontal stacks; position and condition enter both gates.
 
     Args:
         channels: feature channels C of both stacks.
         kernel: odd kernel size k; each layer widens the receptive field by k//2 on each side.
         mask: "A" for the first layer (current position hidden), "B" for the others.
         conditional: whether a (B, C) condition embedding is added inside the gates.
+        positions: channels P of the positional embedding (P, h, w) added inside the gates.
     """
 
-    def __init__(self, channels: int, kernel: int, mask: str, conditional: bool):
+    def __init__(self, channels: int, kernel: int, mask: str, conditional: bool, positions: int):
         super().__init__()
         if mask not in ("A", "B"):
             raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
@@ -86,62 +94,64 @@ class GatedBlock(nn.Module):
         self.v_to_h = nn.Conv2d(c2, c2, 1)
         self.h_out = nn.Conv2d(channels, channels, 1)
         self.cond = nn.Linear(channels, 2 * c2) if conditional else None
+        self.pos = nn.Conv2d(positions, 2 * c2, 1, bias=False)
         self.residual = mask == "B"  # with mask A the input at (i, j) must not reach (i, j)
 
-    def condition(self, c: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """Gate biases (vertical, horizontal), each (B, 2C), from a (B, C) condition embedding."""
-        if self.cond is None or c is None:
-            return None, None
-        cv, ch = self.cond(c).chunk(2, dim=1)
-        return cv, ch
+    def gate_bias(self, pos: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Gate biases (vertical, horizontal), each (B or 1, 2C, h, w).
 
-    def vertical(self, v_padded: Tensor, cv: Tensor | None) -> tuple[Tensor, Tensor]:
+        pos: the positional embedding (1, P, h, w); c: a (B, C) condition embedding or None.
+        """
+        bias = self.pos(pos)  # (1, 4C, h, w)
+        if self.cond is not None and c is not None:
+            bias = bias + self.cond(c)[:, :, None, None]  # (B, 4C, h, w)
+        bv, bh = bias.chunk(2, dim=1)
+        return bv, bh
+
+    def vertical(self, v_padded: Tensor, bv: Tensor) -> tuple[Tensor, Tensor]:
         """Vertical stack on input padded k//2 above and on both sides.
 
         (B, C, h + k//2, w + 2(k//2)) -> gated output (B, C, h, w), term for the
-        horizontal stack (B, 2C, h, w).
+        horizontal stack (B, 2C, h, w). bv: gate bias for these rows, (B or 1, 2C, h, w).
         """
-        pre = self.v_conv(v_padded)
-        if cv is not None:
-            pre = pre + cv[:, :, None, None]
+        pre = self.v_conv(v_padded) + bv
         return gate(pre), self.v_to_h(pre)
 
-    def horizontal(self, h_padded: Tensor, from_v: Tensor, ch: Tensor | None) -> Tensor:
+    def horizontal(self, h_padded: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
         """Horizontal stack on input padded k//2 on the left: (B, C, h, w + k//2) -> (B, C, h, w).
 
-        from_v: the vertical term from `vertical`, (B, 2C, h, w).
+        from_v: the vertical term from `vertical`, (B, 2C, h, w); bh: gate bias, (B or 1, 2C, h, w).
         """
-        pre = self.h_conv(h_padded) + from_v
-        if ch is not None:
-            pre = pre + ch[:, :, None, None]
+        pre = self.h_conv(h_padded) + from_v + bh
         out = self.h_out(gate(pre))
         return out + h_padded[..., self.pad :] if self.residual else out
 
-    def horizontal_step(self, window: Tensor, from_v: Tensor, ch: Tensor | None) -> Tensor:
+    def horizontal_step(self, window: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
         """`horizontal` at one position, as matrix products (far cheaper than tiny convolutions).
 
         window: the inputs at this position and the k//2 before it, (B, C, k//2 + 1);
-        from_v: the vertical term here, (B, 2C) -> (B, C).
+        from_v: the vertical term here, (B, 2C); bh: the gate bias here, (B or 1, 2C) -> (B, C).
         """
         pre = F.linear(window.flatten(1), self.h_conv.masked_weight.flatten(1), self.h_conv.bias)
-        pre = pre + from_v
-        if ch is not None:
-            pre = pre + ch
+        pre = pre + from_v + bh
         out = F.linear(gate(pre), self.h_out.weight.flatten(1), self.h_out.bias)
         return out + window[:, :, -1] if self.residual else out
 
-    def forward(self, v: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, v: Tensor, h: Tensor, pos: Tensor, c: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         p = self.pad
-        cv, ch = self.condition(c)
-        v_next, from_v = self.vertical(F.pad(v, (p, p, p, 0)), cv)
-        return v_next, self.horizontal(F.pad(h, (p, 0, 0, 0)), from_v, ch)
+        bv, bh = self.gate_bias(pos, c)
+        v_next, from_v = self.vertical(F.pad(v, (p, p, p, 0)), bv)
+        return v_next, self.horizontal(F.pad(h, (p, 0, 0, 0)), from_v, bh)
 
 
 class GatedPixelCNN(nn.Module):
     """Autoregressive prior p(codes) over (grid x grid) code grids in raster order.
 
     `forward(codes, cond)` gives logits (B, K, h, w) where the logits at (i, j) depend only on
-    codes before (i, j) in raster order (and on cond). Conditioning (PriorConfig.condition):
+    codes before (i, j) in raster order, on (i, j) itself through the positional embedding `pos`
+    and on cond. Conditioning (PriorConfig.condition):
         "none"   cond is ignored
         "label"  cond: (B,) long class labels in [0, num_labels)
         "slice"  cond: (B,) float slice positions in [0, 1], embedded from Fourier features
@@ -174,8 +184,10 @@ class GatedPixelCNN(nn.Module):
         else:
             self.cond_embedding = None
         conditional = self.cond_embedding is not None
+        # small like GPT-2's position embedding: the prior starts close to translation-equivariant
+        self.pos = nn.Parameter(0.02 * torch.randn(1, POSITION_CHANNELS, cfg.grid, cfg.grid))
         self.blocks = nn.ModuleList(
-            GatedBlock(C, cfg.kernel, "A" if i == 0 else "B", conditional)
+            GatedBlock(C, cfg.kernel, "A" if i == 0 else "B", conditional, POSITION_CHANNELS)
             for i in range(cfg.layers)
         )
         # applied over the channels of each position: (..., C) -> (..., K)
@@ -228,10 +240,14 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(
                 f"emb must have shape (B, {self.cfg.channels}, h, w), got {tuple(emb.shape)}"
             )
+        if emb.shape[2:] != self.pos.shape[2:]:
+            raise ValueError(
+                f"emb must cover the {self.cfg.grid}x{self.cfg.grid} grid, got {tuple(emb.shape)}"
+            )
         c = self.embed_condition(cond, emb.shape[0])
         v = h = emb
         for block in self.blocks:
-            v, h = block(v, h, c)
+            v, h = block(v, h, self.pos, c)
         return h
 
     def head(self, features: Tensor) -> Tensor:
