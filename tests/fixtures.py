@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from PIL import Image
 
 OASIS_SPLITS = {"train": 3, "validate": 1, "test": 1}  # cases per split
@@ -99,3 +100,12 @@ def make_folder(root: Path, n: int = 10, size: int = 48) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(brain_slice(size, size, i)).save(path)
     return data
+
+
+def example_cond(condition: str, n: int) -> torch.Tensor | None:
+    """A condition for n samples of a prior with 3 labels or slice conditioning (float64)."""
+    if condition == "label":
+        return torch.arange(n) % 3
+    if condition == "slice":
+        return torch.linspace(0, 1, n, dtype=torch.float64)
+    return None

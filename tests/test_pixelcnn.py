@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import example_cond
 
 from vqgen.config import PriorConfig
 from vqgen.models.pixelcnn import GatedPixelCNN
@@ -17,14 +18,6 @@ def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
     torch.manual_seed(0)
     cfg = dict(codebook_size=K, grid=G, channels=16, layers=3, condition=condition, num_labels=3)
     return GatedPixelCNN(PriorConfig(**{**cfg, **kw})).double().eval()
-
-
-def example_cond(condition: str, n: int) -> torch.Tensor | None:
-    if condition == "label":
-        return torch.arange(n) % 3
-    if condition == "slice":
-        return torch.linspace(0, 1, n, dtype=torch.float64)
-    return None
 
 
 def receptive_field(i: int, j: int, layers: int, kernel: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fixtures import example_cond
 
 from vqgen.config import PriorConfig
 from vqgen.models.pixelcnn import GatedPixelCNN
@@ -22,14 +23,6 @@ def tiny_prior(condition: str = "none", kernel: int = 3) -> GatedPixelCNN:
         num_labels=3,
     )
     return GatedPixelCNN(cfg).double().eval()
-
-
-def example_cond(condition: str, n: int) -> torch.Tensor | None:
-    if condition == "label":
-        return torch.arange(n) % 3
-    if condition == "slice":
-        return torch.linspace(0, 1, n, dtype=torch.float64)
-    return None
 
 
 def seeded(seed: int) -> torch.Generator:
