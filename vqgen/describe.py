@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from vqgen import plots
 from vqgen.config import DataConfig
-from vqgen.data import SPLITS, SliceDataset, detect_kind, load_split
+from vqgen.data import SPLITS, SliceDataset, detect_kind, load_data
 
 PREVIEW_PER_SPLIT = 8
 
@@ -19,7 +19,6 @@ PREVIEW_PER_SPLIT = 8
 class DataSummary:
     kind: str
     rows: list[tuple[str, ...]]  # split, images, subjects, labels, size, intensity
-    splits: dict[str, SliceDataset]
 
 
 def label_counts(dataset: SliceDataset) -> str:
@@ -33,8 +32,7 @@ def label_counts(dataset: SliceDataset) -> str:
 def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSummary:
     """Load every split (through the cache) and summarise it; optionally write a preview grid."""
     kind = detect_kind(data.source) if data.kind == "auto" else data.kind
-    load = dict(kind=kind, size=data.size, seed=data.seed, strict=data.strict)
-    splits = {split: load_split(data.source, split, **load) for split in SPLITS}
+    splits = {split: load_data(replace(data, kind=kind), split) for split in SPLITS}
     rows = []
     for split, ds in splits.items():
         pixels = ds.pixels
@@ -53,6 +51,6 @@ def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSumma
         figure_rows = []
         for split, ds in splits.items():
             pick = torch.randperm(len(ds), generator=generator)[:PREVIEW_PER_SPLIT]
-            figure_rows.append((split, ds.images[pick]))
+            figure_rows.append((split, ds.pixels[pick].float() / 255))  # (n, 1, S, S)
         plots.rows_figure(figure_rows, preview, caption=f"{data.source} ({kind}), random slices")
-    return DataSummary(kind, rows, splits)
+    return DataSummary(kind, rows)
