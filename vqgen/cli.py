@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vqgen import distributed
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig
 from vqgen.errors import VqgenError
 
@@ -145,11 +146,12 @@ def train_vqvae_cmd(
         run,
         resume,
     )
-    console.print(
-        f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
-        f"PSNR {result.val_psnr:.1f} dB  codes used {result.codebook_used:.0%}  "
-        f"perplexity {result.perplexity:.0f}  ({result.steps} steps, {result.seconds:.0f} s)"
-    )
+    if distributed.is_main():  # under torchrun, rank 0 reports
+        console.print(
+            f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
+            f"PSNR {result.val_psnr:.1f} dB  codes used {result.codebook_used:.0%}  "
+            f"perplexity {result.perplexity:.0f}  ({result.steps} steps, {result.seconds:.0f} s)"
+        )
 
 
 @app.command("train-prior")
@@ -186,11 +188,13 @@ def train_prior_cmd(
         ),
         resume,
     )
-    console.print(
-        f"[bold]{escape(str(result.checkpoint))}[/]  validate NLL {result.val_bits:.3f} bits/code  "
-        f"(uniform {result.uniform_bits:.2f}, unigram {result.unigram_bits:.2f})  "
-        f"({result.steps} steps, {result.seconds:.0f} s)"
-    )
+    if distributed.is_main():  # under torchrun, rank 0 reports
+        console.print(
+            f"[bold]{escape(str(result.checkpoint))}[/]  "
+            f"validate NLL {result.val_bits:.3f} bits/code  "
+            f"(uniform {result.uniform_bits:.2f}, unigram {result.unigram_bits:.2f})  "
+            f"({result.steps} steps, {result.seconds:.0f} s)"
+        )
 
 
 @app.command("sample")
@@ -296,3 +300,5 @@ def main(argv: list[str] | None = None) -> None:
             f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
         )
         raise SystemExit(err.exit_code) from None
+    finally:
+        distributed.shutdown()

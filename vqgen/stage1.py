@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqgen import checkpoint, metrics, plots
+from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, from_dict, to_dict
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
 from vqgen.models.vqvae import VQVAE
-from vqgen.train import Batch, Stage, fit
+from vqgen.train import Batch, Stage, fit, resolve_device
 
 FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
 
@@ -120,7 +120,9 @@ def train_vqvae(
         data = resolve_data(data)
         if data.size != model_cfg.size:
             raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
-    train_set, val_set = load_data(data, "train"), load_data(data, "validate")
+    distributed.init(resolve_device(train.device))
+    with distributed.main_first():  # rank 0 fills the data cache, the others then read it
+        train_set, val_set = load_data(data, "train"), load_data(data, "validate")
     torch.manual_seed(train.seed)  # the initial weights too
     model = VQVAE(model_cfg)
     stage = Stage(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vqgen import checkpoint, metrics, plots
+from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, from_dict, to_dict
 from vqgen.data import load_data
 from vqgen.errors import CheckpointError, UsageError
@@ -113,7 +113,8 @@ def check_condition(condition: str, codes: CodeSet, source: str) -> None:
 def prior_step(model: GatedPixelCNN, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order."""
     codes, labels, positions = batch
-    logits = model(codes, condition_input(model.cfg.condition, labels, positions))
+    condition = distributed.unwrap(model).cfg.condition
+    logits = model(codes, condition_input(condition, labels, positions))
     loss = F.cross_entropy(logits.float(), codes)
     return loss, {"loss": loss.item(), "bits": loss.item() / LN2}
 
@@ -146,12 +147,13 @@ def train_prior(
     labels are taken from the run's VQ-VAE and data.
     """
     checkpoint.check_run_dir(run_dir)
-    device = resolve_device(train.device)
+    device = distributed.init(resolve_device(train.device))
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
     data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
-    train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
-    val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
+    with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
+        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
+        val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
     if resume:
         meta = checkpoint.read_meta(run_dir, "prior", last=True)
         if meta.get("vqvae_sha256") != vqvae_hash:

@@ -6,8 +6,9 @@
 `fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
 on CUDA; shows a rich progress bar; validates after every epoch; keeps the best checkpoint (by
 `stage.monitor`) and the last one with its optimiser state, step and RNG so that `resume=True`
-continues exactly where it stopped. Ctrl-C finishes the current step, saves and exits cleanly;
-a NaN or infinite loss stops with an error and leaves the last good checkpoint untouched.
+continues exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and
+exits cleanly; a NaN or infinite loss stops with an error and leaves the last good checkpoint
+untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.distributed).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from vqgen import checkpoint
+from vqgen import checkpoint, distributed
 from vqgen.config import TrainConfig, from_dict, to_dict
 from vqgen.errors import TrainingError, UsageError, VqgenError
 
@@ -90,11 +91,21 @@ def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """A seeded shuffle of range(n) cut into batches; the same for the same (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < batch_size:
+    """This process's share of every batch of one epoch of range(n).
+
+    A seeded shuffle, the same for the same (seed, epoch), cut into global batches of
+    `batch_size`; under torchrun each of the W ranks gets batch_size / W samples of each batch
+    (DistributedSampler), so the steps are those of a single process.
+    """
+    world = distributed.world_size()
+    if batch_size % world:
+        raise UsageError(f"--batch-size {batch_size} is not divisible by the {world} processes")
+    sampler = DistributedSampler(
+        range(n), num_replicas=world, rank=distributed.rank(), seed=seed, drop_last=True
+    )
+    sampler.set_epoch(epoch)
+    batches = list(BatchSampler(sampler, batch_size // world, drop_last=False))
+    if len(batches) > 1 and len(batches[-1]) < batch_size // world:
         batches.pop()  # a ragged last batch would give the epoch's noisiest step
     return batches
 
@@ -151,17 +162,20 @@ def load_train_state(run_dir: Path, name: str, opt: torch.optim.Optimizer) -> di
 
 
 class StopFlag:
-    """Turns the first SIGINT into a request to stop after the current step."""
+    """Turns the first SIGINT (Ctrl-C) or SIGTERM (a scheduler, torchrun) into a request to
+    stop after the current step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -169,8 +183,8 @@ class StopFlag:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -197,10 +211,12 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
         stored = checkpoint.read_meta(run_dir, stage.name, last=True)["train"]
         stored = from_dict(TrainConfig, stored, where=f"{run_dir}/{stage.name}-last.json 'train'")
         cfg = replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
-    device = resolve_device(cfg.device)
+    device = distributed.init(resolve_device(cfg.device))
+    main = distributed.is_main()  # only rank 0 writes, prints and validates
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = stage.model.to(device)
+    model = stage.model.to(device)  # what is saved and validated
+    net = distributed.wrap(model, device)  # what the steps call: DDP under torchrun
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, 0))
     if steps_per_epoch == 0:
@@ -228,10 +244,13 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
             info["best"],
             info["total"],
         )
-    elif metrics_path.exists():
+    elif main and metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh log
 
     def save(last_metrics: dict[str, float], best_too: bool = False) -> None:
+        distributed.check_same_model(model, f"{stage.name} step {step}")
+        if not main:
+            return
         meta = {**stage.meta, "train": to_dict(cfg), "step": step, "epoch": epoch}
         meta["metrics"] = last_metrics
         if best_too:
@@ -254,7 +273,8 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
     budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
     started, start_step = time.perf_counter(), step
     probe_started = started
-    with StopFlag() as stop, Progress(*columns, console=console, transient=True) as progress:
+    progress = Progress(*columns, console=console, transient=True, disable=not main)
+    with StopFlag() as stop, progress:
         task = progress.add_task(stage.name, total=total, completed=step, stats="")
         while step < total:
             model.train()
@@ -265,17 +285,24 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, total, cfg)
                 with autocast:
-                    loss, scalars = stage.step(model, batch)
-                if not torch.isfinite(loss):
+                    loss, scalars = stage.step(net, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                out_of_time = budget is not None and time.perf_counter() - started > budget
+                # one all-reduce agrees on the step's outcome and averages what is logged
+                flags = [float(not math.isfinite(loss.item())), stop.requested, out_of_time]
+                agreed = distributed.mean([*flags, *scalars.values()], device)
+                bad_loss, stop_now, out_of_time = (v > 0 for v in agreed[:3])
+                scalars = dict(zip(scalars, agreed[3:], strict=True))
+                if bad_loss:
                     raise TrainingError(
                         f"{stage.name} loss became {loss.item()} at step {step}; the last good "
                         f"checkpoint in {run_dir} is kept; try a lower --lr"
                     )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
-                step, skip, seen = step + 1, skip + 1, seen + len(batch[0])
+                step, skip = step + 1, skip + 1
+                seen += len(batch[0]) * distributed.world_size()
                 for k, v in scalars.items():  # smoothed for display
                     running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
                 rate = seen / max(time.perf_counter() - tick, 1e-9)
@@ -288,15 +315,15 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
                     now = time.perf_counter()
                     per_step = (now - probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
                     fits = step + int(0.9 * (budget - (now - started)) / per_step)
-                    total = max(step, min(total, fits))
+                    total = distributed.min_int(max(step, min(total, fits)), device)
                     progress.update(task, total=total)
-                if step % cfg.log_every == 0:
+                if main and step % cfg.log_every == 0:
                     append_jsonl(metrics_path, {"step": step, "epoch": epoch, **scalars})
-                if budget is not None and time.perf_counter() - started > budget:
-                    total = step  # out of time: validate and save now
-                if stop.requested or step >= total:
+                if out_of_time:
+                    total = step  # validate and save now
+                if stop_now or step >= total:
                     break
-            if stop.requested:
+            if stop_now:
                 save(last_val)
                 raise Interrupted(
                     f"interrupted at step {step}: saved {run_dir / stage.name}-last.safetensors; "
@@ -304,6 +331,9 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
                 )
             if skip >= steps_per_epoch:  # the epoch ran to its end
                 epoch, skip = epoch + 1, 0
+            if not main:
+                save(last_val)  # only checks that the ranks agree
+                continue
             last_val = stage.validate(model)
             record = {"step": step, "epoch": epoch, **{f"train_{k}": v for k, v in running.items()}}
             record.update(last_val)
@@ -318,4 +348,5 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
             progress.console.print(f"{stage.name} epoch {epoch} step {step}/{total}  {shown}")
             if stage.after_epoch is not None:
                 stage.after_epoch(model)
+    distributed.barrier()  # the other ranks may read what rank 0 has just written
     return FitResult(best, last_val, step, epoch, run_dir / f"{stage.name}.safetensors", history)

@@ -12,7 +12,9 @@ Against codebook collapse, the first training batch seeds the codebook with k-me
 encoder outputs, and codes whose moving-average usage falls below `dead_code_threshold` are
 re-seeded from encoder outputs of the current batch. All state lives in buffers, so
 `state_dict` carries it; state changes only in training mode, and all randomness comes from
-torch's global RNG so that seeded runs repeat and resume.
+torch's global RNG so that seeded runs repeat and resume. Under torchrun, batch statistics are
+summed and seeding draws from the gathered global batch, so every rank makes the same update
+as a single process would.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vqgen import distributed
 
 KINDS = ("st", "ema")
 KMEANS_ITERS = 10
@@ -145,17 +148,20 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(z_e.device.type, enabled=False):
             z = z_e.float()
             x = flatten(z.detach())  # (B*H*W, D)
+            # under torchrun: the whole global batch's vectors, the same on every rank
+            x_all = distributed.gather_batch(x, B) if self.training else x
             if self.training and not self.initialised:
-                self.init_codebook_(x)
+                self.init_codebook_(x_all)
             codes = nearest(x, self.codebook.detach().float())  # (B*H*W,)
             # looked up before any update, so z_q matches codes
             z_q = F.embedding(codes, self.codebook).view(B, H, W, -1).permute(0, 3, 1, 2)
             counts = torch.bincount(codes, minlength=self.codebook_size).float()  # (K,)
             if self.training:
+                distributed.sum_(counts)  # global-batch counts
                 self.update_usage_(counts)
                 if self.kind == "ema":
                     self.update_ema_(x, codes, counts)
-                self.restart_dead_codes_(x)
+                self.restart_dead_codes_(x_all)
 
             loss = self.beta * F.mse_loss(z, z_q.detach())  # commitment
             if self.kind == "st":
@@ -193,11 +199,10 @@ class VectorQuantizer(nn.Module):
         if self.kind == "ema":
             self.embed_sum.copy_(self.codebook * self.dead_code_threshold)
         self.initialised.fill_(True)
-        self.broadcast_()
 
     @torch.no_grad()
     def update_usage_(self, counts: Tensor) -> None:
-        """Fold this batch's per-code counts (K,) into the moving-average usage."""
+        """Fold the (global) batch's per-code counts (K,) into the moving-average usage."""
         self.usage.lerp_(counts, 1 - self.decay)
 
     @torch.no_grad()
@@ -207,9 +212,10 @@ class VectorQuantizer(nn.Module):
         arXiv:1711.00937 appendix A.1, with Laplace smoothing of the cluster sizes as in
         Sonnet's VectorQuantizerEMA so that rarely used codes never divide by ~zero. Codes
         unused in this batch keep their vectors. Expects `usage` (the cluster sizes) already
-        updated with this batch's `counts`.
+        updated with this batch's `counts`, summed over ranks.
         """
         sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, x)  # (K, D)
+        distributed.sum_(sums)  # over the global batch, like `counts`
         self.embed_sum.lerp_(sums, 1 - self.decay)
         n = self.usage.sum()
         smoothed = (self.usage + LAPLACE_EPS) / (n + self.codebook_size * LAPLACE_EPS) * n
@@ -232,19 +238,6 @@ class VectorQuantizer(nn.Module):
         if self.kind == "ema":
             reset = self.codebook * self.dead_code_threshold
             self.embed_sum.copy_(torch.where(dead.unsqueeze(1), reset, self.embed_sum))
-        self.broadcast_()
-
-    @torch.no_grad()
-    def broadcast_(self) -> None:
-        """Under torch.distributed, copy rank 0's codebook state to every rank.
-
-        Seeding and restarts draw from each rank's own batch; without this an "st" codebook,
-        a Parameter that DDP never re-broadcasts, would drift apart between ranks.
-        """
-        if dist.is_available() and dist.is_initialized():
-            for state in self.codebook, self.usage, getattr(self, "embed_sum", None):
-                if state is not None:
-                    dist.broadcast(state, src=0)
 
     def _check(self, z: Tensor) -> None:
         if z.dim() != 4 or z.shape[1] != self.code_dim:
