@@ -18,9 +18,11 @@ import hashlib
 import json
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -35,6 +37,7 @@ FORMAT = "vqgen-run/1"
 UMASK = os.umask(0)
 os.umask(UMASK)  # read the process umask (the only way is to set it and set it back)
 STAGES = ("vqvae", "prior")
+C = TypeVar("C")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -171,36 +174,101 @@ def load_weights(run_dir: Path, stage: str, model: nn.Module, last: bool = False
     model.load_state_dict(state)
 
 
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (`int`, `float`, `str`, `bool`, `X | None`).
+
+    bool is not taken for a number (JSON true is no size), an int is taken for a float.
+    """
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if option in (int, str) and isinstance(value, option) and not isinstance(value, bool):
+            return True
+    return False
+
+
+def load_config(cls: type[C], values: Any, where: str) -> C:
+    """A config dataclass from one section of a run's JSON, checked before use.
+
+    A section that is missing or not an object, an unknown or missing key, a value of the wrong
+    type and a value the config refuses are each a CheckpointError naming `where` and the key,
+    so a hand-edited or foreign JSON never ends in a traceback deep inside a model.
+    """
+    if not isinstance(values, dict):
+        found = "missing" if values is None else f"a JSON {type(values).__name__}, not an object"
+        raise CheckpointError(f"{where} is {found}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key in hints and not _has_type(value, hints[key]):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise CheckpointError(f"{where}: '{key}' is {value!r}, expected {expected}")
+    try:
+        return from_dict(cls, values, where=where)
+    except UsageError as err:  # e.g. downsample 5: the file is at fault, not a flag
+        raise CheckpointError(f"{where}: {err}") from None
+
+
 def load_vqvae(run_dir: Path, device: str | torch.device = "cpu", last: bool = False):
     """Rebuild the VQ-VAE from a run directory; returns (model in eval mode, meta)."""
     from vqgen.models.vqvae import VQVAE
 
     meta = read_meta(run_dir, "vqvae", last)
-    cfg = from_dict(
-        VQVAEConfig, meta.get("model", {}), where=f"{json_path(run_dir, 'vqvae', last)} 'model'"
-    )
-    model = VQVAE(cfg)
+    where = f"{json_path(run_dir, 'vqvae', last)} 'model'"
+    model = VQVAE(load_config(VQVAEConfig, meta.get("model"), where))
     load_weights(run_dir, "vqvae", model, last)
     return model.to(device).eval(), meta
 
 
-def load_prior(run_dir: Path, device: str | torch.device = "cpu", last: bool = False):
+def load_prior(
+    run_dir: Path,
+    device: str | torch.device = "cpu",
+    last: bool = False,
+    vqvae_cfg: VQVAEConfig | None = None,
+):
     """Rebuild the prior from a run directory; returns (model in eval mode, meta).
 
-    Refuses a prior whose codes came from a VQ-VAE other than the one now in the run.
+    Refuses a prior whose codes came from a VQ-VAE other than the one now in the run, one that
+    does not record that VQ-VAE, one whose codebook size or grid differ from `vqvae_cfg` (the
+    VQ-VAE that will decode its codes), and label names that do not fit its labels.
     """
     from vqgen.models.pixelcnn import GatedPixelCNN
 
     meta = read_meta(run_dir, "prior", last)
-    cfg = from_dict(
-        PriorConfig, meta.get("model", {}), where=f"{json_path(run_dir, 'prior', last)} 'model'"
-    )
+    path = json_path(run_dir, "prior", last)
+    cfg = load_config(PriorConfig, meta.get("model"), f"{path} 'model'")
     vqvae_hash = meta.get("vqvae_sha256")
+    if not isinstance(vqvae_hash, str):
+        raise CheckpointError(
+            f"{path} does not record the VQ-VAE it was trained for ('vqvae_sha256'); "
+            "run `vqgen train-prior` again"
+        )
     vqvae_path = run_dir / "vqvae.safetensors"
-    if vqvae_hash and vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
+    if vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
         raise CheckpointError(
             f"{run_dir / 'prior.json'} was trained on codes of another VQ-VAE; "
             "run `vqgen train-prior` again"
+        )
+    if vqvae_cfg is not None and (cfg.codebook_size, cfg.grid) != (
+        vqvae_cfg.codebook_size,
+        vqvae_cfg.grid,
+    ):
+        raise CheckpointError(
+            f"{path} is a prior over {cfg.codebook_size} codes on a {cfg.grid}x{cfg.grid} grid; "
+            f"the run's VQ-VAE has {vqvae_cfg.codebook_size} codes on a "
+            f"{vqvae_cfg.grid}x{vqvae_cfg.grid} grid; run `vqgen train-prior` again"
+        )
+    names = meta.get("label_names", [])
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or (
+        cfg.condition == "label" and len(names) != cfg.num_labels
+    ):
+        raise CheckpointError(
+            f"{path}: 'label_names' must list the prior's {cfg.num_labels} label names, "
+            f"got {names!r}"
         )
     model = GatedPixelCNN(cfg)
     load_weights(run_dir, "prior", model, last)
@@ -209,6 +277,8 @@ def load_prior(run_dir: Path, device: str | torch.device = "cpu", last: bool = F
 
 def check_run_dir(run_dir: Path) -> Path:
     """A run directory that exists; one line naming it when it does not."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} is a file, not a folder")
     if not run_dir.is_dir():
         raise UsageError(
             f"run directory {run_dir} does not exist; run `vqgen train-vqvae --run {run_dir}` first"

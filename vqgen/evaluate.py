@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from vqgen import checkpoint, metrics, plots
-from vqgen.config import DataConfig, from_dict
+from vqgen.config import DataConfig
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
-from vqgen.generate import build_condition, draw
+from vqgen.generate import build_condition, draw, make_output_dir
 from vqgen.stage1 import reconstruct
 from vqgen.stage2 import CodeSet, nll_bits, split_codes
 from vqgen.train import resolve_device
@@ -105,9 +105,16 @@ def evaluate(
             f"--out {out}: the report is JSON, name it *.json (the .md goes beside it)"
         )
     checkpoint.check_run_dir(run_dir)
+    out = out or run_dir / "report.json"
+    make_output_dir(out.parent, "--out")  # before the slow part
     dev = resolve_device(device)
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
-    data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
+    data = checkpoint.load_config(
+        DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'"
+    )
+    prior = None  # a run without a prior is scored on reconstruction only
+    if (run_dir / "prior.json").is_file():  # loaded first: a bad prior fails before any output
+        prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
     dataset = load_data(data, split)
     figures = run_dir / "figures"
     images = dataset.images
@@ -120,8 +127,7 @@ def evaluate(
     }
     report["reconstruction"], codes = reconstruction_report(vqvae, images, figures, split)
 
-    if (run_dir / "prior.json").is_file():
-        prior, prior_meta = checkpoint.load_prior(run_dir, dev)
+    if prior is not None:
         label_names = prior_meta.get("label_names", [])
         split_set = CodeSet(
             codes.to(torch.int16), dataset.labels, dataset.positions, tuple(label_names)
@@ -152,7 +158,6 @@ def evaluate(
             figures / "eval_samples_nearest.png",
             "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
         )
-    out = out or run_dir / "report.json"
     checkpoint.write_json(out, report)
     markdown = render_markdown(report)
     checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))

@@ -5,6 +5,7 @@ result = generate(Path("run"), n=16, temperature=1.0, seed=0)
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,16 @@ def write_png(image: Tensor, path: Path) -> None:
     checkpoint.atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
+def make_output_dir(folder: Path, option: str) -> None:
+    """Create an output folder, or say in one line naming `option` why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission, a read-only disk
+        raise UsageError(
+            f"{option} {folder}: cannot create this folder ({err.strerror or err})"
+        ) from None
+
+
 def generate(
     run_dir: Path,
     n: int = 16,
@@ -106,17 +117,21 @@ def generate(
     """Sample `n` new slices from a trained run; PNGs go to `out_dir` (default run/samples)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    if not temperature >= 0:
-        raise UsageError(f"--temperature must be 0 (most likely codes) or more, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UsageError(
+            f"--temperature must be 0 (most likely codes) or a finite number above, "
+            f"got {temperature}"
+        )
     checkpoint.check_run_dir(run_dir)
     dev = resolve_device(device)
     vqvae, _ = checkpoint.load_vqvae(run_dir, dev)
-    prior, prior_meta = checkpoint.load_prior(run_dir, dev)
+    prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
     cond = build_condition(prior, prior_meta.get("label_names", []), n, label, slice_pos)
+    out_dir = out_dir or run_dir / "samples"
+    make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
     start = time.perf_counter()
     images, codes = draw(vqvae, prior, n, cond, temperature, seed, dev, top_k)
     seconds = time.perf_counter() - start
-    out_dir = out_dir or run_dir / "samples"
     paths = [out_dir / f"sample_{i:04d}.png" for i in range(n)]
     for image, path in zip(images, paths, strict=True):
         write_png(image, path)
