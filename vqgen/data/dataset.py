@@ -26,7 +26,7 @@ from vqgen.errors import DataError
 
 SPLITS = ("train", "validate", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-CACHE_VERSION = 1  # bump when preprocessing or the cache format changes
+CACHE_VERSION = 2  # bump when preprocessing or the cache format changes
 # PIL's errors for a truncated, corrupt or foreign file
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -104,6 +104,7 @@ def to_unit(image: np.ndarray) -> np.ndarray:
     8-bit images and floats already in [0, 1] keep their levels, so slices of one scan stay
     comparable. Anything else (16-bit, other floats) is scaled by its 0.5-99.5 percentiles: a
     few hot pixels cannot darken the image and 12-bit data in a 16-bit file is not clipped.
+    An unsigned image of one grey level has no range of its own and is placed on its type's.
     """
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255
@@ -115,6 +116,9 @@ def to_unit(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(a, [0.5, 99.5])
     if hi <= lo:
         lo, hi = a.min(), a.max()
+    if hi <= lo and np.issubdtype(image.dtype, np.unsignedinteger):
+        # one grey level has no range to scale by: place it on the type's own (16-bit white = 1)
+        return a / np.float32(np.iinfo(image.dtype).max)
     if hi <= lo:
         return np.zeros_like(a)
     return np.clip((a - lo) / (hi - lo), 0, 1)
