@@ -136,26 +136,27 @@ def test_training_improves_and_keeps_best_and_last(tmp_path):
     assert sum("val_ssim" in line for line in lines) == 10  # one validation line per epoch
 
 
-def interrupt_at(step_to_stop: int):
-    """A training step that sends this process SIGINT (a Ctrl-C) at a given call."""
+def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT):
+    """A training step that sends this process `signum` (Ctrl-C by default) at a given call."""
     calls = {"n": 0}
 
     def step(model, batch):
         calls["n"] += 1
         if calls["n"] == step_to_stop:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return vqvae_step(model, batch)
 
     return step
 
 
-def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum):
     train_set, val_set = blobs(20), blobs(8, seed=1)
     whole = fit(make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a")
 
     with pytest.raises(Interrupted, match="--resume"):
         fit(
-            make_stage(tmp_path / "b", train_set, val_set, interrupt_at(7)),
+            make_stage(tmp_path / "b", train_set, val_set, interrupt_at(7, signum)),
             train_cfg(),
             tmp_path / "b",
         )
