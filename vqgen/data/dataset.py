@@ -166,7 +166,7 @@ def read_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.ndar
     """Decode and preprocess `paths` -> ((N, size, size) uint8, indices of the files read).
 
     An unreadable file is skipped with one counted warning, or with `strict` is a DataError
-    naming it.
+    naming it; so is the first of them when none of the files can be read.
     """
     slices, kept, bad = [], [], []
     for i, path in enumerate(paths):
@@ -179,6 +179,8 @@ def read_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.ndar
             continue
         slices.append(preprocess(image, size))
         kept.append(i)
+    if bad and not kept:  # nothing left: an error that names a file, not just an empty split
+        raise DataError(f"none of {len(bad)} image(s) could be read, first: {bad[0]}")
     warn_skipped(bad)
     return stack(slices, size), kept
 
