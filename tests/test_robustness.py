@@ -330,7 +330,6 @@ def test_edited_or_foreign_json_is_one_line_naming_file_and_key(capsys, run, cas
     ("change", "needles"),
     [
         (lambda m: m.pop("data"), ["'data' is missing"]),
-        (lambda m: m["data"].update(size="32/../../x"), ["'data'", "'size'"]),
         (lambda m: m["data"].update(source=7), ["'data'", "'source'"]),
         (lambda m: m["data"].update(strict="no"), ["'data'", "'strict'"]),
     ],
