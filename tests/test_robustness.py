@@ -139,8 +139,7 @@ def assert_run_files_load(run: Path) -> None:
         json.loads(line)
     last = checkpoint.read_meta(run, "vqvae", last=True)
     state = checkpoint.load_tensor_meta(run / "train_state-vqvae.safetensors")
-    weights = checkpoint.sha256(run / "vqvae-last.safetensors")
-    assert last["weights_sha256"] == weights == state["weights_sha256"]
+    assert last["weights_sha256"] == checkpoint.sha256(run / "vqvae-last.safetensors")
     assert last["step"] == state["step"]
     checkpoint.load_vqvae(run, last=True)
     checkpoint.load_vqvae(run)
@@ -192,12 +191,6 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
     assert 15 <= step < 45
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.fit appends to metrics-<stage>.jsonl on --resume without dropping the lines a "
-    "killed run logged after its last checkpoint, nor a line torn by the kill; fix in train.fit: "
-    "on resume keep only the complete lines with step <= the resumed step",
-)
 def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, one_thread):
     """A SIGKILL mid-epoch leaves log lines of steps after the last checkpoint (and may tear the
     last one); after --resume every line must parse and no step may be logged twice."""

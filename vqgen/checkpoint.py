@@ -157,7 +157,12 @@ def load_weights(run_dir: Path, stage: str, model: nn.Module, last: bool = False
     """Load a stage's weights into `model`, refusing files whose shapes do not match it."""
     name = f"{stage}-last" if last else stage
     path = run_dir / f"{name}.safetensors"
-    state = load_tensors(path)
+    load_state(model, load_tensors(path), path)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """`model.load_state_dict(state)`, with a missing, unexpected or misshapen tensor a
+    CheckpointError naming `path` and the tensor."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -242,7 +242,9 @@ def evaluate_cmd(
 @app.command("demo")
 def demo_cmd(
     run: RunOpt = Path("checkpoints/demo"),
-    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 5.0,
+    minutes: Annotated[
+        float, typer.Option(help="Wall-clock budget in minutes for the whole pipeline.")
+    ] = 5.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
@@ -251,6 +253,8 @@ def demo_cmd(
 
     result = run_demo(run, minutes, device, seed)
     print_report(result.report)
+    phases = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
+    console.print(f"wall time {sum(result.seconds.values()) / 60:.1f} min ({phases})")
     console.print(f"samples: {result.samples}   report: {result.report_path.with_suffix('.md')}")
 
 

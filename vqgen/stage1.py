@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqgen import checkpoint, distributed, metrics, plots
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, from_dict, to_dict
+from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
 from vqgen.models.vqvae import VQVAE
@@ -112,10 +112,9 @@ def train_vqvae(
     """Train stage 1 into `run_dir`; with `resume`, the run's own configs are used."""
     if resume:
         meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
-        data = from_dict(DataConfig, meta["data"], where=f"{run_dir}/vqvae-last.json 'data'")
-        model_cfg = from_dict(
-            VQVAEConfig, meta["model"], where=f"{run_dir}/vqvae-last.json 'model'"
-        )
+        where = f"{run_dir}/vqvae-last.json"
+        data = checkpoint.load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+        model_cfg = checkpoint.load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
     else:
         data = resolve_data(data)
         if data.size != model_cfg.size:

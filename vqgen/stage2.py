@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vqgen import checkpoint, distributed, metrics, plots
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, from_dict, to_dict
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, to_dict
 from vqgen.data import load_data
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
@@ -149,7 +149,9 @@ def train_prior(
     checkpoint.check_run_dir(run_dir)
     device = distributed.init(resolve_device(train.device))
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
-    data = from_dict(DataConfig, vqvae_meta["data"], where=f"{run_dir}/vqvae.json 'data'")
+    data = checkpoint.load_config(
+        DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'"
+    )
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
         train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
@@ -161,7 +163,8 @@ def train_prior(
                 f"{run_dir}/prior-last.json was trained on codes of another VQ-VAE; "
                 "train the prior again without --resume"
             )
-        cfg = from_dict(PriorConfig, meta["model"], where=f"{run_dir}/prior-last.json 'model'")
+        where = f"{run_dir}/prior-last.json 'model'"
+        cfg = checkpoint.load_config(PriorConfig, meta.get("model"), where)
     else:
         cfg = replace(
             prior,

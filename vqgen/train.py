@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from vqgen import checkpoint, distributed
-from vqgen.config import TrainConfig, from_dict, to_dict
+from vqgen.config import TrainConfig, to_dict
 from vqgen.errors import TrainingError, UsageError, VqgenError
 
 console = Console(stderr=True)
@@ -132,8 +132,13 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> di
     return {"state": slots, "param_groups": meta["param_groups"]}
 
 
-def save_train_state(run_dir: Path, name: str, opt: torch.optim.Optimizer, info: dict) -> None:
+def save_train_state(
+    run_dir: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer, info: dict
+) -> None:
+    """Everything --resume needs in one file, so one atomic rename keeps it consistent:
+    the weights, the optimiser, the RNG and `info` (step, epoch, ...)."""
     tensors, opt_meta = _flatten_optimizer(opt)
+    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -142,12 +147,17 @@ def save_train_state(run_dir: Path, name: str, opt: torch.optim.Optimizer, info:
     )
 
 
-def load_train_state(run_dir: Path, name: str, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_train_state(
+    run_dir: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what `save_train_state` wrote into `model`, `opt` and the RNG; returns `info`."""
     path = run_dir / f"train_state-{name}.safetensors"
     if not path.is_file():
         raise UsageError(f"--resume: {path} not found; start without --resume")
     tensors = checkpoint.load_tensors(path)
     meta = checkpoint.load_tensor_meta(path)
+    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    checkpoint.load_state(model, weights, path)
     try:
         opt.load_state_dict(_unflatten_optimizer(tensors, meta))
     except (ValueError, KeyError) as err:
@@ -187,6 +197,22 @@ class StopFlag:
             signal.signal(sig, previous)
 
 
+def trim_log(path: Path, last_step: int) -> None:
+    """Keep the complete lines of a metrics log up to `last_step`: a killed run may have logged
+    steps after its last checkpoint, or torn its last line."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
+            kept.append(line + "\n")
+    checkpoint.atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -208,8 +234,9 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
     the workers and a time budget come from `cfg`.
     """
     if resume:
-        stored = checkpoint.read_meta(run_dir, stage.name, last=True)["train"]
-        stored = from_dict(TrainConfig, stored, where=f"{run_dir}/{stage.name}-last.json 'train'")
+        stored = checkpoint.read_meta(run_dir, stage.name, last=True).get("train")
+        where = f"{run_dir}/{stage.name}-last.json 'train'"
+        stored = checkpoint.load_config(TrainConfig, stored, where)
         cfg = replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
     device = distributed.init(resolve_device(cfg.device))
     main = distributed.is_main()  # only rank 0 writes, prints and validates
@@ -229,14 +256,7 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
     step, epoch, skip = 0, 0, 0
     best = -math.inf if stage.higher_is_better else math.inf
     if resume:
-        checkpoint.load_weights(run_dir, stage.name, model, last=True)
-        info = load_train_state(run_dir, stage.name, opt)
-        weights = run_dir / f"{stage.name}-last.safetensors"
-        if info.get("weights_sha256") != checkpoint.sha256(weights):
-            raise checkpoint.CheckpointError(
-                f"{weights} and train_state-{stage.name}.safetensors are from different steps; "
-                "start the run again without --resume"
-            )
+        info = load_train_state(run_dir, stage.name, model, opt)
         step, epoch, skip, best, total = (
             info["step"],
             info["epoch"],
@@ -244,6 +264,8 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
             info["best"],
             info["total"],
         )
+        if main:
+            trim_log(metrics_path, step)
     elif main and metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh log
 
@@ -255,10 +277,9 @@ def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> 
         meta["metrics"] = last_metrics
         if best_too:
             checkpoint.save_model(run_dir, stage.name, model, meta, last=False)
-        weights = checkpoint.save_model(run_dir, stage.name, model, meta, last=True)
+        checkpoint.save_model(run_dir, stage.name, model, meta, last=True)
         state = {"step": step, "epoch": epoch, "skip": skip, "best": best, "total": total}
-        state["weights_sha256"] = checkpoint.sha256(weights)  # pairs the state with its weights
-        save_train_state(run_dir, stage.name, opt, state)
+        save_train_state(run_dir, stage.name, model, opt, state)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     columns = (
