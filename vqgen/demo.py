@@ -21,13 +21,16 @@ from vqgen.generate import generate
 from vqgen.stage1 import train_vqvae
 from vqgen.stage2 import train_prior
 
-SIZE = 128
-VQVAE_SHARE = 0.5  # of the training time; the prior gets the rest
-REPORT_RESERVE_S = 40.0  # sampling and the test-split report (about 25 s on a 2-core CPU)
-SETUP_S = 10.0  # train-prior's start: loading the VQ-VAE and encoding the slices to codes
-# A smaller prior than train-prior's default: in two CPU minutes it takes more steps and gets
-# further (bench/RESULTS.md: 4.18 vs 5.75 bits/code, nearest-real SSIM 0.42 vs 0.17).
-DEMO_PRIOR = PriorConfig(channels=32, layers=8)
+# 64 px slices, 64 codes and a prior told the slice's level: a 16x16 grid of few codes is what
+# a prior learns in two CPU minutes; at 128 px (32x32 grids of 512 codes) the samples stay
+# shapeless blobs (bench/RESULTS.md, "Demo settings").
+SIZE = 64
+DEMO_VQVAE = VQVAEConfig(size=SIZE, codebook_size=64)
+DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
+VQVAE_SHARE = 0.45  # of the training time; the prior gets the rest
+REPORT_RESERVE_S = 30.0  # sampling and the test-split report (about 15 s on a 2-core CPU)
+SETUP_S = 5.0  # train-prior's start: loading the VQ-VAE and encoding the slices to codes
+MIN_TRAINING_S = 30.0  # a smaller budget is refused
 DEMO_SAMPLES = 16
 EVAL_SAMPLES = 48
 
@@ -44,10 +47,10 @@ def run_demo(
     run_dir: Path, minutes: float = 5.0, device: str = "auto", seed: int = 0
 ) -> DemoResult:
     """Run the whole pipeline on `mni152` within `minutes`; returns the test-split report."""
-    if not minutes * 60 > REPORT_RESERVE_S + SETUP_S + 30:
+    least = REPORT_RESERVE_S + SETUP_S + MIN_TRAINING_S
+    if not minutes * 60 >= least:
         raise UsageError(
-            f"--minutes {minutes} leaves no time to train; the demo needs at least "
-            f"{(REPORT_RESERVE_S + SETUP_S + 30) / 60:.1f}"
+            f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
     start = time.perf_counter()
     deadline = start + 60 * minutes - REPORT_RESERVE_S
@@ -65,9 +68,7 @@ def run_demo(
     lap("data")
     train = dict(device=device, seed=seed, epochs=1000, batch_size=16, lr=2e-3)
     vqvae_minutes = VQVAE_SHARE * (minutes_left() - SETUP_S / 60)
-    train_vqvae(
-        data, VQVAEConfig(size=SIZE), TrainConfig(**train, max_minutes=vqvae_minutes), run_dir
-    )
+    train_vqvae(data, DEMO_VQVAE, TrainConfig(**train, max_minutes=vqvae_minutes), run_dir)
     lap("vqvae")
     prior_minutes = minutes_left() - SETUP_S / 60
     train_prior(run_dir, DEMO_PRIOR, TrainConfig(**train, max_minutes=max(prior_minutes, 0.1)))

@@ -152,7 +152,9 @@ def evaluate(
                 for i, name in enumerate(label_names)
                 if (cond == i).sum() >= 2 and (dataset.labels == i).sum() >= 2
             }
-        shown = list(range(min(FIGURE_SAMPLES, n_samples)))
+        # evenly spread, so that a slice-conditioned prior shows levels from bottom to top
+        shown = np.linspace(0, n_samples - 1, min(FIGURE_SAMPLES, n_samples)).round().astype(int)
+        shown = shown.tolist()
         plots.rows_figure(
             [("sample", samples[shown]), (f"nearest {split}", images[real_idx[shown]])],
             figures / "eval_samples_nearest.png",

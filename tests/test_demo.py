@@ -1,0 +1,32 @@
+"""`vqgen demo`: the whole pipeline on a shrunken mni152, inside its wall-clock budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from vqgen import demo
+from vqgen.errors import UsageError
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_times_each_phase(tmp_path, tiny_mni152, monkeypatch):
+    monkeypatch.setattr(demo, "REPORT_RESERVE_S", 1.0)
+    monkeypatch.setattr(demo, "SETUP_S", 1.0)
+    monkeypatch.setattr(demo, "MIN_TRAINING_S", 6.0)
+    monkeypatch.setattr(demo, "EVAL_SAMPLES", 4)
+    monkeypatch.setattr(demo, "DEMO_SAMPLES", 2)
+    result = demo.run_demo(tmp_path / "demo", minutes=0.15, device="cpu")
+
+    assert list(result.seconds) == ["data", "vqvae", "prior", "sample", "evaluate"]
+    assert all(s >= 0 for s in result.seconds.values())
+    assert result.report["split"] == "test"
+    assert {"reconstruction", "prior", "samples"} <= set(result.report)
+    assert result.samples.is_file() and result.report_path.is_file()
+    for stage in ("vqvae", "prior"):
+        assert (tmp_path / "demo" / f"{stage}.safetensors").is_file()
+
+
+def test_a_budget_too_small_to_train_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"--minutes 0\.5"):
+        demo.run_demo(tmp_path / "demo", minutes=0.5, device="cpu")
+    assert not (tmp_path / "demo").exists()
