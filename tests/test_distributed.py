@@ -45,12 +45,14 @@ def vqgen(*args: object, processes: int = 1) -> subprocess.CompletedProcess:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    """Equal up to float rounding: DDP sums gradients and codebook statistics in another order,
-    which can move a near-tie vector to the other code now and then."""
+    """Equal up to float rounding: DDP sums gradients and codebook statistics in another order
+    and convolves batches of 4 instead of 8, which rounds differently and can move a near-tie
+    vector to the other code now and then. A rank whose data were left out would be off by
+    tens of percent."""
     wa, wb = load_file(a), load_file(b)
     assert wa.keys() == wb.keys()
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=2e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-2, atol=1e-3, msg=name)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 from collections.abc import Iterator
 
@@ -92,7 +93,10 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if not active():
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # newer torch renamed the option (and warns about the old name)
+    new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, **no_sync)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -38,7 +38,7 @@ class VQVAEResult:
 
 def vqvae_step(model: VQVAE, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     """Reconstruction MSE plus the quantizer's codebook/commitment loss."""
-    images = batch[0]
+    images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
     recon, q = model(images)
     mse = F.mse_loss(recon.float(), images)
     loss = mse + q.loss
@@ -123,7 +123,8 @@ def train_vqvae(
     with distributed.main_first():  # rank 0 fills the data cache, the others then read it
         train_set, val_set = load_data(data, "train"), load_data(data, "validate")
     torch.manual_seed(train.seed)  # the initial weights too
-    model = VQVAE(model_cfg)
+    # NHWC weights and inputs: 15-35% faster training on the CPU (bench/RESULTS.md)
+    model = VQVAE(model_cfg).to(memory_format=torch.channels_last)
     stage = Stage(
         name="vqvae",
         model=model,
