@@ -10,8 +10,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from PIL import Image
+
+from vqgen.cli import main
 
 OASIS_SPLITS = {"train": 3, "validate": 1, "test": 1}  # cases per split
 ADNI_PATIENTS = {"train": 5, "test": 2}  # patients per class and folder
@@ -109,3 +112,31 @@ def example_cond(condition: str, n: int) -> torch.Tensor | None:
     if condition == "slice":
         return torch.linspace(0, 1, n, dtype=torch.float64)
     return None
+
+
+# -- the command line, in-process ----------------------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str] | None, *args: object) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    if capsys is None:
+        return code, "", ""
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> str:
+    """The error contract: the exit code, one `error:` line holding the needles, no traceback."""
+    assert code == expected_code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]

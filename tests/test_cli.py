@@ -7,30 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fixtures import make_adni, make_oasis
-
-from vqgen.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> None:
-    assert code == expected_code, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in err
+from fixtures import assert_one_line_error, make_adni, make_oasis, run_cli
 
 
 def test_missing_dataset_path_is_a_usage_error(capsys, tmp_path):

@@ -18,42 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import brain_slice, make_adni, make_oasis
+from fixtures import assert_one_line_error, brain_slice, make_adni, make_oasis, run_cli
 from PIL import Image
 
 import vqgen.generate
 from vqgen import checkpoint
-from vqgen.cli import main
 from vqgen.data import SPLITS, DataWarning, load_split
 
 TINY_VQVAE = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
 TINY_PRIOR = ["--layers", "2", "--channels", "8", "--condition", "label"]
 CPU = ["--device", "cpu"]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str] | None, *args: object) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    if capsys is None:
-        return code, "", ""
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> str:
-    """The error contract: the exit code, one `error:` line holding the needles, no traceback."""
-    assert code == expected_code, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

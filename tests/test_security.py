@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from fixtures import make_oasis
+from fixtures import make_oasis, run_cli
 
 from vqgen import checkpoint
 from vqgen.cli import main
@@ -188,16 +188,6 @@ def test_a_path_in_a_fixed_choice_field_is_refused(cls, field) -> None:
     assert PATH_LIKE in str(err.value) or field.replace("_", "-") in str(err.value)
 
 
-def run_cli(capsys, *args: object) -> tuple[int, str]:
-    """Run the CLI in-process; returns (exit code, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 def digest_tree(folder: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
     """Relative path -> SHA-256 (or the link target) of everything under `folder`."""
     tree = {}
@@ -244,7 +234,8 @@ def world(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def sample(capsys, run: Path) -> tuple[int, str]:
-    return run_cli(capsys, "sample", "--run", run, "--n", "2", "--device", "cpu")
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "2", "--device", "cpu")
+    return code, err
 
 
 def test_weights_named_in_the_json_are_never_opened(capsys, world) -> None:
@@ -276,7 +267,7 @@ def test_a_hostile_data_section_writes_nothing_anywhere(capsys, world, vqgen_cac
     path.write_text(json.dumps(meta))
     base = run.parent
     before = digest_tree(base)
-    code, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", "--device", "cpu")
+    code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", "--device", "cpu")
     assert code == 1 and err.count("\n") == 1 and "'size'" in err, err
     assert digest_tree(base) == before
     assert not vqgen_cache.exists() or not any(vqgen_cache.iterdir())
@@ -302,7 +293,7 @@ def test_a_symlinked_checkpoint_is_read_but_never_written_through(capsys, world)
 
     code, err = sample(capsys, run)  # reads the shared VQ-VAE through the link
     assert code == 0, err
-    code, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", "--device", "cpu")
+    code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", "--device", "cpu")
     assert code == 0, err
     model, meta = checkpoint.load_vqvae(run)
     checkpoint.save_model(run, "vqvae", model, meta, last=False)  # what training would write
