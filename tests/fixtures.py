@@ -105,6 +105,13 @@ def make_folder(root: Path, n: int = 10, size: int = 48) -> Path:
     return data
 
 
+def load_splits(source: Path, **settings: object) -> dict:
+    """Every split of a dataset, as `load_split` gives them."""
+    from vqgen.data import SPLITS, load_split
+
+    return {split: load_split(source, split, **settings) for split in SPLITS}
+
+
 def example_cond(condition: str, n: int) -> torch.Tensor | None:
     """A condition for n samples of a prior with 3 labels or slice conditioning (float64)."""
     if condition == "label":

@@ -56,6 +56,36 @@ def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
     assert str(tmp_path / "missing") in proc.stderr
 
 
+def test_help_and_version_answer_without_loading_torch():
+    """`vqgen --help` is instant: the verbs import torch only when they run."""
+    code = (
+        "import sys\n"
+        "from vqgen.cli import main\n"
+        "for args in (['--help'], ['sample', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--top-k" in proc.stdout  # sample --help lists it
+    assert "vqgen 0.1.0" in proc.stdout
+
+
+def test_sample_and_evaluate_import_no_training_code():
+    code = (
+        "import sys\n"
+        "import vqgen.sample, vqgen.evaluate\n"
+        "loaded = [m for m in ('vqgen.train', 'vqgen.train_vqvae', 'vqgen.train_prior', "
+        "'rich.progress') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 TINY_VQVAE = [
     "--size",
     "32",
@@ -110,9 +140,29 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
     ):
         assert (run / "figures" / f"{figure}.png").is_file(), figure
 
+    # --top-k reaches the sampler: with k = 1 the draw is the argmax, whatever the seed
+    grids = []
+    for seed in ("1", "2"):
+        args = ["--n", "2", "--top-k", "1", "--seed", seed, "--out", run / f"k1-{seed}"]
+        code, _, err = run_cli(capsys, "sample", "--run", run, *args, "--device", "cpu")
+        assert code == 0, err
+        grids.append((run / f"k1-{seed}" / "grid.png").read_bytes())
+    assert grids[0] == grids[1]
+
     # a label the prior was not trained with is refused in one line
     code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD")
     assert_one_line_error(code, err, 2, "--label AD")
+
+
+def test_max_steps_alone_sets_the_length_of_the_run(capsys, tmp_path, tiny_mni152):
+    """--max-steps without --epochs trains that many steps, however many epochs it takes."""
+    run = tmp_path / "run"
+    args = ["--data", "mni152", "--run", run, "--max-steps", "7", *TINY_VQVAE[:-4]]
+    code, out, err = run_cli(capsys, "train-vqvae", *args, "--batch-size", "4", "--device", "cpu")
+    assert code == 0, err
+    meta = json.loads((run / "vqvae-last.json").read_text())
+    assert meta["step"] == 7 and meta["train"]["epochs"] is None  # 12 slices: 3 steps an epoch
+    assert "7 steps" in out
 
 
 def test_data_reports_adni_counts_labels_and_a_patient_split(capsys, tmp_path):

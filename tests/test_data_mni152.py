@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures import load_splits
 
-from vqgen.data import load_split, load_splits, mni152
+from vqgen.data import load_split, mni152
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("tiny_mni152")

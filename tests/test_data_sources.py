@@ -12,6 +12,7 @@ from fixtures import (
     ADNI_PATIENTS,
     OASIS_SPLITS,
     brain_volume,
+    load_splits,
     make_adni,
     make_folder,
     make_nifti,
@@ -19,7 +20,7 @@ from fixtures import (
 )
 from PIL import Image
 
-from vqgen.data import SPLITS, DataWarning, detect_kind, load_split, load_splits
+from vqgen.data import SPLITS, DataWarning, detect_kind, load_split
 from vqgen.data.dataset import decode_image, preprocess
 
 SIZE = 32

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
 from vqgen.data import load_split, mni152
 from vqgen.models.vqvae import VQVAE
-from vqgen.stage1 import reconstruction_metrics, train_vqvae
+from vqgen.train_vqvae import reconstruction_metrics, train_vqvae
 
 
 @pytest.mark.slow

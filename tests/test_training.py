@@ -3,6 +3,7 @@ Ctrl-C, the NaN guard, refusal of mismatched or corrupt files."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -11,15 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vqgen import checkpoint
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset
-from vqgen.errors import CheckpointError, TrainingError
+from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
-from vqgen.stage1 import reconstruction_metrics, vqvae_step
-from vqgen.train import Interrupted, Stage, fit, learning_rate
+from vqgen.train import Stage, fit, learning_rate
+from vqgen.train_vqvae import reconstruction_metrics, vqvae_step
 
+CPU_DEVICE = torch.device("cpu")
 TINY = VQVAEConfig(size=16, hidden=16, res_blocks=1, downsample=4, codebook_size=8, code_dim=4)
 
 
@@ -70,7 +73,7 @@ def train_cfg(**overrides) -> TrainConfig:
 
 
 def test_learning_rate_warms_up_then_decays():
-    cfg = TrainConfig(lr=1.0, warmup_steps=10)
+    cfg = TrainConfig(epochs=1, lr=1.0, warmup_steps=10)
     rates = [learning_rate(s, 100, cfg) for s in range(100)]
     assert rates[0] < rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
@@ -127,7 +130,7 @@ def test_training_improves_and_keeps_best_and_last(tmp_path):
     torch.manual_seed(0)
     before = reconstruction_metrics(VQVAE(TINY), val_set)
     cfg = train_cfg(epochs=10, lr=1e-2)
-    result = fit(make_stage(tmp_path, blobs(24), val_set), cfg, tmp_path)
+    result = fit(make_stage(tmp_path, blobs(24), val_set), cfg, tmp_path, CPU_DEVICE)
     assert result.best > before["val_ssim"] + 0.1
     assert min(r["val_mse"] for r in result.history) < 0.8 * before["val_mse"]
     for name in ("vqvae", "vqvae-last"):
@@ -140,11 +143,11 @@ def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT):
     """A training step that sends this process `signum` (Ctrl-C by default) at a given call."""
     calls = {"n": 0}
 
-    def step(model, batch):
+    def step(nets, batch):
         calls["n"] += 1
         if calls["n"] == step_to_stop:
             os.kill(os.getpid(), signum)
-        return vqvae_step(model, batch)
+        return vqvae_step(nets, batch)
 
     return step
 
@@ -158,13 +161,16 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
     """With `stale_last`, `vqvae-last.safetensors` is from an earlier step, as after a crash
     between its rename and the train state's: --resume reads only the train state."""
     train_set, val_set = blobs(20), blobs(8, seed=1)
-    whole = fit(make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a")
+    whole = fit(
+        make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a", CPU_DEVICE
+    )
 
     with pytest.raises(Interrupted, match="--resume"):
         fit(
             make_stage(tmp_path / "b", train_set, val_set, interrupt_at(7, signum)),
             train_cfg(),
             tmp_path / "b",
+            CPU_DEVICE,
         )
     state = checkpoint.load_tensor_meta(tmp_path / "b" / "train_state-vqvae.safetensors")
     assert state["step"] == 7 and state["skip"] == 2  # mid-epoch: 5 steps per epoch
@@ -172,7 +178,11 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
         stale = tmp_path / "b" / "vqvae.safetensors"  # the best weights, from step 5
         (tmp_path / "b" / "vqvae-last.safetensors").write_bytes(stale.read_bytes())
     resumed = fit(
-        make_stage(tmp_path / "b", train_set, val_set), train_cfg(), tmp_path / "b", resume=True
+        make_stage(tmp_path / "b", train_set, val_set),
+        train_cfg(),
+        tmp_path / "b",
+        CPU_DEVICE,
+        resume=True,
     )
 
     assert resumed.step == whole.step
@@ -185,14 +195,15 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 
-    def poisoned(model, batch):
+    def poisoned(nets, batch):
         calls["n"] += 1
-        loss, scalars = vqvae_step(model, batch)
-        return (loss * float("nan") if calls["n"] == 8 else loss), scalars
+        losses, scalars = vqvae_step(nets, batch)
+        loss = losses["model"]
+        return {"model": loss * float("nan") if calls["n"] == 8 else loss}, scalars
 
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), poisoned)
     with pytest.raises(TrainingError, match="loss became nan at step 7"):
-        fit(stage, train_cfg(), tmp_path)
+        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
     meta = checkpoint.read_meta(tmp_path, "vqvae", last=True)
     assert meta["step"] == 5  # the end of the first epoch: the last good state
     assert meta["weights_sha256"] == checkpoint.sha256(tmp_path / "vqvae-last.safetensors")
@@ -200,7 +211,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_max_steps_stops_early(tmp_path):
     result = fit(
-        make_stage(tmp_path, blobs(20), blobs(4, seed=1)), train_cfg(max_steps=3), tmp_path
+        make_stage(tmp_path, blobs(20), blobs(4, seed=1)),
+        train_cfg(max_steps=3),
+        tmp_path,
+        CPU_DEVICE,
     )
     assert result.step == 3
 
@@ -209,3 +223,94 @@ def test_checkpoint_files_get_the_usual_permissions(tmp_path):
     checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
     mode = (tmp_path / "vqvae.safetensors").stat().st_mode & 0o777
     assert mode == 0o666 & ~checkpoint.UMASK
+
+
+class Critic(torch.nn.Module):
+    """A helper trained beside the VQ-VAE, as a discriminator would be: it scores the
+    reconstructions, so its loss reaches back into the VQ-VAE's graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score = torch.nn.Linear(1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score(images.mean(dim=(1, 2, 3))[:, None])
+
+
+def vqvae_alone(nets, batch):
+    images = batch[0]
+    recon, q = nets["model"](images)
+    return {"model": F.mse_loss(recon, images) + q.loss}, {}
+
+
+def with_critic(nets, batch):
+    """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
+    its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
+    images = batch[0]
+    recon, q = nets["model"](images)  # one forward: in training it also moves the codebook
+    target = images.mean(dim=(1, 2, 3))[:, None]
+    critic = F.mse_loss(nets["critic"](recon), target)
+    return {"model": F.mse_loss(recon, images) + q.loss, "critic": critic}, {
+        "critic": critic.item()
+    }
+
+
+def critic_stage(run: Path, train_set, val_set, step=with_critic) -> Stage:
+    stage = make_stage(run, train_set, val_set, step)
+    torch.manual_seed(1)
+    stage.helpers = {"critic": Critic()}
+    return stage
+
+
+def test_a_helper_model_trains_on_its_own_loss_only(tmp_path):
+    """Each loss updates only its own model: the VQ-VAE trains exactly as it would alone, the
+    helper learns, and both are in the train state."""
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    alone = fit(
+        make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a", CPU_DEVICE
+    )
+    stage = critic_stage(tmp_path / "b", train_set, val_set)
+    before = copy.deepcopy(stage.helpers["critic"].state_dict())
+    beside = fit(stage, train_cfg(), tmp_path / "b", CPU_DEVICE)
+    assert beside.step == alone.step
+    a = checkpoint.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
+    b = checkpoint.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    after = stage.helpers["critic"].state_dict()
+    assert not torch.equal(before["score.weight"], after["score.weight"])
+    state = checkpoint.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
+    assert torch.equal(state["critic.weights.score.weight"], after["score.weight"])
+    assert any(k.startswith("critic.opt.") for k in state)
+
+
+def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    whole = critic_stage(tmp_path / "a", train_set, val_set)
+    fit(whole, train_cfg(), tmp_path / "a", CPU_DEVICE)
+
+    def interrupted(nets, batch, calls={"n": 0}):  # noqa: B006 - a counter across calls
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return with_critic(nets, batch)
+
+    with pytest.raises(Interrupted):
+        fit(
+            critic_stage(tmp_path / "b", train_set, val_set, interrupted),
+            train_cfg(),
+            tmp_path / "b",
+            CPU_DEVICE,
+        )
+    resumed = critic_stage(tmp_path / "b", train_set, val_set)
+    torch.nn.init.zeros_(resumed.helpers["critic"].score.weight)  # must come back from the state
+    fit(resumed, train_cfg(), tmp_path / "b", CPU_DEVICE, resume=True)
+    for key, value in whole.helpers["critic"].state_dict().items():
+        torch.testing.assert_close(
+            value, resumed.helpers["critic"].state_dict()[key], rtol=0, atol=0
+        )
+    a = checkpoint.load_tensors(tmp_path / "a" / "train_state-vqvae.safetensors")
+    b = checkpoint.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
+    for key in a:
+        if key.startswith("critic.opt."):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

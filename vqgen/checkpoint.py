@@ -3,12 +3,15 @@
 A run directory holds, per stage (`vqvae`, `prior`):
 
     <stage>.safetensors / <stage>.json            best weights (what later verbs use)
-    <stage>-last.safetensors / <stage>-last.json  weights of the latest step (what --resume uses)
-    train_state-<stage>.safetensors               optimiser, schedule, step and RNG for --resume
+    <stage>-last.safetensors / <stage>-last.json  weights and settings of the latest step
+    train_state-<stage>.safetensors               every model's weights and optimiser, the
+                                                  step and the RNG: what --resume restores
+    metrics-<stage>.jsonl                         one JSON object per logged step or epoch
 
 The JSON records the resolved configs, metrics, step, versions and the weights' SHA-256, so
 `load_vqvae(run)` rebuilds the model from the run alone. No pickle anywhere: loading a run never
-executes code from a file. Every file is written to a temporary name and renamed into place,
+executes code from a file. Config sections are read with `config.load_config`, so a run of an
+older format loads with defaults for settings added since. Every file is written to a temporary name and renamed into place,
 so an interrupted write never leaves a half-written checkpoint.
 """
 
@@ -18,11 +21,9 @@ import hashlib
 import json
 import os
 import tempfile
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -30,14 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import vqgen
-from vqgen.config import PriorConfig, VQVAEConfig, from_dict
+from vqgen.config import PriorConfig, VQVAEConfig, load_config
 from vqgen.errors import CheckpointError, UsageError
 
 FORMAT = "vqgen-run/1"
 UMASK = os.umask(0)
 os.umask(UMASK)  # read the process umask (the only way is to set it and set it back)
-STAGES = ("vqvae", "prior")
-C = TypeVar("C")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -179,45 +178,6 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
     model.load_state_dict(state)
 
 
-def _has_type(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a config field's type (`int`, `float`, `str`, `bool`, `X | None`).
-
-    bool is not taken for a number (JSON true is no size), an int is taken for a float.
-    """
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return True
-        if option is bool and isinstance(value, bool):
-            return True
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return True
-        if option in (int, str) and isinstance(value, option) and not isinstance(value, bool):
-            return True
-    return False
-
-
-def load_config(cls: type[C], values: Any, where: str) -> C:
-    """A config dataclass from one section of a run's JSON, checked before use.
-
-    A section that is missing or not an object, an unknown or missing key, a value of the wrong
-    type and a value the config refuses are each a CheckpointError naming `where` and the key,
-    so a hand-edited or foreign JSON never ends in a traceback deep inside a model.
-    """
-    if not isinstance(values, dict):
-        found = "missing" if values is None else f"a JSON {type(values).__name__}, not an object"
-        raise CheckpointError(f"{where} is {found}")
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if key in hints and not _has_type(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise CheckpointError(f"{where}: '{key}' is {value!r}, expected {expected}")
-    try:
-        return from_dict(cls, values, where=where)
-    except UsageError as err:  # e.g. downsample 5: the file is at fault, not a flag
-        raise CheckpointError(f"{where}: {err}") from None
-
-
 def load_vqvae(run_dir: Path, device: str | torch.device = "cpu", last: bool = False):
     """Rebuild the VQ-VAE from a run directory; returns (model in eval mode, meta)."""
     from vqgen.models.vqvae import VQVAE
@@ -289,3 +249,99 @@ def check_run_dir(run_dir: Path) -> Path:
             f"run directory {run_dir} does not exist; run `vqgen train-vqvae --run {run_dir}` first"
         )
     return run_dir
+
+
+# -- train state: what --resume needs, in one file ---------------------------------------------
+
+TRAIN_STATE_FORMAT = "vqgen-train-state/2"  # 2: one weights and optimiser section per model
+
+
+def train_state_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / f"train_state-{stage}.safetensors"
+
+
+def save_train_state(
+    run_dir: Path,
+    stage: str,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    info: dict[str, Any],
+) -> None:
+    """The weights and optimiser of every model of a stage (e.g. a VQ-VAE and its
+    discriminator), the RNG and `info` (step, epoch, ...), in one file: one atomic rename
+    keeps them consistent."""
+    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    groups = {}
+    for name, model in models.items():
+        tensors.update({f"{name}.weights.{k}": v for k, v in model.state_dict().items()})
+        state = optimizers[name].state_dict()
+        for idx, slots in state["state"].items():
+            tensors.update({f"{name}.opt.{idx}.{slot}": v for slot, v in slots.items()})
+        groups[name] = state["param_groups"]
+    meta = {**info, "format": TRAIN_STATE_FORMAT, "param_groups": groups}
+    save_tensors(train_state_path(run_dir, stage), tensors, meta)
+
+
+def load_train_state(
+    run_dir: Path,
+    stage: str,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> dict[str, Any]:
+    """Restore what `save_train_state` wrote into `models`, `optimizers` and the RNG;
+    returns its `info`."""
+    path = train_state_path(run_dir, stage)
+    if not path.is_file():
+        raise UsageError(f"--resume: {path} not found; start without --resume")
+    tensors, meta = load_tensors(path), load_tensor_meta(path)
+    if meta.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(
+            f"{path} is from another vqgen version and cannot be resumed; "
+            "train again without --resume"
+        )
+    for name, model in models.items():
+        load_state(model, _section(tensors, f"{name}.weights."), path)
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in _section(tensors, f"{name}.opt.").items():
+            idx, slot = key.split(".", 1)
+            slots.setdefault(int(idx), {})[slot] = value
+        try:
+            optimizers[name].load_state_dict(
+                {"state": slots, "param_groups": meta["param_groups"][name]}
+            )
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{path} does not match this model ({err})") from None
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta
+
+
+def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# -- metrics log: one JSON object per line -----------------------------------------------------
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def trim_log(path: Path, last_step: int) -> None:
+    """Keep the complete lines of a metrics log up to `last_step`: a killed run may have logged
+    steps after its last checkpoint, or torn its last line."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", float("inf")) <= last_step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))

@@ -1,23 +1,40 @@
 """The vqgen command line: parse options, call one library function, print the result.
 
-Errors vqgen knows about print as one line and exit with their code (2 usage, 1 run time);
-`--debug` or VQGEN_DEBUG=1 shows their traceback too.
+Each verb lives in the module of its name: `data` in vqgen/data/describe.py, `train-vqvae` in
+vqgen/train_vqvae.py, `train-prior` in vqgen/train_prior.py, `sample` in vqgen/sample.py,
+`evaluate` in vqgen/evaluate.py and `demo` in vqgen/demo.py. They are imported inside the
+commands, so `--help` answers without loading torch. Defaults come from the config dataclasses.
+
+Errors vqgen knows about print as one line and exit with their code (2 usage, 1 run time,
+130 interrupted); `--debug` or VQGEN_DEBUG=1 shows their traceback too.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vqgen import distributed
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig
-from vqgen.errors import VqgenError
+import vqgen
+from vqgen.config import (
+    PRIOR_TRAINING,
+    VQVAE_TRAINING,
+    DataConfig,
+    PriorConfig,
+    SampleConfig,
+    TrainConfig,
+    VQVAEConfig,
+    with_options,
+)
+from vqgen.errors import Interrupted, VqgenError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -36,15 +53,6 @@ KindOpt = Annotated[
     str, typer.Option("--kind", help="Dataset layout: auto, oasis, adni, nifti, folder, mni152.")
 ]
 SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the train split.")]
-MaxStepsOpt = Annotated[
-    int | None, typer.Option("--max-steps", help="Stop after N optimiser steps (if sooner).")
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images or code grids per step.")]
-MinutesOpt = Annotated[
-    float | None, typer.Option("--max-minutes", help="Stop after this much training time.")
-]
-LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
 DataSeedOpt = Annotated[
@@ -54,10 +62,89 @@ DataSeedOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
 ]
+DEFAULT_RUN = Path("checkpoints/run")
+
+# The options of TrainConfig that both training verbs take: field -> (type, flag, help).
+TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
+    "epochs": (int | None, "--epochs", "Passes over the train split."),
+    "max_steps": (int | None, "--max-steps", "Stop after N optimiser steps."),
+    "max_minutes": (float | None, "--max-minutes", "Stop after this much training time."),
+    "batch_size": (int, "--batch-size", "Images or code grids per step (global under torchrun)."),
+    "lr": (float, "--lr", "Peak learning rate (AdamW)."),
+    "device": (str, "--device", "auto, cpu or cuda."),
+    "seed": (int, "--seed", "Seed for weights and shuffling."),
+    "workers": (int, "--workers", "DataLoader worker processes."),
+}
+
+
+def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a verb. Ctrl-C outside a training loop (which saves first) is one line, 130."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"{name} interrupted; every file written so far is complete"
+                ) from None
+
+        return app.command(name)(run)
+
+    return register
+
+
+def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the TRAIN_OPTIONS, with `defaults`; it receives them as `train`.
+
+    --epochs shows the stage's default but is None unless given, so that --max-steps or
+    --max-minutes alone set the length of the run (`with_options`).
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        extra = []
+        for field, (kind, flag, help_) in TRAIN_OPTIONS.items():
+            default = getattr(defaults, field)
+            if field == "epochs":
+                help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
+                default = None
+            option = typer.Option(flag, help=help_)
+            extra.append(
+                inspect.Parameter(
+                    field,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=Annotated[kind, option],
+                )
+            )
+        own = inspect.signature(fn, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name != "train"]
+
+        @functools.wraps(fn)
+        def run(**kwargs: Any) -> None:
+            given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
+            try:
+                fn(**kwargs, train=with_options(defaults, **given))
+            finally:
+                from vqgen import distributed
+
+                distributed.shutdown()  # leave torchrun's process group, if joined
+
+        run.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in (*params, *extra)}
+        return run
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vqgen {vqgen.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -65,87 +152,82 @@ def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of known errors.")
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     if debug:
         os.environ["VQGEN_DEBUG"] = "1"
 
 
-@app.command("data")
+@command("data")
 def data_cmd(
     source: Annotated[str, typer.Argument(help="Dataset folder or 'mni152'.")],
-    kind: KindOpt = "auto",
-    size: SizeOpt = 128,
-    data_seed: DataSeedOpt = 0,
-    strict: StrictOpt = False,
+    kind: KindOpt = DataConfig.kind,
+    size: SizeOpt = DataConfig.size,
+    data_seed: DataSeedOpt = DataConfig.seed,
+    strict: StrictOpt = DataConfig.strict,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Write a PNG grid of random slices per split.")
     ] = None,
 ) -> None:
     """Inspect a dataset: kind, images and subjects per split, labels, size, intensities."""
-    from vqgen.describe import describe_dataset
+    from vqgen.data.describe import describe_dataset
 
     summary = describe_dataset(DataConfig(source, kind, size, data_seed, strict), preview)
-    table = Table(title=f"{source}  (kind: {summary.kind})")
+    table = Table(title=f"{escape(source)}  (kind: {summary.kind})")
     for column in ("split", "images", "subjects", "labels", "size", "intensity"):
         table.add_column(column)
     for row in summary.rows:
         table.add_row(*row)
     console.print(table)
     if preview is not None:
-        console.print(f"preview written to {preview}")
+        console.print(f"preview written to {escape(str(preview))}")
 
 
-@app.command("train-vqvae")
+@command("train-vqvae")
+@training_options(VQVAE_TRAINING)
 def train_vqvae_cmd(
-    data: DataOpt = "mni152",
-    run: RunOpt = Path("checkpoints/run"),
-    kind: KindOpt = "auto",
-    size: SizeOpt = 128,
-    downsample: Annotated[int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (4 or 8).")] = 4,
-    codebook_size: Annotated[int, typer.Option(help="Number of codebook vectors K.")] = 512,
-    code_dim: Annotated[int, typer.Option(help="Dimension of each code vector.")] = 64,
-    hidden: Annotated[int, typer.Option(help="Channels of the conv trunk.")] = 64,
-    beta: Annotated[float, typer.Option(help="Weight of the commitment loss.")] = 0.25,
-    quantizer: Annotated[str, typer.Option(help="'ema' or 'st' (codebook loss).")] = "ema",
-    epochs: EpochsOpt = 8,
-    max_steps: MaxStepsOpt = None,
-    max_minutes: MinutesOpt = None,
-    batch_size: BatchOpt = 16,
-    lr: LrOpt = 2e-3,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    data_seed: DataSeedOpt = 0,
+    train: TrainConfig,
+    data: DataOpt = DataConfig.source,
+    run: RunOpt = DEFAULT_RUN,
+    kind: KindOpt = DataConfig.kind,
+    size: SizeOpt = VQVAEConfig.size,
+    downsample: Annotated[
+        int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (4 or 8).")
+    ] = VQVAEConfig.downsample,
+    codebook_size: Annotated[
+        int, typer.Option(help="Number of codebook vectors K.")
+    ] = VQVAEConfig.codebook_size,
+    code_dim: Annotated[
+        int, typer.Option(help="Dimension of each code vector.")
+    ] = VQVAEConfig.code_dim,
+    hidden: Annotated[int, typer.Option(help="Channels of the conv trunk.")] = VQVAEConfig.hidden,
+    beta: Annotated[float, typer.Option(help="Weight of the commitment loss.")] = VQVAEConfig.beta,
+    quantizer: Annotated[
+        str, typer.Option(help="'ema' or 'st' (codebook loss).")
+    ] = VQVAEConfig.quantizer,
+    data_seed: DataSeedOpt = DataConfig.seed,
     resume: ResumeOpt = False,
-    workers: WorkersOpt = 0,
-    strict: StrictOpt = False,
+    strict: StrictOpt = DataConfig.strict,
 ) -> None:
     """Train the stage-1 VQ-VAE; keeps the best checkpoint by validate SSIM."""
-    from vqgen.stage1 import train_vqvae
+    from vqgen import distributed
+    from vqgen.train_vqvae import train_vqvae
 
-    result = train_vqvae(
-        DataConfig(data, kind, size, data_seed, strict),
-        VQVAEConfig(
-            size=size,
-            hidden=hidden,
-            downsample=downsample,
-            codebook_size=codebook_size,
-            code_dim=code_dim,
-            beta=beta,
-            quantizer=quantizer,
-        ),
-        TrainConfig(
-            epochs=epochs,
-            max_steps=max_steps,
-            max_minutes=max_minutes,
-            batch_size=batch_size,
-            lr=lr,
-            device=device,
-            seed=seed,
-            workers=workers,
-        ),
-        run,
-        resume,
+    model = VQVAEConfig(
+        size=size,
+        hidden=hidden,
+        downsample=downsample,
+        codebook_size=codebook_size,
+        code_dim=code_dim,
+        beta=beta,
+        quantizer=quantizer,
     )
+    result = train_vqvae(DataConfig(data, kind, size, data_seed, strict), model, train, run, resume)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
@@ -154,40 +236,22 @@ def train_vqvae_cmd(
         )
 
 
-@app.command("train-prior")
+@command("train-prior")
+@training_options(PRIOR_TRAINING)
 def train_prior_cmd(
-    run: RunOpt = Path("checkpoints/run"),
-    layers: Annotated[int, typer.Option(help="Gated layers of the PixelCNN.")] = 10,
-    channels: Annotated[int, typer.Option(help="Channels of the PixelCNN.")] = 64,
-    condition: Annotated[str, typer.Option(help="none, label or slice.")] = "none",
-    epochs: EpochsOpt = 20,
-    max_steps: MaxStepsOpt = None,
-    max_minutes: MinutesOpt = None,
-    batch_size: BatchOpt = 16,
-    lr: LrOpt = 2e-3,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    train: TrainConfig,
+    run: RunOpt = DEFAULT_RUN,
+    layers: Annotated[int, typer.Option(help="Gated layers of the PixelCNN.")] = PriorConfig.layers,
+    channels: Annotated[int, typer.Option(help="Channels of the PixelCNN.")] = PriorConfig.channels,
+    condition: Annotated[str, typer.Option(help="none, label or slice.")] = PriorConfig.condition,
     resume: ResumeOpt = False,
-    workers: WorkersOpt = 0,
 ) -> None:
     """Encode the data with the run's VQ-VAE and fit the gated PixelCNN prior."""
-    from vqgen.stage2 import train_prior
+    from vqgen import distributed
+    from vqgen.train_prior import train_prior
 
-    result = train_prior(
-        run,
-        PriorConfig(channels=channels, layers=layers, condition=condition),
-        TrainConfig(
-            epochs=epochs,
-            max_steps=max_steps,
-            max_minutes=max_minutes,
-            batch_size=batch_size,
-            lr=lr,
-            device=device,
-            seed=seed,
-            workers=workers,
-        ),
-        resume,
-    )
+    prior = PriorConfig(channels=channels, layers=layers, condition=condition)
+    result = train_prior(run, prior, train, resume)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  "
@@ -197,32 +261,41 @@ def train_prior_cmd(
         )
 
 
-@app.command("sample")
+@command("sample")
 def sample_cmd(
-    run: RunOpt = Path("checkpoints/run"),
-    n: Annotated[int, typer.Option("--n", help="Number of slices to generate.")] = 16,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the prior.")] = 1.0,
-    label: Annotated[str | None, typer.Option(help="Class for a label-conditioned prior.")] = None,
+    run: RunOpt = DEFAULT_RUN,
+    n: Annotated[int, typer.Option("--n", help="Number of slices to generate.")] = SampleConfig.n,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of the prior; 0 takes the likeliest code.")
+    ] = SampleConfig.temperature,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Draw only from the K likeliest codes.")
+    ] = SampleConfig.top_k,
+    label: Annotated[
+        str | None, typer.Option(help="Class for a label-conditioned prior.")
+    ] = SampleConfig.label,
     slice_pos: Annotated[
         float | None, typer.Option("--slice", help="Slice position in [0,1] (slice prior).")
-    ] = None,
-    seed: SeedOpt = 0,
+    ] = SampleConfig.slice_pos,
+    seed: SeedOpt = SampleConfig.seed,
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/samples).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw new slices: prior -> code grid -> decoder -> PNG files and a grid."""
-    from vqgen.generate import generate
+    from vqgen.sample import sample
 
-    result = generate(run, n, temperature, label, slice_pos, seed, out, device)
+    cfg = SampleConfig(n, temperature, top_k, label, slice_pos, seed)
+    result = sample(run, cfg, out, device)
+    folder = escape(str(result.paths[0].parent))
     console.print(
-        f"{len(result.paths)} samples in {result.paths[0].parent}  grid {result.grid}  "
+        f"{len(result.paths)} samples in {folder}  grid {escape(str(result.grid))}  "
         f"({result.seconds:.1f} s)"
     )
 
 
-@app.command("evaluate")
+@command("evaluate")
 def evaluate_cmd(
-    run: RunOpt = Path("checkpoints/run"),
+    run: RunOpt = DEFAULT_RUN,
     split: Annotated[str, typer.Option(help="Split to score: test, validate or train.")] = "test",
     n_samples: Annotated[int, typer.Option(help="Samples drawn for realism and diversity.")] = 64,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
@@ -234,12 +307,13 @@ def evaluate_cmd(
 
     report = evaluate(run, split, n_samples, out, device, seed)
     print_report(report)
+    written = escape(str(out or run / "report.json"))
     console.print(
-        f"report written to {out or run / 'report.json'} (and .md), figures in {run / 'figures'}"
+        f"report written to {written} (and .md), figures in {escape(str(run / 'figures'))}"
     )
 
 
-@app.command("demo")
+@command("demo")
 def demo_cmd(
     run: RunOpt = Path("checkpoints/demo"),
     minutes: Annotated[
@@ -255,13 +329,14 @@ def demo_cmd(
     print_report(result.report)
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     console.print(f"wall time {sum(result.seconds.values()) / 60:.1f} min ({phases})")
-    console.print(f"samples: {result.samples}   report: {result.report_path.with_suffix('.md')}")
+    report_md = escape(str(result.report_path.with_suffix(".md")))
+    console.print(f"samples: {escape(str(result.samples))}   report: {report_md}")
 
 
 def print_report(report: dict) -> None:
     """The headline figures of a report as a rich table."""
     table = Table(
-        title=f"{report['run']} on the {report['split']} split ({report['images']} slices)"
+        title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -304,5 +379,3 @@ def main(argv: list[str] | None = None) -> None:
             f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
         )
         raise SystemExit(err.exit_code) from None
-    finally:
-        distributed.shutdown()

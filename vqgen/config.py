@@ -1,13 +1,20 @@
 """Settings as dataclasses, one vocabulary shared by flags, code and run-directory JSON.
 
-CLI flags fill these; the resolved values are written into the run directory so that every
-later verb rebuilds its models from the run alone. Reading a dict with an unknown or missing
-key is an error that names the key.
+CLI flags fill these (the CLI reads its defaults from here); the resolved values are written
+into the run directory so that every later verb rebuilds its models from the run alone. Each
+dataclass checks what a user gives, once, naming the option; the models only assert their
+internal invariants.
+
+Runs survive upgrades: a field added in a later version takes its default when an older run
+is read (`load_config`), while an unknown key or a value of the wrong type is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +22,23 @@ from vqgen.errors import CheckpointError, UsageError
 
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
+
+
+def positive(option: str, value: float) -> None:
+    """Refuse a zero, negative or non-finite setting, naming its option."""
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{option} must be a positive finite number, got {value}")
+
+
+def at_least(option: str, value: float, low: float) -> None:
+    """Refuse a setting below `low` (or not finite), naming its option."""
+    if not (value >= low and math.isfinite(value)):
+        raise UsageError(f"{option} must be a finite number of at least {low}, got {value}")
+
+
+def one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
 
 
 @dataclass
@@ -46,19 +70,20 @@ class VQVAEConfig:
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8):
             raise UsageError(f"--downsample must be 4 or 8, got {self.downsample}")
+        positive("--size", self.size)
         if self.size % self.downsample:
             raise UsageError(
                 f"--size {self.size} is not divisible by --downsample {self.downsample}"
             )
-        if self.quantizer not in QUANTIZERS:
-            raise UsageError(f"--quantizer must be one of {', '.join(QUANTIZERS)}")
-        if self.codebook_size < 2:
-            raise UsageError(f"--codebook-size must be at least 2, got {self.codebook_size}")
-        positive("--size", self.size)
+        one_of("--quantizer", self.quantizer, QUANTIZERS)
+        at_least("--codebook-size", self.codebook_size, 2)
         positive("--hidden", self.hidden)
         positive("--code-dim", self.code_dim)
-        if self.beta < 0:
-            raise UsageError(f"--beta must not be negative, got {self.beta}")
+        at_least("--res-blocks", self.res_blocks, 0)
+        at_least("--beta", self.beta, 0)
+        if not 0 <= self.decay < 1:
+            raise UsageError(f"decay must lie in [0, 1), got {self.decay}")
+        at_least("dead_code_threshold", self.dead_code_threshold, 0)
 
     @property
     def grid(self) -> int:
@@ -79,22 +104,27 @@ class PriorConfig:
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
 
     def __post_init__(self) -> None:
-        if self.condition not in CONDITIONS:
-            raise UsageError(f"--condition must be one of {', '.join(CONDITIONS)}")
+        one_of("--condition", self.condition, CONDITIONS)
         if self.kernel % 2 == 0 or self.kernel < 3:
             raise UsageError(f"prior kernel must be odd and >= 3, got {self.kernel}")
         positive("--channels", self.channels)
         positive("--layers", self.layers)
+        at_least("codebook_size", self.codebook_size, 2)
+        positive("grid", self.grid)
 
 
 @dataclass
 class TrainConfig:
-    """The optimisation loop shared by both stages."""
+    """The optimisation loop shared by both stages.
 
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimiser steps, whichever comes first
-    max_minutes: float | None = None  # or after this much training time (the demo's budget)
-    batch_size: int = 16
+    Training stops after `epochs`, `max_steps` or `max_minutes`, whichever comes first; an
+    unset limit does not count, and at least one must be set.
+    """
+
+    epochs: int | None = None  # passes over the train split
+    max_steps: int | None = None  # optimiser steps
+    max_minutes: float | None = None  # training time (the demo's budget)
+    batch_size: int = 16  # global: under torchrun each process takes its share
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -105,22 +135,62 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics-<stage>.jsonl lines
 
     def __post_init__(self) -> None:
-        positive("--epochs", self.epochs)
+        if self.epochs is None and self.max_steps is None and self.max_minutes is None:
+            raise UsageError("give --epochs, --max-steps or --max-minutes: training needs an end")
+        for option, value in (
+            ("--epochs", self.epochs),
+            ("--max-steps", self.max_steps),
+            ("--max-minutes", self.max_minutes),
+        ):
+            if value is not None:
+                positive(option, value)
         positive("--batch-size", self.batch_size)
         positive("--lr", self.lr)
-        if self.max_steps is not None:
-            positive("--max-steps", self.max_steps)
-        if self.max_minutes is not None:
-            positive("--max-minutes", self.max_minutes)
-        if self.workers < 0:
-            raise UsageError(f"--workers must not be negative, got {self.workers}")
+        at_least("--workers", self.workers, 0)
+        at_least("weight_decay", self.weight_decay, 0)
+        at_least("warmup_steps", self.warmup_steps, 0)
+        positive("grad_clip", self.grad_clip)
+        positive("log_every", self.log_every)
 
 
-def positive(option: str, value: float) -> None:
-    """Refuse a zero or negative setting, naming its option."""
-    if not value > 0:
-        raise UsageError(f"{option} must be positive, got {value}")
+# Each stage's defaults; the CLI shows and uses these.
+VQVAE_TRAINING = TrainConfig(epochs=8)
+PRIOR_TRAINING = TrainConfig(epochs=20)
 
+
+def with_options(defaults: TrainConfig, **given: Any) -> TrainConfig:
+    """`defaults` with the options a user gave (None: not given).
+
+    A step or time limit given without --epochs is the only limit, as in the HF Trainer and
+    Lightning: `--max-steps 480` trains 480 steps, however many epochs that takes.
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    if "epochs" not in given and ("max_steps" in given or "max_minutes" in given):
+        given["epochs"] = None
+    return dataclasses.replace(defaults, **given)
+
+
+@dataclass
+class SampleConfig:
+    """How `sample` draws code grids from the prior."""
+
+    n: int = 16  # slices to generate
+    temperature: float = 1.0  # softmax temperature; 0 takes the most likely code
+    top_k: int | None = None  # keep only the k most likely codes at each position
+    label: str | None = None  # class of a label-conditioned prior
+    slice_pos: float | None = None  # slice position in [0, 1] of a slice-conditioned prior
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        at_least("--n", self.n, 1)
+        at_least("--temperature", self.temperature, 0)
+        if self.top_k is not None:
+            at_least("--top-k", self.top_k, 1)
+        if self.slice_pos is not None and not 0 <= self.slice_pos <= 1:
+            raise UsageError(f"--slice must lie in [0, 1], got {self.slice_pos}")
+
+
+# -- run JSON -> config -----------------------------------------------------------------------
 
 C = TypeVar("C")
 
@@ -130,13 +200,44 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type[C], values: dict[str, Any], where: str = "config") -> C:
-    """Build `cls` from `values`, refusing unknown or missing keys by name."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    missing = sorted(names - set(values))
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (`int`, `float`, `str`, `bool`, `X | None`).
+
+    bool is not taken for a number (JSON true is no size), an int is taken for a float.
+    """
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if option in (int, str) and isinstance(value, option) and not isinstance(value, bool):
+            return True
+    return False
+
+
+def load_config(cls: type[C], values: Any, where: str) -> C:
+    """A config dataclass from one section of a run's JSON, checked before use.
+
+    Fields the section lacks take their defaults (the run is from an older version). A section
+    that is missing or not an object, an unknown key, a value of the wrong type and a value the
+    config refuses are each a CheckpointError naming `where` and the key, so a hand-edited or
+    foreign JSON never ends in a traceback deep inside a model.
+    """
+    if not isinstance(values, dict):
+        found = "missing" if values is None else f"a JSON {type(values).__name__}, not an object"
+        raise CheckpointError(f"{where} is {found}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
         raise CheckpointError(f"{where}: unknown key '{unknown[0]}' for {cls.__name__}")
-    if missing:
-        raise CheckpointError(f"{where}: missing key '{missing[0]}' for {cls.__name__}")
-    return cls(**values)
+    for key, value in values.items():
+        if not _has_type(value, hints[key]):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise CheckpointError(f"{where}: '{key}' is {value!r}, expected {expected}")
+    try:
+        return cls(**values)
+    except UsageError as err:  # e.g. downsample 5: the file is at fault, not a flag
+        raise CheckpointError(f"{where}: {err}") from None

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig
+from vqgen.config import DataConfig, PriorConfig, SampleConfig, TrainConfig, VQVAEConfig
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
 from vqgen.evaluate import evaluate
-from vqgen.generate import generate
-from vqgen.stage1 import train_vqvae
-from vqgen.stage2 import train_prior
+from vqgen.sample import sample
+from vqgen.train_prior import train_prior
+from vqgen.train_vqvae import train_vqvae
 
 # 64 px slices, 64 codes and a prior told the slice's level: a 16x16 grid of few codes is what
 # a prior learns in two CPU minutes; at 128 px (32x32 grids of 512 codes) the samples stay
@@ -66,14 +66,14 @@ def run_demo(
     for split in SPLITS:
         load_data(data, split)  # generated once, then read from the cache
     lap("data")
-    train = dict(device=device, seed=seed, epochs=1000, batch_size=16, lr=2e-3)
+    train = dict(device=device, seed=seed, batch_size=16, lr=2e-3)  # time is the only limit
     vqvae_minutes = VQVAE_SHARE * (minutes_left() - SETUP_S / 60)
     train_vqvae(data, DEMO_VQVAE, TrainConfig(**train, max_minutes=vqvae_minutes), run_dir)
     lap("vqvae")
     prior_minutes = minutes_left() - SETUP_S / 60
     train_prior(run_dir, DEMO_PRIOR, TrainConfig(**train, max_minutes=max(prior_minutes, 0.1)))
     lap("prior")
-    sampled = generate(run_dir, n=DEMO_SAMPLES, seed=seed, device=device)
+    sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")
     report = evaluate(run_dir, "test", EVAL_SAMPLES, device=device, seed=seed)
     lap("evaluate")

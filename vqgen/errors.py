@@ -27,3 +27,9 @@ class CheckpointError(VqgenError):
 
 class TrainingError(VqgenError):
     """Training cannot go on, e.g. the loss became NaN or infinite."""
+
+
+class Interrupted(VqgenError):
+    """Stopped by Ctrl-C or SIGTERM; what was saved is named in the message."""
+
+    exit_code = 130

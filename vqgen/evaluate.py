@@ -16,13 +16,21 @@ import torch
 from torch import Tensor
 
 from vqgen import checkpoint, metrics, plots
-from vqgen.config import DataConfig
-from vqgen.data import SPLITS, load_data
+from vqgen.config import DataConfig, SampleConfig, load_config
+from vqgen.data import SPLITS, SliceDataset, load_data
 from vqgen.errors import UsageError
-from vqgen.generate import build_condition, draw, make_output_dir
-from vqgen.stage1 import reconstruct
-from vqgen.stage2 import CodeSet, nll_bits, split_codes
-from vqgen.train import resolve_device
+from vqgen.inference import (
+    CodeSet,
+    build_condition,
+    draw,
+    make_output_dir,
+    nll_bits,
+    reconstruct,
+    resolve_device,
+    split_codes,
+)
+from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.vqvae import VQVAE
 
 MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
 FIGURE_SAMPLES = 8
@@ -39,7 +47,9 @@ def summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def reconstruction_report(vqvae, images: Tensor, figures: Path, split: str) -> tuple[dict, Tensor]:
+def reconstruction_report(
+    vqvae: VQVAE, images: Tensor, figures: Path, split: str
+) -> tuple[dict, Tensor]:
     """Per-image SSIM (scikit-image), brain SSIM, PSNR, MSE, codebook usage; best/median/worst."""
     recon, codes = reconstruct(vqvae, images)
     ssim = metrics.ssim_reference(images, recon)
@@ -109,15 +119,12 @@ def evaluate(
     make_output_dir(out.parent, "--out")  # before the slow part
     dev = resolve_device(device)
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
-    data = checkpoint.load_config(
-        DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'"
-    )
+    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     prior = None  # a run without a prior is scored on reconstruction only
     if (run_dir / "prior.json").is_file():  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
     dataset = load_data(data, split)
     figures = run_dir / "figures"
-    images = dataset.images
     report: dict[str, Any] = {
         "run": str(run_dir),
         "split": split,
@@ -125,45 +132,63 @@ def evaluate(
         "kind": data.kind,
         "images": len(dataset),
     }
-    report["reconstruction"], codes = reconstruction_report(vqvae, images, figures, split)
-
+    report["reconstruction"], codes = reconstruction_report(vqvae, dataset.images, figures, split)
     if prior is not None:
         label_names = prior_meta.get("label_names", [])
         split_set = CodeSet(
             codes.to(torch.int16), dataset.labels, dataset.positions, tuple(label_names)
         )
-        vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
-        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
+        train_codes = split_codes(
+            run_dir, "train", vqvae, data, checkpoint.sha256(run_dir / "vqvae.safetensors")
+        )
         report["prior"] = {
             "nll_bits": nll_bits(prior, split_set),
             "uniform_bits": metrics.uniform_bits(prior.cfg.codebook_size),
             "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
             "condition": prior.cfg.condition,
         }
-        cond = build_condition(prior, label_names, n_samples, None, None)
-        samples, _ = draw(vqvae, prior, n_samples, cond, 1.0, seed, dev)
-        train_images = load_data(data, "train").images
-        report["samples"], real_ssim, real_idx = sample_report(samples, images, train_images, seed)
-        if prior.cfg.condition == "label":
-            report["samples"]["per_label"] = {
-                name: sample_report(
-                    samples[cond == i], images[dataset.labels == i], train_images, seed
-                )[0]
-                for i, name in enumerate(label_names)
-                if (cond == i).sum() >= 2 and (dataset.labels == i).sum() >= 2
-            }
-        # evenly spread, so that a slice-conditioned prior shows levels from bottom to top
-        shown = np.linspace(0, n_samples - 1, min(FIGURE_SAMPLES, n_samples)).round().astype(int)
-        shown = shown.tolist()
-        plots.rows_figure(
-            [("sample", samples[shown]), (f"nearest {split}", images[real_idx[shown]])],
-            figures / "eval_samples_nearest.png",
-            "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
+        cfg = SampleConfig(n=n_samples, seed=seed)
+        report["samples"] = samples_section(
+            vqvae, prior, label_names, cfg, dataset, load_data(data, "train"), figures, dev
         )
     checkpoint.write_json(out, report)
     markdown = render_markdown(report)
     checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
     return report
+
+
+def samples_section(
+    vqvae: VQVAE,
+    prior: GatedPixelCNN,
+    label_names: list[str],
+    cfg: SampleConfig,
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+    figures: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Draw `cfg.n` samples (through the classes or across the brain), score them against the
+    split and the train split (memorisation), per label too, and draw the figure."""
+    cond = build_condition(prior, label_names, cfg)
+    samples, _ = draw(vqvae, prior, cond, cfg, device)
+    images, train_images = dataset.images, train_set.images
+    section, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
+    if prior.cfg.condition == "label":
+        section["per_label"] = {
+            name: sample_report(
+                samples[cond == i], images[dataset.labels == i], train_images, cfg.seed
+            )[0]
+            for i, name in enumerate(label_names)
+            if (cond == i).sum() >= 2 and (dataset.labels == i).sum() >= 2
+        }
+    # evenly spread, so that a slice-conditioned prior shows levels from bottom to top
+    shown = np.linspace(0, cfg.n - 1, min(FIGURE_SAMPLES, cfg.n)).round().astype(int).tolist()
+    plots.rows_figure(
+        [("sample", samples[shown]), (f"nearest {dataset.split}", images[real_idx[shown]])],
+        figures / "eval_samples_nearest.png",
+        "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
+    )
+    return section
 
 
 def render_markdown(report: dict[str, Any]) -> str:

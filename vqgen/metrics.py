@@ -74,19 +74,6 @@ def ssim_reference(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> np.ndarray
     return np.array([structural_similarity(p[0], q[0], data_range=1.0) for p, q in pairs])
 
 
-def ssim_map_reference(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> np.ndarray:
-    """Per-pixel SSIM from scikit-image: (N, 1, H, W) x2 -> (N, H, W).
-
-    The outer BORDER pixels come from reflect-padded windows; scikit-image leaves them out of
-    its mean, and so does every SSIM in this module.
-    """
-    _check_pair(x, y, WIN)
-    pairs = zip(_to_numpy(x), _to_numpy(y), strict=True)
-    return np.stack(
-        [structural_similarity(p[0], q[0], data_range=1.0, full=True)[1] for p, q in pairs]
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # batched torch SSIM
 

@@ -25,15 +25,6 @@ from torch import Tensor
 from vqgen.models.pixelcnn import GatedPixelCNN
 
 
-def _check_args(n: int, temperature: float, top_k: int | None) -> None:
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    if not temperature >= 0 or math.isinf(temperature):
-        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be positive, got {top_k}")
-
-
 def _device(prior: GatedPixelCNN, device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else prior.embedding.weight.device
 
@@ -93,7 +84,7 @@ def sample_codes_naive(
     cond: (n,) labels or slice positions as the prior's condition requires; temperature 0
     takes the argmax; top_k keeps only the k most likely codes at each position.
     """
-    _check_args(n, temperature, top_k)
+    assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
     device = _device(prior, device)
     g = prior.cfg.grid
     cond = cond.to(device) if cond is not None else None
@@ -125,7 +116,7 @@ def sample_codes(
     grid and indexed at row i (vertical) or at (i, j) (horizontal). On a CPU the loop runs on
     one thread (see `one_cpu_thread`).
     """
-    _check_args(n, temperature, top_k)
+    assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
     device = _device(prior, device)
     c = prior.embed_condition(cond.to(device) if cond is not None else None, n)
     with one_cpu_thread(device):

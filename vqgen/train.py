@@ -1,26 +1,30 @@
 """The training loop shared by both stages.
 
     stage = Stage("vqvae", model, train_set, step=vqvae_step, validate=..., monitor="val_ssim", ...)
-    result = fit(stage, TrainConfig(epochs=10), run_dir, resume=False)
+    result = fit(stage, TrainConfig(epochs=10), run_dir, device, resume=False)
 
 `fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
 on CUDA; shows a rich progress bar; validates after every epoch; keeps the best checkpoint (by
-`stage.monitor`) and the last one with its optimiser state, step and RNG so that `resume=True`
-continues exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and
-exits cleanly; a NaN or infinite loss stops with an error and leaves the last good checkpoint
-untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.distributed).
+`stage.monitor`) and the last one, with a train state (optimisers, step, RNG) so that
+`resume=True` continues exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current
+step, saves and exits cleanly; a NaN or infinite loss stops with an error and leaves the last
+good checkpoint untouched. Under torchrun the same loop runs on every rank with DDP (see
+vqgen.distributed).
+
+A stage trains one model, or one model with helpers beside it (a discriminator): its step
+returns one loss per model, each loss updates only its own model's weights, and every model and
+optimiser goes into the train state.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from rich.console import Console
@@ -29,20 +33,16 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from vqgen import checkpoint, distributed
-from vqgen.config import TrainConfig, to_dict
-from vqgen.errors import TrainingError, UsageError, VqgenError
+from vqgen.config import TrainConfig, load_config, to_dict
+from vqgen.errors import Interrupted, TrainingError, UsageError
 
 console = Console(stderr=True)
 
 RATE_PROBE_STEPS = 20  # steps timed before fitting the schedule to --max-minutes
-Batch = tuple[Tensor, Tensor, Tensor]  # images (B,1,S,S), labels (B,), positions (B,)
-StepFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
-
-
-class Interrupted(VqgenError):
-    """Training was stopped by Ctrl-C after saving a checkpoint."""
-
-    exit_code = 130
+UNBOUNDED_STEPS = 10**9  # the plan of a run limited by time alone, until the probe
+Batch = tuple[Tensor, Tensor, Tensor]  # images or codes (B, ...), labels (B,), positions (B,)
+Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (DDP-wrapped)
+StepFn = Callable[[Nets, Batch], tuple[dict[str, Tensor], dict[str, float]]]
 
 
 @dataclass
@@ -50,14 +50,18 @@ class Stage:
     """What `fit` needs to know about one stage."""
 
     name: str  # "vqvae" or "prior": names the checkpoint files
-    model: nn.Module
+    model: nn.Module  # what is validated and saved as <name>.safetensors
     train_set: Dataset
-    step: StepFn  # (model, batch) -> (loss, scalars to log)
+    step: StepFn  # (nets, batch) -> (loss per model name, scalars to log)
     validate: Callable[[nn.Module], dict[str, float]]  # model -> validation metrics
     monitor: str  # validation metric that picks the best checkpoint
     higher_is_better: bool
     meta: dict[str, Any]  # resolved configs, written beside the weights
     after_epoch: Callable[[nn.Module], None] | None = None  # e.g. refresh figures
+    helpers: dict[str, nn.Module] = field(default_factory=dict)  # trained beside `model`
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"model": self.model, **self.helpers}
 
 
 @dataclass
@@ -70,15 +74,15 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when there is one; asking for CUDA without one is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got '{name}'")
-    return torch.device(name)
+@dataclass
+class LoopState:
+    """Where training stands; saved in the train state for --resume."""
+
+    step: int = 0
+    epoch: int = 0
+    skip: int = 0  # steps of `epoch` already taken
+    best: float | None = None  # best validation value so far
+    total: int = 0  # planned steps
 
 
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
@@ -110,65 +114,14 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return batches
 
 
-# -- optimiser state <-> safetensors (no pickle) ----------------------------------------------
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    state = opt.state_dict()
-    tensors = {
-        f"opt.{idx}.{name}": value
-        for idx, slots in state["state"].items()
-        for name, value in slots.items()
-    }
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    slots: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            slots.setdefault(int(idx), {})[name] = value
-    return {"state": slots, "param_groups": meta["param_groups"]}
-
-
-def save_train_state(
-    run_dir: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer, info: dict
-) -> None:
-    """Everything --resume needs in one file, so one atomic rename keeps it consistent:
-    the weights, the optimiser, the RNG and `info` (step, epoch, ...)."""
-    tensors, opt_meta = _flatten_optimizer(opt)
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    checkpoint.save_tensors(
-        run_dir / f"train_state-{name}.safetensors", tensors, {**info, **opt_meta}
-    )
-
-
-def load_train_state(
-    run_dir: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore what `save_train_state` wrote into `model`, `opt` and the RNG; returns `info`."""
-    path = run_dir / f"train_state-{name}.safetensors"
-    if not path.is_file():
-        raise UsageError(f"--resume: {path} not found; start without --resume")
-    tensors = checkpoint.load_tensors(path)
-    meta = checkpoint.load_tensor_meta(path)
-    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    checkpoint.load_state(model, weights, path)
-    try:
-        opt.load_state_dict(_unflatten_optimizer(tensors, meta))
-    except (ValueError, KeyError) as err:
-        raise checkpoint.CheckpointError(f"{path} does not match this model ({err})") from None
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return meta
-
-
-# -- Ctrl-C: finish the step, save, stop ------------------------------------------------------
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Steps until the first of --epochs and --max-steps; a time limit is fitted later."""
+    limits = [UNBOUNDED_STEPS]
+    if cfg.epochs is not None:
+        limits.append(steps_per_epoch * cfg.epochs)
+    if cfg.max_steps is not None:
+        limits.append(cfg.max_steps)
+    return min(limits)
 
 
 class StopFlag:
@@ -197,25 +150,71 @@ class StopFlag:
             signal.signal(sig, previous)
 
 
-def trim_log(path: Path, last_step: int) -> None:
-    """Keep the complete lines of a metrics log up to `last_step`: a killed run may have logged
-    steps after its last checkpoint, or torn its last line."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
-            kept.append(line + "\n")
-    checkpoint.atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+class TimeBudget:
+    """--max-minutes: after a few timed steps, the plan is cut to the steps that fit the time
+    left (keeping a tenth for validation); past the limit the run validates and saves."""
+
+    def __init__(self, minutes: float | None, start_step: int) -> None:
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.started = self.probe_started = time.perf_counter()
+        self.start_step = start_step
+
+    def spent(self) -> bool:
+        return self.seconds is not None and time.perf_counter() - self.started > self.seconds
+
+    def fitted_total(self, step: int, total: int) -> int | None:
+        """The plan that fits, once, at the end of the probe; None at every other step."""
+        if self.seconds is None:
+            return None
+        done = step - self.start_step
+        now = time.perf_counter()
+        if done == RATE_PROBE_STEPS // 4:
+            self.probe_started = now  # the first steps are slow: time the ones after
+        if done != RATE_PROBE_STEPS:
+            return None
+        per_step = (now - self.probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
+        fits = step + int(0.9 * (self.seconds - (now - self.started)) / per_step)
+        return max(step, min(total, fits))
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+class Agreed(NamedTuple):
+    """A step's outcome, the same on every rank."""
+
+    bad_loss: bool
+    stop: bool
+    out_of_time: bool
+    scalars: dict[str, float]  # averaged over ranks
+
+
+def agree(
+    losses: dict[str, Tensor], stop: bool, out_of_time: bool, scalars: dict[str, float], device
+) -> Agreed:
+    """One all-reduce: a non-finite loss, a stop request or a spent budget on any rank ends the
+    step for all of them, and the logged scalars are averaged."""
+    bad = not all(math.isfinite(loss.item()) for loss in losses.values())
+    values = distributed.mean(
+        [float(bad), float(stop), float(out_of_time), *scalars.values()], device
+    )
+    flags = [v > 0 for v in values[:3]]
+    return Agreed(*flags, dict(zip(scalars, values[3:], strict=True)))
+
+
+def progress_bar(enabled: bool) -> Progress:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console, transient=True, disable=not enabled)
+
+
+def resumed_config(stage: str, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The run's own training settings; only the device, workers and time budget are new."""
+    stored = checkpoint.read_meta(run_dir, stage, last=True).get("train")
+    stored = load_config(TrainConfig, stored, f"{run_dir}/{stage}-last.json 'train'")
+    return replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
 
 
 def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[Batch]:
@@ -227,147 +226,169 @@ def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[
     yield from loader
 
 
-def fit(stage: Stage, cfg: TrainConfig, run_dir: Path, resume: bool = False) -> FitResult:
-    """Train `stage.model`; see the module docstring.
-
-    With `resume`, the run's own training settings and schedule are used; only the device,
-    the workers and a time budget come from `cfg`.
-    """
+def fit(
+    stage: Stage, cfg: TrainConfig, run_dir: Path, device: torch.device, resume: bool = False
+) -> FitResult:
+    """Train `stage.model` (and its helpers) on `device` (this rank's, from
+    `distributed.init`); see the module docstring."""
     if resume:
-        stored = checkpoint.read_meta(run_dir, stage.name, last=True).get("train")
-        where = f"{run_dir}/{stage.name}-last.json 'train'"
-        stored = checkpoint.load_config(TrainConfig, stored, where)
-        cfg = replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
-    device = distributed.init(resolve_device(cfg.device))
-    main = distributed.is_main()  # only rank 0 writes, prints and validates
+        cfg = resumed_config(stage.name, cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = stage.model.to(device)  # what is saved and validated
-    net = distributed.wrap(model, device)  # what the steps call: DDP under torchrun
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, 0))
-    if steps_per_epoch == 0:
-        raise UsageError(f"the {stage.name} training set is empty")
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    metrics_path = run_dir / f"metrics-{stage.name}.jsonl"
-
-    step, epoch, skip = 0, 0, 0
-    best = -math.inf if stage.higher_is_better else math.inf
+    loop = Loop(stage, cfg, run_dir, device)
     if resume:
-        info = load_train_state(run_dir, stage.name, model, opt)
-        step, epoch, skip, best, total = (
-            info["step"],
-            info["epoch"],
-            info["skip"],
-            info["best"],
-            info["total"],
-        )
-        if main:
-            trim_log(metrics_path, step)
-    elif main and metrics_path.exists():
-        metrics_path.unlink()  # a fresh run starts a fresh log
-
-    def save(last_metrics: dict[str, float], best_too: bool = False) -> None:
-        distributed.check_same_model(model, f"{stage.name} step {step}")
-        if not main:
-            return
-        meta = {**stage.meta, "train": to_dict(cfg), "step": step, "epoch": epoch}
-        meta["metrics"] = last_metrics
-        if best_too:
-            checkpoint.save_model(run_dir, stage.name, model, meta, last=False)
-        checkpoint.save_model(run_dir, stage.name, model, meta, last=True)
-        state = {"step": step, "epoch": epoch, "skip": skip, "best": best, "total": total}
-        save_train_state(run_dir, stage.name, model, opt, state)
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-    )
-    history: list[dict[str, float]] = []
-    last_val: dict[str, float] = {}
-    budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
-    started, start_step = time.perf_counter(), step
-    probe_started = started
-    progress = Progress(*columns, console=console, transient=True, disable=not main)
-    with StopFlag() as stop, progress:
-        task = progress.add_task(stage.name, total=total, completed=step, stats="")
-        while step < total:
-            model.train()
-            tick, seen = time.perf_counter(), 0
-            running: dict[str, float] = {}
-            for batch in _batches(stage, cfg, epoch, skip):
-                batch = tuple(t.to(device, non_blocking=True) for t in batch)
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(step, total, cfg)
-                with autocast:
-                    loss, scalars = stage.step(net, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                out_of_time = budget is not None and time.perf_counter() - started > budget
-                # one all-reduce agrees on the step's outcome and averages what is logged
-                flags = [float(not math.isfinite(loss.item())), stop.requested, out_of_time]
-                agreed = distributed.mean([*flags, *scalars.values()], device)
-                bad_loss, stop_now, out_of_time = (v > 0 for v in agreed[:3])
-                scalars = dict(zip(scalars, agreed[3:], strict=True))
-                if bad_loss:
-                    raise TrainingError(
-                        f"{stage.name} loss became {loss.item()} at step {step}; the last good "
-                        f"checkpoint in {run_dir} is kept; try a lower --lr"
-                    )
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                step, skip = step + 1, skip + 1
-                seen += len(batch[0]) * distributed.world_size()
-                for k, v in scalars.items():  # smoothed for display
-                    running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
-                rate = seen / max(time.perf_counter() - tick, 1e-9)
-                stats = "  ".join(f"{k} {v:.4g}" for k, v in running.items())
-                progress.update(task, completed=step, stats=f"{stats}  {rate:.0f} img/s")
-                if budget is not None and step - start_step == RATE_PROBE_STEPS // 4:
-                    probe_started = time.perf_counter()  # after the slow first steps
-                if budget is not None and step - start_step == RATE_PROBE_STEPS:
-                    # fit the schedule to the time budget, leaving a tenth for validation
-                    now = time.perf_counter()
-                    per_step = (now - probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
-                    fits = step + int(0.9 * (budget - (now - started)) / per_step)
-                    total = distributed.min_int(max(step, min(total, fits)), device)
-                    progress.update(task, total=total)
-                if main and step % cfg.log_every == 0:
-                    append_jsonl(metrics_path, {"step": step, "epoch": epoch, **scalars})
-                if out_of_time:
-                    total = step  # validate and save now
-                if stop_now or step >= total:
-                    break
-            if stop_now:
-                save(last_val)
+        loop.restore()
+    elif loop.main:
+        loop.log.unlink(missing_ok=True)  # a fresh run starts a fresh log
+    budget = TimeBudget(cfg.max_minutes, loop.state.step)
+    with StopFlag() as stop, loop.progress:
+        while loop.state.step < loop.state.total:
+            stopped = loop.train_epoch(budget, stop)
+            if stopped:
+                loop.save(best_too=False)
                 raise Interrupted(
-                    f"interrupted at step {step}: saved {run_dir / stage.name}-last.safetensors; "
-                    "continue with --resume"
+                    f"interrupted at step {loop.state.step}: saved "
+                    f"{run_dir / stage.name}-last.safetensors; continue with --resume"
                 )
-            if skip >= steps_per_epoch:  # the epoch ran to its end
-                epoch, skip = epoch + 1, 0
-            if not main:
-                save(last_val)  # only checks that the ranks agree
-                continue
-            last_val = stage.validate(model)
-            record = {"step": step, "epoch": epoch, **{f"train_{k}": v for k, v in running.items()}}
-            record.update(last_val)
-            append_jsonl(metrics_path, record)
-            history.append(record)
-            value = last_val[stage.monitor]
-            improved = value > best if stage.higher_is_better else value < best
-            if improved:
-                best = value
-            save(last_val, best_too=improved)
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in last_val.items())
-            progress.console.print(f"{stage.name} epoch {epoch} step {step}/{total}  {shown}")
-            if stage.after_epoch is not None:
-                stage.after_epoch(model)
+            loop.end_epoch()
     distributed.barrier()  # the other ranks may read what rank 0 has just written
-    return FitResult(best, last_val, step, epoch, run_dir / f"{stage.name}.safetensors", history)
+    state = loop.state
+    best = math.nan if state.best is None else state.best
+    path = run_dir / f"{stage.name}.safetensors"
+    return FitResult(best, loop.last_val, state.step, state.epoch, path, loop.history)
+
+
+class Loop:
+    """The pieces of one `fit`: models, optimisers, where training stands, the log."""
+
+    def __init__(self, stage: Stage, cfg: TrainConfig, run_dir: Path, device: torch.device):
+        self.stage, self.cfg, self.run_dir, self.device = stage, cfg, run_dir, device
+        self.main = distributed.is_main()  # only rank 0 writes, prints and validates
+        self.models = {name: m.to(device) for name, m in stage.models().items()}  # saved
+        self.nets = {name: distributed.wrap(m, device) for name, m in self.models.items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            for name, m in self.models.items()
+        }
+        self.steps_per_epoch = len(epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, 0))
+        if self.steps_per_epoch == 0:
+            raise UsageError(f"the {stage.name} training set is empty")
+        self.state = LoopState(total=planned_steps(cfg, self.steps_per_epoch))
+        self.log = run_dir / f"metrics-{stage.name}.jsonl"
+        self.last_val: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+        self.progress = progress_bar(self.main)
+        self.task = self.progress.add_task(stage.name, total=self.state.total, stats="")
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.running: dict[str, float] = {}  # smoothed scalars for display
+
+    def restore(self) -> None:
+        info = checkpoint.load_train_state(
+            self.run_dir, self.stage.name, self.models, self.optimizers
+        )
+        self.state = LoopState(**{k: info[k] for k in asdict(self.state)})
+        self.progress.update(self.task, total=self.state.total, completed=self.state.step)
+        if self.main:
+            checkpoint.trim_log(self.log, self.state.step)
+
+    def train_step(self, batch: Batch, budget: TimeBudget, stop: StopFlag) -> Agreed:
+        """One optimiser step of every model; each loss updates only its own model."""
+        state, cfg = self.state, self.cfg
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(state.step, state.total, cfg)
+        with self.autocast:
+            losses, scalars = self.stage.step(self.nets, batch)
+        for name, loss in losses.items():
+            self.optimizers[name].zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.models[name].parameters()))
+        outcome = agree(losses, stop.requested, budget.spent(), scalars, self.device)
+        if outcome.bad_loss:
+            name, loss = next(
+                (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
+            )
+            what = self.stage.name if name == "model" else f"{self.stage.name} {name}"
+            raise TrainingError(
+                f"{what} loss became {loss} at step {state.step}; the last good "
+                f"checkpoint in {self.run_dir} is kept; try a lower --lr"
+            )
+        for name, opt in self.optimizers.items():
+            nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg.grad_clip)
+            opt.step()
+        state.step, state.skip = state.step + 1, state.skip + 1
+        return outcome
+
+    def train_epoch(self, budget: TimeBudget, stop: StopFlag) -> bool:
+        """Steps until the epoch ends, the plan is done or a stop is asked; True if asked."""
+        state, cfg = self.state, self.cfg
+        for model in self.models.values():
+            model.train()
+        tick, seen = time.perf_counter(), 0
+        self.running = {}
+        for batch in _batches(self.stage, cfg, state.epoch, state.skip):
+            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            outcome = self.train_step(batch, budget, stop)
+            seen += len(batch[0]) * distributed.world_size()
+            for k, v in outcome.scalars.items():
+                self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+            fitted = budget.fitted_total(state.step, state.total)
+            if fitted is not None:
+                state.total = distributed.min_int(fitted, self.device)
+            if outcome.out_of_time:
+                state.total = state.step  # validate and save now
+            rate = seen / max(time.perf_counter() - tick, 1e-9)
+            stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
+            self.progress.update(
+                self.task, completed=state.step, total=state.total, stats=f"{stats}  {rate:.0f}/s"
+            )
+            if self.main and state.step % cfg.log_every == 0:
+                record = {"step": state.step, "epoch": state.epoch, **outcome.scalars}
+                checkpoint.append_jsonl(self.log, record)
+            if outcome.stop:
+                return True
+            if state.step >= state.total:
+                break
+        if state.skip >= self.steps_per_epoch:  # the epoch ran to its end
+            state.epoch, state.skip = state.epoch + 1, 0
+        return False
+
+    def end_epoch(self) -> None:
+        """Validate, log, keep the best, save; on ranks other than 0 only check the weights."""
+        if not self.main:
+            self.save(best_too=False)
+            return
+        state, stage = self.state, self.stage
+        self.last_val = stage.validate(self.models["model"])
+        record = {"step": state.step, "epoch": state.epoch}
+        record.update({f"train_{k}": v for k, v in self.running.items()})
+        record.update(self.last_val)
+        checkpoint.append_jsonl(self.log, record)
+        self.history.append(record)
+        value = self.last_val[stage.monitor]
+        better = state.best is None or (
+            value > state.best if stage.higher_is_better else value < state.best
+        )
+        improved = math.isfinite(value) and better
+        if improved:
+            state.best = value
+        self.save(best_too=improved)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
+        console.print(f"{stage.name} epoch {state.epoch} step {state.step}/{state.total}  {shown}")
+        if stage.after_epoch is not None:
+            stage.after_epoch(self.models["model"])
+
+    def save(self, best_too: bool) -> None:
+        """Rank 0 writes the last (and the best) weights with their JSON, then the train state;
+        every rank first checks that all hold the same weights."""
+        state, stage = self.state, self.stage
+        distributed.check_same_model(self.models["model"], f"{stage.name} step {state.step}")
+        if not self.main:
+            return
+        meta = {**stage.meta, "train": to_dict(self.cfg), "step": state.step}
+        meta.update(epoch=state.epoch, metrics=self.last_val)
+        if best_too:
+            checkpoint.save_model(self.run_dir, stage.name, self.models["model"], meta, last=False)
+        checkpoint.save_model(self.run_dir, stage.name, self.models["model"], meta, last=True)
+        checkpoint.save_train_state(
+            self.run_dir, stage.name, self.models, self.optimizers, asdict(state)
+        )

@@ -1,4 +1,5 @@
-"""Stage 2: encode the data to code grids with the frozen VQ-VAE and fit the gated PixelCNN prior.
+"""The `train-prior` verb: encode the data to code grids with the frozen VQ-VAE, then fit the
+gated PixelCNN prior.
 
     result = train_prior(Path("run"), PriorConfig(layers=10), TrainConfig(epochs=20))
 
@@ -8,7 +9,6 @@ VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate spli
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,33 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from vqgen import checkpoint, distributed, metrics, plots
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, to_dict
-from vqgen.data import load_data
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, load_config, to_dict
 from vqgen.errors import CheckpointError, UsageError
+from vqgen.inference import LN2, CodeSet, condition_input, nll_bits, resolve_device, split_codes
 from vqgen.models.pixelcnn import GatedPixelCNN
-from vqgen.models.vqvae import VQVAE
-from vqgen.train import Batch, Stage, fit, resolve_device
-
-LN2 = math.log(2)
-
-
-@dataclass
-class CodeSet(Dataset):
-    """Code grids of one split with what conditioning needs."""
-
-    codes: Tensor  # (N, h, w) int16
-    labels: Tensor  # (N,) long, -1 where unknown
-    positions: Tensor  # (N,) float32, NaN where unknown
-    label_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return self.codes.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        return self.codes[i].long(), self.labels[i], self.positions[i]
+from vqgen.train import Batch, Nets, Stage, fit
 
 
 @dataclass
@@ -55,53 +35,6 @@ class PriorResult:
     seconds: float
 
 
-@torch.no_grad()
-def encode(vqvae: VQVAE, images: Tensor, batch_size: int = 64) -> Tensor:
-    """(N,1,S,S) images -> (N,h,w) int16 code grids, on the CPU."""
-    vqvae.eval()
-    device = next(vqvae.parameters()).device
-    grids = [
-        vqvae.codes(images[i : i + batch_size].to(device)).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(grids).to(torch.int16)
-
-
-def split_codes(
-    run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
-) -> CodeSet:
-    """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
-    `vqvae_hash`), else encoded now and saved there."""
-    path = run_dir / "codes" / f"{split}.safetensors"
-    if path.is_file():
-        meta = checkpoint.load_tensor_meta(path)
-        if meta.get("vqvae_sha256") == vqvae_hash:
-            t = checkpoint.load_tensors(path)
-            return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
-    dataset = load_data(data, split)
-    codes = CodeSet(
-        encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
-    )
-    tensors = {"codes": codes.codes, "labels": codes.labels, "positions": codes.positions}
-    meta = {
-        "vqvae_sha256": vqvae_hash,
-        "split": split,
-        "label_names": list(codes.label_names),
-        "subjects": list(dataset.subjects),
-    }
-    checkpoint.save_tensors(path, tensors, meta)
-    return codes
-
-
-def condition_input(condition: str, labels: Tensor, positions: Tensor) -> Tensor | None:
-    """The prior's condition for a batch: labels, slice positions, or nothing."""
-    if condition == "label":
-        return labels
-    if condition == "slice":
-        return positions
-    return None
-
-
 def check_condition(condition: str, codes: CodeSet, source: str) -> None:
     """Refuse a condition the data cannot provide, naming the option."""
     if condition == "label" and (codes.labels < 0).any():
@@ -110,32 +43,25 @@ def check_condition(condition: str, codes: CodeSet, source: str) -> None:
         raise UsageError(f"--condition slice needs slice positions; {source} lacks some")
 
 
-def prior_step(model: GatedPixelCNN, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+def prior_step(nets: Nets, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order."""
     codes, labels, positions = batch
-    condition = distributed.unwrap(model).cfg.condition
-    logits = model(codes, condition_input(condition, labels, positions))
+    prior = nets["model"]
+    condition = distributed.unwrap(prior).cfg.condition
+    logits = prior(codes, condition_input(condition, labels, positions))
     loss = F.cross_entropy(logits.float(), codes)
-    return loss, {"loss": loss.item(), "bits": loss.item() / LN2}
+    return {"model": loss}, {"loss": loss.item(), "bits": loss.item() / LN2}
 
 
-@torch.no_grad()
-def nll_bits(model: GatedPixelCNN, codes: CodeSet, batch_size: int = 64) -> float:
-    """Mean negative log-likelihood in bits per code over a whole split."""
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(codes), batch_size):
-        grids = codes.codes[i : i + batch_size].long().to(device)
-        cond = condition_input(
-            model.cfg.condition,
-            codes.labels[i : i + batch_size].to(device),
-            codes.positions[i : i + batch_size].to(device),
+def resumed_prior_config(run_dir: Path, vqvae_hash: str) -> PriorConfig:
+    """The interrupted prior's config, refusing one trained on another VQ-VAE's codes."""
+    meta = checkpoint.read_meta(run_dir, "prior", last=True)
+    if meta.get("vqvae_sha256") != vqvae_hash:
+        raise CheckpointError(
+            f"{run_dir}/prior-last.json was trained on codes of another VQ-VAE; "
+            "train the prior again without --resume"
         )
-        logits = model(grids, cond).float()
-        total += F.cross_entropy(logits, grids, reduction="sum").item()
-        count += grids.numel()
-    return total / count / LN2
+    return load_config(PriorConfig, meta.get("model"), f"{run_dir}/prior-last.json 'model'")
 
 
 def train_prior(
@@ -149,23 +75,14 @@ def train_prior(
     checkpoint.check_run_dir(run_dir)
     device = distributed.init(resolve_device(train.device))
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
-    data = checkpoint.load_config(
-        DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'"
-    )
+    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
         train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
     if resume:
-        meta = checkpoint.read_meta(run_dir, "prior", last=True)
-        if meta.get("vqvae_sha256") != vqvae_hash:
-            raise CheckpointError(
-                f"{run_dir}/prior-last.json was trained on codes of another VQ-VAE; "
-                "train the prior again without --resume"
-            )
-        where = f"{run_dir}/prior-last.json 'model'"
-        cfg = checkpoint.load_config(PriorConfig, meta.get("model"), where)
-    else:
+        cfg = resumed_prior_config(run_dir, vqvae_hash)
+    else:  # the codebook, grid and labels are the VQ-VAE's and the data's
         cfg = replace(
             prior,
             codebook_size=vqvae.cfg.codebook_size,
@@ -199,7 +116,7 @@ def train_prior(
         ),
     )
     start = time.perf_counter()
-    result = fit(stage, train, run_dir, resume)
+    result = fit(stage, train, run_dir, device, resume)
     return PriorResult(
         checkpoint=result.checkpoint,
         val_bits=result.best,

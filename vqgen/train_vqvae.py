@@ -1,4 +1,5 @@
-"""Stage 1: train the VQ-VAE on a dataset's train split, select it on the validate split.
+"""The `train-vqvae` verb: train the stage-1 VQ-VAE on a dataset's train split, select it on
+the validate split.
 
     result = train_vqvae(DataConfig(source="mni152"), VQVAEConfig(), TrainConfig(), Path("run"))
 
@@ -16,11 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqgen import checkpoint, distributed, metrics, plots
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
+from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, load_config, to_dict
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
+from vqgen.inference import reconstruct, resolve_device
 from vqgen.models.vqvae import VQVAE
-from vqgen.train import Batch, Stage, fit, resolve_device
+from vqgen.train import Batch, Nets, Stage, fit
 
 FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
 
@@ -36,26 +38,14 @@ class VQVAEResult:
     seconds: float
 
 
-def vqvae_step(model: VQVAE, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+def vqvae_step(nets: Nets, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Reconstruction MSE plus the quantizer's codebook/commitment loss."""
     images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
-    recon, q = model(images)
+    recon, q = nets["model"](images)
     mse = F.mse_loss(recon.float(), images)
     loss = mse + q.loss
-    return loss, {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
-
-
-@torch.no_grad()
-def reconstruct(model: VQVAE, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """Reconstructions in [0,1] and code grids of (N,1,S,S) images, on the CPU."""
-    model.eval()
-    device = next(model.parameters()).device
-    recons, codes = [], []
-    for start in range(0, len(images), batch_size):
-        recon, q = model(images[start : start + batch_size].to(device))
-        recons.append(recon.float().clamp(0, 1).cpu())
-        codes.append(q.codes.cpu())
-    return torch.cat(recons), torch.cat(codes)
+    scalars = {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
+    return {"model": loss}, scalars
 
 
 def reconstruction_metrics(model: VQVAE, dataset: SliceDataset) -> dict[str, float]:
@@ -113,13 +103,13 @@ def train_vqvae(
     if resume:
         meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
         where = f"{run_dir}/vqvae-last.json"
-        data = checkpoint.load_config(DataConfig, meta.get("data"), f"{where} 'data'")
-        model_cfg = checkpoint.load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
+        data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+        model_cfg = load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
     else:
         data = resolve_data(data)
         if data.size != model_cfg.size:
             raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
-    distributed.init(resolve_device(train.device))
+    device = distributed.init(resolve_device(train.device))
     with distributed.main_first():  # rank 0 fills the data cache, the others then read it
         train_set, val_set = load_data(data, "train"), load_data(data, "validate")
     torch.manual_seed(train.seed)  # the initial weights too
@@ -137,7 +127,7 @@ def train_vqvae(
         after_epoch=lambda m: write_figures(m, val_set, run_dir),
     )
     start = time.perf_counter()
-    result = fit(stage, train, run_dir, resume)
+    result = fit(stage, train, run_dir, device, resume)
     best = checkpoint.read_meta(run_dir, "vqvae")["metrics"]
     return VQVAEResult(
         checkpoint=result.checkpoint,

@@ -6,7 +6,8 @@
 
 Each source module (oasis, adni, nifti, folder, mni152) has `load(root, split, size, seed,
 strict)`; this module finds the source and its root, and keeps decoded slices in a cache so
-that a second load of the same data at the same size does not decode again.
+that a second load of the same data at the same size does not decode again. The `vqgen data`
+verb, which summarises a dataset, is `describe.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ __all__ = [
     "detect_kind",
     "load_data",
     "load_split",
-    "load_splits",
     "preprocess",
     "resolve",
 ]
@@ -115,21 +115,6 @@ def load_split(
     if len(dataset) == 0:
         raise DataError(f"split '{split}' is empty: no readable slices in {root or name}")
     return dataset
-
-
-def load_splits(
-    source: str | Path,
-    *,
-    kind: str = "auto",
-    size: int = 128,
-    seed: int = 0,
-    strict: bool = False,
-) -> dict[str, SliceDataset]:
-    """All three splits, as load_split gives them."""
-    return {
-        split: load_split(source, split, kind=kind, size=size, seed=seed, strict=strict)
-        for split in SPLITS
-    }
 
 
 def load_data(data: DataConfig, split: str) -> SliceDataset:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from vqgen.checkpoint import atomic_write
 from vqgen.errors import DataError
 
 SPLITS = ("train", "validate", "test")
@@ -281,7 +281,6 @@ def cached(name: str, key: str, build: Callable[[], SliceDataset]) -> SliceDatas
 
 def _write_cache(stem: Path, key: str, ds: SliceDataset, notes: list[str]) -> None:
     """Tensors to <stem>.safetensors, lists to <stem>.json, each written atomically."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"pixels": ds.pixels, "labels": ds.labels, "positions": ds.positions}
     meta = {
         "version": CACHE_VERSION,
@@ -293,20 +292,8 @@ def _write_cache(stem: Path, key: str, ds: SliceDataset, notes: list[str]) -> No
         "split": ds.split,
         "notes": notes,
     }
-    _atomic(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p, {"key": key}))
-    _atomic(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(meta)))
-
-
-def _atomic(path: Path, write: Callable[[str], object]) -> None:
-    """Write via a temporary file in the same folder and os.replace, so readers never see half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p, {"key": key}))
+    atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
 
 
 def _read_cache(stem: Path, key: str) -> tuple[SliceDataset, list[str]] | None:

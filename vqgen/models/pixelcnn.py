@@ -47,8 +47,7 @@ class MaskedConv2d(nn.Conv2d):
         self, in_channels: int, out_channels: int, kernel: tuple[int, int], mask: Tensor | None
     ):
         super().__init__(in_channels, out_channels, kernel)
-        if mask is not None and mask.shape != kernel:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match kernel {kernel}")
+        assert mask is None or mask.shape == kernel, (mask.shape, kernel)
         mask = mask.to(self.weight.dtype) if mask is not None else None
         self.register_buffer("mask", mask, persistent=False)
 
@@ -79,8 +78,7 @@ class GatedBlock(nn.Module):
 
     def __init__(self, channels: int, kernel: int, mask: str, conditional: bool, positions: int):
         super().__init__()
-        if mask not in ("A", "B"):
-            raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
+        assert mask in ("A", "B"), mask
         self.pad = kernel // 2
         v_mask = h_mask = None
         if mask == "A":
@@ -159,17 +157,7 @@ class GatedPixelCNN(nn.Module):
 
     def __init__(self, cfg: PriorConfig):
         super().__init__()
-        if cfg.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {cfg.codebook_size}")
-        if cfg.channels < 1 or cfg.layers < 1 or cfg.grid < 1:
-            raise ValueError(
-                f"channels, layers and grid must be positive, got {cfg.channels}, "
-                f"{cfg.layers}, {cfg.grid}"
-            )
-        if cfg.condition == "label" and cfg.num_labels < 1:
-            raise ValueError(
-                f"num_labels must be positive for condition 'label', got {cfg.num_labels}"
-            )
+        assert cfg.condition != "label" or cfg.num_labels >= 1, "a label prior needs num_labels"
         self.cfg = cfg
         C = cfg.channels
         self.embedding = nn.Embedding(cfg.codebook_size, C)
@@ -198,12 +186,9 @@ class GatedPixelCNN(nn.Module):
     def embed(self, codes: Tensor) -> Tensor:
         """Code grid (B, h, w) long -> embeddings (B, C, h, w)."""
         g, K = self.cfg.grid, self.cfg.codebook_size
-        if codes.dim() != 3 or codes.shape[1:] != (g, g):
-            raise ValueError(f"codes must have shape (B, {g}, {g}), got {tuple(codes.shape)}")
-        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
-            raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= K):
-            raise ValueError(f"codes must lie in [0, {K}), got [{codes.min()}, {codes.max()}]")
+        assert codes.dim() == 3 and codes.shape[1:] == (g, g), f"codes {tuple(codes.shape)}"
+        assert not (codes.dtype.is_floating_point or codes.dtype == torch.bool), codes.dtype
+        assert not codes.numel() or 0 <= codes.min() <= codes.max() < K, "codes out of range"
         return self.embedding(codes.long()).permute(0, 3, 1, 2)  # (B, h, w, C) -> (B, C, h, w)
 
     def embed_condition(self, cond: Tensor | None, batch: int) -> Tensor | None:
@@ -211,24 +196,13 @@ class GatedPixelCNN(nn.Module):
         kind = self.cfg.condition
         if kind == "none":
             return None
-        if cond is None:
-            raise ValueError(f"cond is required for a prior with condition '{kind}'")
-        if cond.shape != (batch,):
-            raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
+        assert cond is not None and cond.shape == (batch,), f"condition '{kind}' needs (B,) cond"
         if kind == "label":
-            if cond.dtype.is_floating_point or cond.dtype == torch.bool:
-                raise ValueError(
-                    f"cond must hold integer labels for condition 'label', got {cond.dtype}"
-                )
-            if batch and (cond.min() < 0 or cond.max() >= self.cfg.num_labels):
-                raise ValueError(f"cond labels must lie in [0, {self.cfg.num_labels})")
+            assert not (cond.dtype.is_floating_point or cond.dtype == torch.bool), cond.dtype
+            assert not batch or 0 <= cond.min() <= cond.max() < self.cfg.num_labels, "bad label"
             return self.cond_embedding(cond.long())
-        if not cond.dtype.is_floating_point:
-            raise ValueError(
-                f"cond must hold float slice positions for condition 'slice', got {cond.dtype}"
-            )
-        if batch and (cond.min() < 0 or cond.max() > 1):
-            raise ValueError("cond slice positions must lie in [0, 1]")
+        assert cond.dtype.is_floating_point, cond.dtype
+        assert not batch or 0 <= cond.min() <= cond.max() <= 1, "slice positions outside [0, 1]"
         s = cond[:, None].to(self.slice_freqs.dtype)  # (B, 1)
         angles = s * self.slice_freqs  # (B, F)
         feats = torch.cat([s, angles.sin(), angles.cos()], dim=1).to(self.embedding.weight.dtype)
@@ -236,14 +210,8 @@ class GatedPixelCNN(nn.Module):
 
     def body(self, emb: Tensor, cond: Tensor | None = None) -> Tensor:
         """Embeddings (B, C, h, w) -> horizontal-stack features (B, C, h, w)."""
-        if emb.dim() != 4 or emb.shape[1] != self.cfg.channels:
-            raise ValueError(
-                f"emb must have shape (B, {self.cfg.channels}, h, w), got {tuple(emb.shape)}"
-            )
-        if emb.shape[2:] != self.pos.shape[2:]:
-            raise ValueError(
-                f"emb must cover the {self.cfg.grid}x{self.cfg.grid} grid, got {tuple(emb.shape)}"
-            )
+        g = self.cfg.grid
+        assert emb.shape[1:] == (self.cfg.channels, g, g), f"emb {tuple(emb.shape)}"
         c = self.embed_condition(cond, emb.shape[0])
         v = h = emb
         for block in self.blocks:

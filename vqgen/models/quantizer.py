@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen import distributed
+from vqgen.config import QUANTIZERS
 
-KINDS = ("st", "ema")
 KMEANS_ITERS = 10
 LAPLACE_EPS = 1e-5
 NOISE_SCALE = 0.01  # jitter, relative to the data's std, on vectors drawn more than once
@@ -95,7 +95,7 @@ class VectorQuantizer(nn.Module):
         codebook_size: number of codes K.
         code_dim: length D of each code, the channels of the encoder output.
         beta: weight of the commitment loss ||z_e - sg[z_q]||^2.
-        kind: "st" learns the codebook by gradient, "ema" by moving averages.
+        quantizer: "st" learns the codebook by gradient, "ema" by moving averages.
         decay: EMA decay for the codebook ("ema") and for the usage counts (both kinds).
         dead_code_threshold: codes whose EMA usage (vectors per batch) falls below this are
             re-seeded from the current batch; 0 turns restarts off.
@@ -106,32 +106,22 @@ class VectorQuantizer(nn.Module):
         codebook_size: int,
         code_dim: int,
         beta: float = 0.25,
-        kind: str = "st",
+        quantizer: str = "st",
         decay: float = 0.99,
         dead_code_threshold: float = 1.0,
     ) -> None:
         super().__init__()
-        if codebook_size < 1:
-            raise ValueError(f"codebook_size must be at least 1, got {codebook_size}")
-        if code_dim < 1:
-            raise ValueError(f"code_dim must be at least 1, got {code_dim}")
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if dead_code_threshold < 0:
-            raise ValueError(f"dead_code_threshold must be non-negative, got {dead_code_threshold}")
+        assert codebook_size >= 1 and code_dim >= 1 and beta >= 0, (codebook_size, code_dim, beta)
+        assert quantizer in QUANTIZERS and 0 <= decay < 1 and dead_code_threshold >= 0
         self.codebook_size = codebook_size
         self.code_dim = code_dim
         self.beta = beta
-        self.kind = kind
+        self.quantizer = quantizer
         self.decay = decay
         self.dead_code_threshold = dead_code_threshold
 
         codebook = torch.randn(codebook_size, code_dim)  # replaced by k-means on the first batch
-        if kind == "st":
+        if quantizer == "st":
             self.codebook = nn.Parameter(codebook)
         else:
             self.register_buffer("codebook", codebook)
@@ -159,12 +149,12 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 distributed.sum_(counts)  # global-batch counts
                 self.update_usage_(counts)
-                if self.kind == "ema":
+                if self.quantizer == "ema":
                     self.update_ema_(x, codes, counts)
                 self.restart_dead_codes_(x_all)
 
             loss = self.beta * F.mse_loss(z, z_q.detach())  # commitment
-            if self.kind == "st":
+            if self.quantizer == "st":
                 loss = loss + F.mse_loss(z_q, z.detach())  # codebook
             z_q = z + (z_q - z).detach()  # straight-through estimator
         return Quantized(z_q.to(z_e.dtype), codes.view(B, H, W), loss, perplexity(counts))
@@ -178,12 +168,7 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, codes: Tensor) -> Tensor:
         """(B, H, W) long codes -> (B, D, H, W) code vectors."""
-        if codes.dim() != 3 or codes.dtype != torch.long:
-            raise ValueError(
-                f"codes must be a (B, H, W) long tensor, got {tuple(codes.shape)} {codes.dtype}"
-            )
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values outside")
+        assert codes.dim() == 3 and codes.dtype == torch.long, (codes.shape, codes.dtype)
         return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)  # (B, H, W, D) -> (B, D, H, W)
 
     @torch.no_grad()
@@ -196,7 +181,7 @@ class VectorQuantizer(nn.Module):
         """
         self.codebook.copy_(kmeans(x, self.codebook_size))
         self.usage.fill_(self.dead_code_threshold)
-        if self.kind == "ema":
+        if self.quantizer == "ema":
             self.embed_sum.copy_(self.codebook * self.dead_code_threshold)
         self.initialised.fill_(True)
 
@@ -235,10 +220,9 @@ class VectorQuantizer(nn.Module):
         fresh = sample_vectors(x, self.codebook_size)  # drawn every step: no device sync
         self.codebook.copy_(torch.where(dead.unsqueeze(1), fresh, self.codebook))
         self.usage.masked_fill_(dead, self.dead_code_threshold)
-        if self.kind == "ema":
+        if self.quantizer == "ema":
             reset = self.codebook * self.dead_code_threshold
             self.embed_sum.copy_(torch.where(dead.unsqueeze(1), reset, self.embed_sum))
 
     def _check(self, z: Tensor) -> None:
-        if z.dim() != 4 or z.shape[1] != self.code_dim:
-            raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z.shape)}")
+        assert z.dim() == 4 and z.shape[1] == self.code_dim, f"z_e {tuple(z.shape)}"

@@ -127,7 +127,7 @@ class VQVAE(nn.Module):
             cfg.codebook_size,
             cfg.code_dim,
             beta=cfg.beta,
-            kind=cfg.quantizer,
+            quantizer=cfg.quantizer,
             decay=cfg.decay,
             dead_code_threshold=cfg.dead_code_threshold,
         )
@@ -138,10 +138,8 @@ class VQVAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """(B, 1, S, S) images in [0, 1] -> (B, D, h, w) encoder outputs z_e."""
         size = self.cfg.size
-        if x.dim() != 4 or x.shape[1:] != (1, size, size):
-            raise ValueError(f"x must be (B, 1, {size}, {size}) images, got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"x must be a float tensor in [0, 1], got {x.dtype}")
+        assert x.dim() == 4 and x.shape[1:] == (1, size, size), f"x {tuple(x.shape)}"
+        assert x.is_floating_point(), f"x must be float in [0, 1], got {x.dtype}"
         return self.encoder(x)
 
     def quantize(self, z_e: Tensor) -> Quantized:
@@ -151,8 +149,7 @@ class VQVAE(nn.Module):
     def decode(self, z_q: Tensor) -> Tensor:
         """(B, D, h, w) code vectors -> (B, 1, S, S) reconstructions, unbounded."""
         grid, dim = self.cfg.grid, self.cfg.code_dim
-        if z_q.dim() != 4 or z_q.shape[1:] != (dim, grid, grid):
-            raise ValueError(f"z_q must be (B, {dim}, {grid}, {grid}), got {tuple(z_q.shape)}")
+        assert z_q.dim() == 4 and z_q.shape[1:] == (dim, grid, grid), f"z_q {tuple(z_q.shape)}"
         return self.decoder(z_q)
 
     @torch.no_grad()
@@ -163,8 +160,7 @@ class VQVAE(nn.Module):
     def decode_codes(self, codes: Tensor) -> Tensor:
         """(B, h, w) long code grid -> (B, 1, S, S) reconstructions, unbounded."""
         grid = self.cfg.grid
-        if codes.dim() != 3 or codes.shape[1:] != (grid, grid):
-            raise ValueError(f"codes must be (B, {grid}, {grid}), got {tuple(codes.shape)}")
+        assert codes.dim() == 3 and codes.shape[1:] == (grid, grid), f"codes {tuple(codes.shape)}"
         return self.decode(self.quantizer.lookup(codes))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Quantized]:
