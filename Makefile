@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/vqgen demo
+	$(BIN)/vqgen demo --overwrite
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

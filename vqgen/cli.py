@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +43,8 @@ app = typer.Typer(
     add_completion=False,
     help="Learn a generative model of brain MRI slices (VQ-VAE + gated PixelCNN) and score it.",
 )
-console = Console()
+console = Console(soft_wrap=True)  # a line printed for a log stays one line
+stderr = Console(stderr=True, soft_wrap=True)
 
 # -- shared options --------------------------------------------------------------------------
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory for checkpoints and outputs.")]
@@ -61,6 +63,9 @@ DataSeedOpt = Annotated[
 ]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the model this run already holds.")
 ]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
@@ -123,9 +128,15 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
             )
         own = inspect.signature(fn, eval_str=True)
         params = [p for p in own.parameters.values() if p.name != "train"]
+        extra.append(
+            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        )
 
         @functools.wraps(fn)
         def run(**kwargs: Any) -> None:
+            ctx = kwargs.pop("ctx")
+            if kwargs["resume"]:
+                warn_ignored_on_resume(ctx)
             given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
             try:
                 fn(**kwargs, train=with_options(defaults, **given))
@@ -139,6 +150,24 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
         return run
 
     return decorate
+
+
+RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes"}
+
+
+def warn_ignored_on_resume(ctx: typer.Context) -> None:
+    """--resume continues with the run's own settings: name the options given in vain."""
+    ignored = [
+        "--" + name.replace("_", "-")
+        for name in ctx.params
+        if name not in RESUME_TAKES
+        and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    ]
+    if ignored:
+        warnings.warn(
+            f"--resume continues with the run's own settings; ignoring {', '.join(ignored)}",
+            stacklevel=2,
+        )
 
 
 def _version(value: bool) -> None:
@@ -212,6 +241,7 @@ def train_vqvae_cmd(
     ] = VQVAEConfig.quantizer,
     data_seed: DataSeedOpt = DataConfig.seed,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     strict: StrictOpt = DataConfig.strict,
 ) -> None:
     """Train the stage-1 VQ-VAE; keeps the best checkpoint by validate SSIM."""
@@ -227,7 +257,8 @@ def train_vqvae_cmd(
         beta=beta,
         quantizer=quantizer,
     )
-    result = train_vqvae(DataConfig(data, kind, size, data_seed, strict), model, train, run, resume)
+    data_cfg = DataConfig(data, kind, size, data_seed, strict)
+    result = train_vqvae(data_cfg, model, train, run, resume, overwrite)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
@@ -245,13 +276,14 @@ def train_prior_cmd(
     channels: Annotated[int, typer.Option(help="Channels of the PixelCNN.")] = PriorConfig.channels,
     condition: Annotated[str, typer.Option(help="none, label or slice.")] = PriorConfig.condition,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Encode the data with the run's VQ-VAE and fit the gated PixelCNN prior."""
     from vqgen import distributed
     from vqgen.train_prior import train_prior
 
     prior = PriorConfig(channels=channels, layers=layers, condition=condition)
-    result = train_prior(run, prior, train, resume)
+    result = train_prior(run, prior, train, resume, overwrite)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  "
@@ -321,11 +353,14 @@ def demo_cmd(
     ] = 5.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the models of an earlier demo run.")
+    ] = False,
 ) -> None:
     """Everything, end to end, on the embedded MNI152 default: train, sample, evaluate."""
     from vqgen.demo import run_demo
 
-    result = run_demo(run, minutes, device, seed)
+    result = run_demo(run, minutes, device, seed, overwrite)
     print_report(result.report)
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     console.print(f"wall time {sum(result.seconds.values()) / 60:.1f} min ({phases})")
@@ -368,14 +403,29 @@ def print_report(report: dict) -> None:
     console.print(table)
 
 
+def show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    """Warnings as plain `warning: ...` lines on stderr, without Python's source lines."""
+    stderr.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: known errors become one line and an exit code."""
+    """Console-script entry point: known errors, and OS errors on a path, become one line and
+    an exit code."""
+    previous, warnings.showwarning = warnings.showwarning, show_warning
     try:
         app(args=argv)
     except VqgenError as err:
         if os.environ.get("VQGEN_DEBUG") == "1":
             raise
-        Console(stderr=True).print(
-            f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-        )
+        stderr.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise SystemExit(err.exit_code) from None
+    except OSError as err:  # a path the checks did not foresee: still one line
+        if err.filename is None or os.environ.get("VQGEN_DEBUG") == "1":
+            raise
+        why = err.strerror or type(err).__name__
+        stderr.print(f"[red]error:[/] {escape(str(err.filename))}: {escape(why)}", highlight=False)
+        raise SystemExit(1) from None
+    finally:
+        warnings.showwarning = previous

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vqgen import checkpoint
 from vqgen.config import DataConfig, PriorConfig, SampleConfig, TrainConfig, VQVAEConfig
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
@@ -44,14 +45,25 @@ class DemoResult:
 
 
 def run_demo(
-    run_dir: Path, minutes: float = 5.0, device: str = "auto", seed: int = 0
+    run_dir: Path,
+    minutes: float = 5.0,
+    device: str = "auto",
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> DemoResult:
-    """Run the whole pipeline on `mni152` within `minutes`; returns the test-split report."""
+    """Run the whole pipeline on `mni152` within `minutes`, holding the run's lock; returns the
+    test-split report. A run directory that holds models needs `overwrite`."""
     least = REPORT_RESERVE_S + SETUP_S + MIN_TRAINING_S
     if not minutes * 60 >= least:
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
+    with checkpoint.run_lock(run_dir, "demo"):  # the verbs below take it again, as its holder
+        checkpoint.guard_stage(run_dir, "vqvae", resume=False, overwrite=overwrite)
+        return _pipeline(run_dir, minutes, device, seed)
+
+
+def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResult:
     start = time.perf_counter()
     deadline = start + 60 * minutes - REPORT_RESERVE_S
     seconds: dict[str, float] = {}

@@ -33,3 +33,7 @@ class Interrupted(VqgenError):
     """Stopped by Ctrl-C or SIGTERM; what was saved is named in the message."""
 
     exit_code = 130
+
+
+class RunLockedError(VqgenError):
+    """Another process is writing the run directory."""

@@ -117,7 +117,13 @@ def evaluate(
     checkpoint.check_run_dir(run_dir)
     out = out or run_dir / "report.json"
     make_output_dir(out.parent, "--out")  # before the slow part
-    dev = resolve_device(device)
+    with checkpoint.run_lock(run_dir, "evaluate"):
+        return _evaluate(run_dir, split, n_samples, out, resolve_device(device), seed)
+
+
+def _evaluate(
+    run_dir: Path, split: str, n_samples: int, out: Path, dev: torch.device, seed: int
+) -> dict[str, Any]:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     prior = None  # a run without a prior is scored on reconstruction only

@@ -8,14 +8,19 @@ The algorithm that draws the codes is vqgen.sampling.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from vqgen import checkpoint, plots
 from vqgen.config import SampleConfig
 from vqgen.inference import build_condition, draw, make_output_dir, resolve_device, write_png
+
+SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # what `sample` writes, and all it removes
+GRID_NAME = "grid.png"
 
 
 @dataclass
@@ -30,19 +35,28 @@ class SampleResult:
 def sample(
     run_dir: Path, cfg: SampleConfig, out_dir: Path | None = None, device: str = "auto"
 ) -> SampleResult:
-    """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples)."""
+    """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples),
+    replacing the samples an earlier `sample` left there (and only those)."""
     checkpoint.check_run_dir(run_dir)
-    dev = resolve_device(device)
+    with checkpoint.run_lock(run_dir, "sample"):
+        return _sample(run_dir, cfg, out_dir or run_dir / "samples", resolve_device(device))
+
+
+def _sample(run_dir: Path, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:
     vqvae, _ = checkpoint.load_vqvae(run_dir, dev)
     prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
     cond = build_condition(prior, prior_meta.get("label_names", []), cfg)
-    out_dir = out_dir or run_dir / "samples"
     make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
     start = time.perf_counter()
     images, codes = draw(vqvae, prior, cond, cfg, dev)
     seconds = time.perf_counter() - start
+    earlier = sorted(out_dir.glob(SAMPLE_GLOB)) + sorted(out_dir.glob(GRID_NAME))
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        warnings.warn(f"removed {len(earlier)} earlier sample file(s) from {out_dir}", stacklevel=2)
     paths = [out_dir / f"sample_{i:04d}.png" for i in range(cfg.n)]
     for image, path in zip(images, paths, strict=True):
         write_png(image, path)
-    grid = plots.save_grid(images, out_dir / "grid.png", nrow=min(8, cfg.n))
+    grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
     return SampleResult(images, codes, paths, grid, seconds)

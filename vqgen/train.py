@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from vqgen import checkpoint, distributed
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError, UsageError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
 RATE_PROBE_STEPS = 20  # steps timed before fitting the schedule to --max-minutes
 UNBOUNDED_STEPS = 10**9  # the plan of a run limited by time alone, until the probe
@@ -82,7 +83,8 @@ class LoopState:
     epoch: int = 0
     skip: int = 0  # steps of `epoch` already taken
     best: float | None = None  # best validation value so far
-    total: int = 0  # planned steps
+    total: int = 0  # steps this run will take: the plan, cut by a time budget
+    fitted: int | None = None  # the plan fitted to --max-minutes, what a resume continues to
 
 
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
@@ -177,6 +179,16 @@ class TimeBudget:
         return max(step, min(total, fits))
 
 
+def all_finite(tensors: dict[Any, Any]) -> bool:
+    """Whether every floating-point tensor in a (possibly nested) state dict is finite."""
+    for value in tensors.values():
+        if isinstance(value, dict) and not all_finite(value):
+            return False
+        if isinstance(value, Tensor) and value.is_floating_point() and not value.isfinite().all():
+            return False
+    return True
+
+
 class Agreed(NamedTuple):
     """A step's outcome, the same on every rank."""
 
@@ -241,16 +253,20 @@ def fit(
     elif loop.main:
         loop.log.unlink(missing_ok=True)  # a fresh run starts a fresh log
     budget = TimeBudget(cfg.max_minutes, loop.state.step)
-    with StopFlag() as stop, loop.progress:
-        while loop.state.step < loop.state.total:
-            stopped = loop.train_epoch(budget, stop)
-            if stopped:
-                loop.save(best_too=False)
-                raise Interrupted(
-                    f"interrupted at step {loop.state.step}: saved "
-                    f"{run_dir / stage.name}-last.safetensors; continue with --resume"
-                )
-            loop.end_epoch()
+    try:
+        with StopFlag() as stop, loop.progress:
+            while loop.state.step < loop.state.total:
+                if loop.train_epoch(budget, stop):  # stopped by Ctrl-C or SIGTERM
+                    loop.save(best_too=False)
+                    raise Interrupted(
+                        f"interrupted at step {loop.state.step}: saved "
+                        f"{run_dir / stage.name}-last.safetensors; continue with --resume"
+                    )
+                loop.end_epoch()
+    except KeyboardInterrupt:  # a second Ctrl-C: no time to save
+        raise Interrupted(
+            f"stopped at once by a second Ctrl-C at step {loop.state.step}; {loop.kept()}"
+        ) from None
     distributed.barrier()  # the other ranks may read what rank 0 has just written
     state = loop.state
     best = math.nan if state.best is None else state.best
@@ -277,19 +293,41 @@ class Loop:
         self.log = run_dir / f"metrics-{stage.name}.jsonl"
         self.last_val: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
-        self.progress = progress_bar(self.main)
+        self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
+        self.progress = progress_bar(self.main and not self.plain)
         self.task = self.progress.add_task(stage.name, total=self.state.total, stats="")
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.running: dict[str, float] = {}  # smoothed scalars for display
+        self.saved_step: int | None = None  # the step of the last checkpoint on disk
 
     def restore(self) -> None:
+        """Continue from the train state, to the run's plan: its --epochs or --max-steps, or
+        for a run limited by time alone the steps its first time budget fitted."""
         info = checkpoint.load_train_state(
             self.run_dir, self.stage.name, self.models, self.optimizers
         )
-        self.state = LoopState(**{k: info[k] for k in asdict(self.state)})
-        self.progress.update(self.task, total=self.state.total, completed=self.state.step)
+        self.state = LoopState(**{k: info.get(k) for k in asdict(self.state)})
+        state, planned = self.state, planned_steps(self.cfg, self.steps_per_epoch)
+        if planned < UNBOUNDED_STEPS:
+            state.total = planned
+        elif state.fitted is not None:
+            state.total = state.fitted
+        self.saved_step = state.step
+        if state.step >= state.total:
+            warnings.warn(
+                f"--resume: the {self.stage.name} run in {self.run_dir} is already complete "
+                f"({state.step} of {state.total} steps); nothing to train",
+                stacklevel=2,
+            )
+        self.progress.update(self.task, total=state.total, completed=state.step)
         if self.main:
-            checkpoint.trim_log(self.log, self.state.step)
+            checkpoint.trim_log(self.log, state.step)
+
+    def kept(self) -> str:
+        """What is on disk now, for an error message."""
+        if self.saved_step is None:
+            return "nothing was saved"
+        return f"the last good checkpoint (step {self.saved_step}) in {self.run_dir} is kept"
 
     def train_step(self, batch: Batch, budget: TimeBudget, stop: StopFlag) -> Agreed:
         """One optimiser step of every model; each loss updates only its own model."""
@@ -307,16 +345,20 @@ class Loop:
             name, loss = next(
                 (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
             )
-            what = self.stage.name if name == "model" else f"{self.stage.name} {name}"
-            raise TrainingError(
-                f"{what} loss became {loss} at step {state.step}; the last good "
-                f"checkpoint in {self.run_dir} is kept; try a lower --lr"
-            )
+            self.diverged(f"{self.describe(name)} loss became {loss}")
         for name, opt in self.optimizers.items():
-            nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg.grad_clip)
+            norm = nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg.grad_clip)
+            if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
+                self.diverged(f"{self.describe(name)} gradient became {norm.item()}")
             opt.step()
         state.step, state.skip = state.step + 1, state.skip + 1
         return outcome
+
+    def describe(self, name: str) -> str:
+        return self.stage.name if name == "model" else f"{self.stage.name} {name}"
+
+    def diverged(self, what: str) -> None:
+        raise TrainingError(f"{what} at step {self.state.step}; {self.kept()}; try a lower --lr")
 
     def train_epoch(self, budget: TimeBudget, stop: StopFlag) -> bool:
         """Steps until the epoch ends, the plan is done or a stop is asked; True if asked."""
@@ -333,7 +375,7 @@ class Loop:
                 self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
             fitted = budget.fitted_total(state.step, state.total)
             if fitted is not None:
-                state.total = distributed.min_int(fitted, self.device)
+                state.total = state.fitted = distributed.min_int(fitted, self.device)
             if outcome.out_of_time:
                 state.total = state.step  # validate and save now
             rate = seen / max(time.perf_counter() - tick, 1e-9)
@@ -344,6 +386,8 @@ class Loop:
             if self.main and state.step % cfg.log_every == 0:
                 record = {"step": state.step, "epoch": state.epoch, **outcome.scalars}
                 checkpoint.append_jsonl(self.log, record)
+                if self.plain:
+                    console.print(f"{self.stage.name} {self.where()}  {stats}  {rate:.0f}/s")
             if outcome.stop:
                 return True
             if state.step >= state.total:
@@ -373,15 +417,25 @@ class Loop:
             state.best = value
         self.save(best_too=improved)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
-        console.print(f"{stage.name} epoch {state.epoch} step {state.step}/{state.total}  {shown}")
+        console.print(f"{stage.name} {self.where()}  {shown}", highlight=False)
         if stage.after_epoch is not None:
             stage.after_epoch(self.models["model"])
 
+    def where(self) -> str:
+        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun."""
+        state = self.state
+        epoch = state.epoch + (1 if state.skip else 0)
+        return f"epoch {max(epoch, 1)} step {state.step}/{state.total}"
+
     def save(self, best_too: bool) -> None:
         """Rank 0 writes the last (and the best) weights with their JSON, then the train state;
-        every rank first checks that all hold the same weights."""
+        every rank first checks that all hold the same weights. Weights or optimiser state that
+        are not finite are never saved: the last good checkpoint stays the resume point."""
         state, stage = self.state, self.stage
         distributed.check_same_model(self.models["model"], f"{stage.name} step {state.step}")
+        for name, model in self.models.items():
+            if not (all_finite(model.state_dict()) and all_finite(self.optimizers[name].state)):
+                self.diverged(f"{self.describe(name)} weights became non-finite")
         if not self.main:
             return
         meta = {**stage.meta, "train": to_dict(self.cfg), "step": state.step}
@@ -392,3 +446,4 @@ class Loop:
         checkpoint.save_train_state(
             self.run_dir, stage.name, self.models, self.optimizers, asdict(state)
         )
+        self.saved_step = state.step

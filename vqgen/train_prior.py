@@ -65,15 +65,31 @@ def resumed_prior_config(run_dir: Path, vqvae_hash: str) -> PriorConfig:
 
 
 def train_prior(
-    run_dir: Path, prior: PriorConfig, train: TrainConfig, resume: bool = False
+    run_dir: Path,
+    prior: PriorConfig,
+    train: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> PriorResult:
-    """Fit the prior on the train split's codes, keep the best by validate NLL.
+    """Fit the prior on the train split's codes, keep the best by validate NLL, holding the
+    run's lock. A run that already holds a prior needs `resume` or `overwrite`.
 
     `prior` gives the network's size and condition; its codebook size, grid and number of
     labels are taken from the run's VQ-VAE and data.
     """
     checkpoint.check_run_dir(run_dir)
     device = distributed.init(resolve_device(train.device))
+    main = distributed.is_main()
+    with checkpoint.run_lock(run_dir, "train-prior", enabled=main):
+        if main:
+            checkpoint.guard_stage(run_dir, "prior", resume, overwrite)
+        distributed.barrier()
+        return _train(run_dir, prior, train, device, resume)
+
+
+def _train(
+    run_dir: Path, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
+) -> PriorResult:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")

@@ -92,24 +92,49 @@ def resolve_data(data: DataConfig) -> DataConfig:
     return DataConfig(source=source, kind=kind, size=data.size, seed=data.seed, strict=data.strict)
 
 
+def configs(
+    data: DataConfig, model_cfg: VQVAEConfig, run_dir: Path, resume: bool
+) -> tuple[DataConfig, VQVAEConfig]:
+    """The data and model settings to train with: the run's own when resuming."""
+    if resume:
+        meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
+        where = f"{run_dir}/vqvae-last.json"
+        data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+        return data, load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
+    data = resolve_data(data)
+    if data.size != model_cfg.size:
+        raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
+    return data, model_cfg
+
+
 def train_vqvae(
     data: DataConfig,
     model_cfg: VQVAEConfig,
     train: TrainConfig,
     run_dir: Path,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> VQVAEResult:
-    """Train stage 1 into `run_dir`; with `resume`, the run's own configs are used."""
-    if resume:
-        meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
-        where = f"{run_dir}/vqvae-last.json"
-        data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
-        model_cfg = load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
-    else:
-        data = resolve_data(data)
-        if data.size != model_cfg.size:
-            raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
+    """Train stage 1 into `run_dir`, holding its lock. A run that already holds a VQ-VAE needs
+    `resume` (continue it, with its own configs) or `overwrite` (replace it)."""
     device = distributed.init(resolve_device(train.device))
+    data, model_cfg = configs(data, model_cfg, run_dir, resume)  # a bad --data fails first
+    main = distributed.is_main()
+    with checkpoint.run_lock(run_dir, "train-vqvae", enabled=main):
+        if main:
+            checkpoint.guard_stage(run_dir, "vqvae", resume, overwrite)
+        distributed.barrier()
+        return _train(data, model_cfg, train, run_dir, device, resume)
+
+
+def _train(
+    data: DataConfig,
+    model_cfg: VQVAEConfig,
+    train: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+) -> VQVAEResult:
     with distributed.main_first():  # rank 0 fills the data cache, the others then read it
         train_set, val_set = load_data(data, "train"), load_data(data, "validate")
     torch.manual_seed(train.seed)  # the initial weights too

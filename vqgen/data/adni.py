@@ -23,6 +23,7 @@ from vqgen.data.dataset import (
     make_dataset,
     normalise_per_group,
     read_images,
+    readable_images,
     root_here_or_below,
 )
 from vqgen.errors import DataError
@@ -59,11 +60,11 @@ def sources(root: Path) -> list[Path]:
     ]
 
 
-def _scan(folder: Path) -> list[Item]:
+def _scan(folder: Path, strict: bool) -> list[Item]:
     """The slices of train/ or test/, each with its patient, slice number and label."""
     items = []
     for label, name in enumerate(CLASSES):
-        for path in list_images(folder / name, recursive=False):
+        for path in readable_images(list_images(folder / name, recursive=False), strict):
             match = NAME.fullmatch(path.stem)
             if match is None:
                 raise DataError(
@@ -91,7 +92,7 @@ def validate_patients(items: list[Item], seed: int) -> set[str]:
 
 def load(root: Path, split: str, size: int, seed: int, strict: bool) -> SliceDataset:
     """One split; position = slice number normalised per patient."""
-    train, test = _scan(root / "train"), _scan(root / "test")
+    train, test = _scan(root / "train", strict), _scan(root / "test", strict)
     shared = {it.patient for it in train} & {it.patient for it in test}
     if shared:
         warnings.warn(

@@ -156,10 +156,31 @@ def decode_image(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L"))  # RGB, palette, 1-bit, LA...: proper grey levels
 
 
-def warn_skipped(bad: Sequence[Path], noun: str = "images") -> None:
-    """One warning line for all files that could not be read."""
+def warn_skipped(bad: Sequence[Path], what: str = "unreadable images") -> None:
+    """One warning line for all files that could not be used."""
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable {noun}, first: {bad[0]}", DataWarning, 3)
+        warnings.warn(f"skipped {len(bad)} {what}, first: {bad[0]}", DataWarning, 3)
+
+
+def readable_images(paths: Sequence[Path], strict: bool) -> list[Path]:
+    """The files that open as images. Checked before a split is drawn, so that an unreadable
+    file never empties a split: the others are skipped with one counted warning naming the
+    first, or with `strict` are a DataError naming it."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()  # the header and, for PNG, the checksums: no decoding
+        except IMAGE_ERRORS as err:
+            if strict:
+                raise DataError(f"{path}: unreadable image ({err})") from err
+            bad.append(path)
+            continue
+        good.append(path)
+    if bad and not good:
+        raise DataError(f"none of {len(bad)} image(s) could be read, first: {bad[0]}")
+    warn_skipped(bad)
+    return good
 
 
 def read_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.ndarray, list[int]]:

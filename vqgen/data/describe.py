@@ -11,6 +11,7 @@ import torch
 from vqgen import plots
 from vqgen.config import DataConfig
 from vqgen.data import SPLITS, SliceDataset, detect_kind, load_data
+from vqgen.errors import UsageError
 
 PREVIEW_PER_SPLIT = 8
 
@@ -29,8 +30,18 @@ def label_counts(dataset: SliceDataset) -> str:
     return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(dataset.label_names))
 
 
+def check_preview(preview: Path) -> None:
+    """A preview file vqgen can write: not a folder, in a folder that exists."""
+    if preview.is_dir():
+        raise UsageError(f"--preview {preview} is a folder; name a PNG file, e.g. {preview}/x.png")
+    if not preview.parent.is_dir():
+        raise UsageError(f"--preview {preview}: the folder {preview.parent} does not exist")
+
+
 def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSummary:
     """Load every split (through the cache) and summarise it; optionally write a preview grid."""
+    if preview is not None:
+        check_preview(preview)
     kind = detect_kind(data.source) if data.kind == "auto" else data.kind
     splits = {split: load_data(replace(data, kind=kind), split) for split in SPLITS}
     rows = []

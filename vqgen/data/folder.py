@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqgen.data.dataset import SliceDataset, list_images, make_dataset, read_images, seeded_split
+from vqgen.data.dataset import (
+    SliceDataset,
+    list_images,
+    make_dataset,
+    read_images,
+    readable_images,
+    seeded_split,
+)
 from vqgen.errors import DataError
 
 LAYOUT = "any folder tree of .png/.jpg/.jpeg images (folder)"
@@ -25,7 +32,7 @@ def sources(root: Path) -> list[Path]:
 
 def load(root: Path, split: str, size: int, seed: int, strict: bool) -> SliceDataset:
     """This split's share of the images."""
-    files = list_images(root)
+    files = readable_images(list_images(root), strict)
     paths = seeded_split(files, seed)[split]
     if not paths:
         raise DataError(

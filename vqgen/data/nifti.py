@@ -100,13 +100,42 @@ def _axial(plane: np.ndarray, zx: float, zy: float) -> np.ndarray:
     return image
 
 
+def volume_shape(path: Path) -> tuple[int, ...]:
+    """The shape of a volume, from its header alone; a trailing axis of 1 does not count."""
+    shape = tuple(nib.load(path).shape)
+    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+
+
+def readable_volumes(paths: list[Path], strict: bool) -> list[Path]:
+    """The volumes whose header reads and describes a 3-D volume of at least 2 slices a side.
+    The others are skipped with one counted warning naming the first, or with `strict` are a
+    DataError naming it; checked before the split, so that none of them empties a split."""
+    good, bad, first_error = [], [], ""
+    for path in paths:
+        try:
+            shape = volume_shape(path)
+            if len(shape) != 3 or min(shape) < 2:
+                raise DataError(f"{path}: expected a 3-D volume, got shape {shape}")
+        except (*READ_ERRORS, DataError) as err:
+            if strict:
+                raise DataError(f"{path}: unusable volume ({err})") from err
+            bad.append(path)
+            first_error = first_error or str(err)
+            continue
+        good.append(path)
+    if bad and not good:
+        raise DataError(f"none of {len(bad)} volume(s) can be used, first: {first_error}")
+    warn_skipped(bad, "unusable volumes (unreadable, not 3-D or flat)")
+    return good
+
+
 def load(root: Path, split: str, size: int, seed: int, strict: bool) -> SliceDataset:
     """The slices of this split's subjects; position = z normalised over the non-empty extent.
 
-    An unreadable volume is skipped with one counted warning, or with `strict` is a
-    DataError naming it; a volume that is not 3-D is always a DataError.
+    Unreadable volumes, and volumes that are not 3-D or are flat, are dropped before the split
+    is drawn (`readable_volumes`).
     """
-    files = volumes(root)
+    files = readable_volumes(volumes(root), strict)
     chosen = seeded_split(files, seed)[split]
     if not chosen:
         raise DataError(
@@ -127,7 +156,7 @@ def load(root: Path, split: str, size: int, seed: int, strict: bool) -> SliceDat
             subjects.append(subject_of(root, path))
             positions.append((z - zs[0]) / (zs[-1] - zs[0]) if len(zs) > 1 else 0.5)
             paths.append(f"{path}#z={z}")
-    warn_skipped(bad, "volumes")
+    warn_skipped(bad, "unreadable volumes")
     return make_dataset(
         stack(slices, size),
         subjects,

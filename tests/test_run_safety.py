@@ -1,0 +1,346 @@
+"""A run is never lost or mixed up: one writer per run directory, no silent replacement, no
+non-finite checkpoint, one-line errors on unusable paths, resumable budget-stopped runs, and
+output that reads well in a log file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fixtures import assert_one_line_error, make_folder, make_nifti, run_cli
+from test_robustness import CPU, TINY_VQVAE, snapshot
+from test_training import (
+    CPU_DEVICE,
+    blobs,
+    critic_stage,
+    interrupt_at,
+    make_stage,
+    train_cfg,
+    vqvae_step,
+)
+
+from vqgen import checkpoint
+from vqgen.data import DataWarning, load_split
+from vqgen.errors import DataError, Interrupted, TrainingError
+from vqgen.train import fit
+
+TINY = [*TINY_VQVAE[:-4], "--batch-size", "4", *CPU]  # 32 px, 16 codes
+TINY_PRIOR = ["--layers", "2", "--channels", "8", "--batch-size", "4", *CPU]
+
+
+@pytest.fixture
+def trained(tmp_path: Path, tiny_mni152, capsys) -> Path:
+    """A finished tiny run: a VQ-VAE and a prior on the shrunken mni152."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train-vqvae", "--run", run, "--max-steps", "3", *TINY)[0] == 0
+    assert run_cli(capsys, "train-prior", "--run", run, "--max-steps", "3", *TINY_PRIOR)[0] == 0
+    return run
+
+
+def hold_lock(run: Path) -> subprocess.Popen:
+    """Another process that holds the run's lock until it is killed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from vqgen import checkpoint
+        with checkpoint.run_lock(Path({str(run)!r}), "train-vqvae"):
+            print("held", flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# 1. two writers on one run directory -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train-vqvae", "--resume", *CPU],
+        ["train-prior", "--overwrite", *CPU],
+        ["sample", "--n", "2", *CPU],
+        ["evaluate", "--n-samples", "2", *CPU],
+        ["demo", "--overwrite", *CPU],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_second_writer_is_refused_naming_the_holder(trained: Path, capsys, args) -> None:
+    holder = hold_lock(trained)
+    try:
+        before = snapshot(trained)
+        code, _, err = run_cli(capsys, args[0], "--run", trained, *args[1:])
+        line = assert_one_line_error(code, err, 1, str(trained), "in use by `vqgen train-vqvae`")
+        assert f"pid {holder.pid}" in line
+        assert snapshot(trained) == before  # the first writer's files are intact
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the holder is gone, the lock is free again (and its death is said)
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
+    assert code == 0, err
+    assert "took over the lock" in err
+
+
+# 2. a diverging run keeps only finite checkpoints ------------------------------------------------
+
+
+def test_divergence_leaves_only_finite_tensors_and_a_true_message(tmp_path, tiny_mni152, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "train-vqvae", "--run", run, "--lr", "30", "--max-steps", "30", *TINY
+    )
+    line = assert_one_line_error(code, err, 1, "became", "try a lower --lr")
+    saved = sorted(run.glob("*.safetensors"))
+    assert ("nothing was saved" in line) == (not saved)
+    for path in saved:
+        for key, tensor in checkpoint.load_tensors(path).items():
+            if tensor.is_floating_point():
+                assert tensor.isfinite().all(), f"{path.name}: {key}"
+
+
+def test_non_finite_weights_are_never_saved(tmp_path) -> None:
+    """Weights that turn NaN while the loss stays finite stop the run at the next save, and the
+    resume point is the last good one."""
+    calls = {"n": 0}
+
+    def poison_weights(nets, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid epoch 2 of 5-step epochs; no loss reads the critic
+            nets["critic"].score.weight.data.fill_(float("nan"))
+        return vqvae_step(nets, batch)
+
+    stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1), poison_weights)
+    expected = r"critic weights became non-finite at step 10; the last good checkpoint \(step 5\)"
+    with pytest.raises(TrainingError, match=expected):
+        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
+    state = checkpoint.load_tensors(tmp_path / "train_state-vqvae.safetensors")
+    assert all(t.isfinite().all() for t in state.values() if t.is_floating_point())
+    assert checkpoint.load_tensor_meta(tmp_path / "train_state-vqvae.safetensors")["step"] == 5
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_options_are_refused(capsys, tmp_path, value) -> None:
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", tmp_path / "r", "--lr", value)
+    assert_one_line_error(code, err, 2, "--lr", "finite")
+
+
+# 3. no silent replacement ------------------------------------------------------------------------
+
+
+def test_training_into_a_finished_run_needs_resume_or_overwrite(trained: Path, capsys) -> None:
+    before = snapshot(trained)
+    for verb, extra in (("train-vqvae", TINY), ("train-prior", TINY_PRIOR)):
+        code, _, err = run_cli(capsys, verb, "--run", trained, "--max-steps", "2", *extra)
+        assert_one_line_error(code, err, 2, str(trained), "--resume", "--overwrite")
+    assert snapshot(trained) == before
+    code, _, err = run_cli(
+        capsys, "train-vqvae", "--run", trained, "--max-steps", "2", "--overwrite", *TINY
+    )
+    assert code == 0, err
+    assert "--overwrite: removed" in err and "prior.json" in err
+    assert not (trained / "prior.json").exists()  # it was trained on the old VQ-VAE's codes
+    assert checkpoint.read_meta(trained, "vqvae")["step"] == 2
+
+
+# 4. unusable paths: one line, nothing created ----------------------------------------------------
+
+
+def test_run_paths_in_the_way_are_one_line(tmp_path, capsys) -> None:
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", afile, *TINY)
+    assert_one_line_error(code, err, 2, str(afile), "is a file")
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", afile / "run", *TINY)
+    assert_one_line_error(code, err, 2, str(afile / "run"), "a file is in the way")
+
+
+@pytest.fixture
+def read_only_run(trained: Path, tmp_path: Path):
+    """The trained run behind a read-only bind mount (tests run as root, who may write anywhere
+    else); skipped where the machine allows no mount."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(trained), str(mount)], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train-vqvae", "--resume", *CPU],
+        ["train-prior", "--overwrite", *CPU],
+        ["sample", *CPU],
+        ["evaluate", *CPU],
+        ["demo", "--overwrite", *CPU],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_read_only_run_is_one_line(read_only_run: Path, capsys, args) -> None:
+    code, _, err = run_cli(capsys, args[0], "--run", read_only_run, *args[1:])
+    assert_one_line_error(code, err, 2, str(read_only_run), "read-only")
+
+
+def test_preview_paths_are_checked_and_no_folder_is_made(tmp_path, capsys, tiny_mni152) -> None:
+    code, _, err = run_cli(capsys, "data", "mni152", "--preview", tmp_path)
+    assert_one_line_error(code, err, 2, "--preview", "is a folder")
+    missing = tmp_path / "no" / "such" / "x.png"
+    code, _, err = run_cli(capsys, "data", "mni152", "--preview", missing)
+    assert_one_line_error(code, err, 2, "--preview", "does not exist")
+    assert not (tmp_path / "no").exists()
+
+
+# 5. budget-stopped runs resume to their plan -----------------------------------------------------
+
+
+def test_a_budget_stopped_run_resumes_to_its_planned_steps(tmp_path) -> None:
+    train_set, val_set = blobs(20), blobs(8, seed=1)  # 5 steps an epoch, 3 epochs: 15 steps
+    stage = make_stage(tmp_path, train_set, val_set)
+    first = fit(stage, train_cfg(max_minutes=1e-6), tmp_path, CPU_DEVICE)  # out of time at once
+    assert first.step < 15
+    resumed = fit(make_stage(tmp_path, train_set, val_set), train_cfg(), tmp_path, CPU_DEVICE, True)
+    assert resumed.step == 15
+    with pytest.warns(UserWarning, match="already complete"):
+        again = fit(
+            make_stage(tmp_path, train_set, val_set), train_cfg(), tmp_path, CPU_DEVICE, True
+        )
+    assert again.step == 15
+
+
+def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, monkeypatch) -> None:
+    """A run limited by --max-minutes alone continues to the plan its first budget fitted."""
+    from vqgen import train
+
+    monkeypatch.setattr(
+        train.TimeBudget, "fitted_total", lambda self, step, total: 12 if step == 4 else None
+    )
+    cfg = train_cfg(epochs=None, max_minutes=10.0)
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), interrupt_at(9))
+    with pytest.raises(Interrupted):
+        fit(stage, cfg, tmp_path, CPU_DEVICE)
+    resumed = fit(
+        make_stage(tmp_path, blobs(20), blobs(8, seed=1)), cfg, tmp_path, CPU_DEVICE, True
+    )
+    assert resumed.step == 12
+
+
+def test_resume_names_the_options_it_ignores(trained: Path, capsys) -> None:
+    args = ["--resume", "--size", "64", "--max-steps", "99", "--device", "cpu"]
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", trained, *args)
+    assert code == 0, err
+    assert "ignoring --size, --max-steps" in err
+    assert "already complete" in err
+    assert "--device" not in err.split("ignoring")[1].split("\n")[0]
+
+
+# 6. samples replace only their own earlier files -------------------------------------------------
+
+
+def test_sample_replaces_its_own_earlier_files_only(trained: Path, capsys) -> None:
+    out = trained / "samples"
+    assert run_cli(capsys, "sample", "--run", trained, "--n", "6", "--seed", "1", *CPU)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", "--seed", "2", *CPU)
+    assert code == 0, err
+    assert "removed 7 earlier sample file(s)" in err  # 6 samples and the grid
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["grid.png", "notes.txt", "sample_0000.png", "sample_0001.png"]
+
+
+# 7. unreadable files are dropped before the split ------------------------------------------------
+
+
+def test_an_unreadable_image_never_empties_a_split(tmp_path) -> None:
+    root = make_folder(tmp_path, n=12)
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    for split in ("train", "validate", "test"):
+        with pytest.warns(DataWarning, match="skipped 1 unreadable images, first: .*zero.jpg"):
+            assert len(load_split(root, split, size=32)) > 0
+
+
+def test_a_4d_volume_among_good_ones_is_skipped_or_refused_with_strict(tmp_path) -> None:
+    root = make_nifti(tmp_path, n=4)
+    bad = root / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6, 3), np.float32), np.eye(4)), bad)
+    with pytest.warns(DataWarning, match=f"skipped 1 unusable volumes .*, first: {bad}"):
+        assert len(load_split(root, "train", size=32)) > 0
+    with pytest.raises(DataError, match=r"fmri\.nii\.gz: unusable volume"):
+        load_split(root, "train", size=32, strict=True)
+
+
+# 8. output for logs and schedulers ---------------------------------------------------------------
+
+
+def test_output_to_a_log_file_is_plain_lines(tmp_path) -> None:
+    """With stdout and stderr not a terminal: a plain line every 10 steps and per epoch, never
+    wrapped, epochs counted from 1, paths printed as given, and JSON lines without NaN."""
+    data = make_folder(tmp_path, n=40)  # 32 train images: 8 steps an epoch at batch 4
+    run = tmp_path / "run[bold]"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQGEN_CACHE": str(tmp_path / "cache")}
+    args = ["train-vqvae", "--data", data, "--run", run, "--max-steps", "25", *TINY]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vqgen", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    steps = [line for line in lines if line.startswith("vqvae epoch") and "/s" in line]
+    assert [line.split()[4] for line in steps] == ["10/25", "20/25"], proc.stderr
+    epochs = [line for line in lines if line.startswith("vqvae epoch") and "val_ssim" in line]
+    assert [line.split()[2] for line in epochs] == ["1", "2", "3", "4"]  # the 4th is partial
+    assert all(line == line.rstrip() and len(line) > 0 for line in lines)
+    assert str(run) in proc.stdout  # the path as given, not read as rich markup
+    records = (run / "metrics-vqvae.jsonl").read_text()
+    assert "NaN" not in records and "Infinity" not in records
+
+
+def test_warnings_are_plain_lines(tmp_path, capsys) -> None:
+    root = make_folder(tmp_path, n=12)
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    code, _, err = run_cli(capsys, "data", root)
+    assert code == 0, err
+    assert err.startswith("warning: skipped 1 unreadable images")
+    assert "DataWarning" not in err and ".py:" not in err
+
+
+def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
+    checkpoint.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
+
+
+# 9. a second Ctrl-C ------------------------------------------------------------------------------
+
+
+def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
+    calls = {"n": 0}
+
+    def twice(nets, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # before the step ends
+        return vqvae_step(nets, batch)
+
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), twice)
+    with pytest.raises(
+        Interrupted, match=r"second Ctrl-C at step 6; the last good checkpoint \(step 5\)"
+    ):
+        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
