@@ -126,14 +126,14 @@ def test_ranks_holding_different_weights_are_caught(perturb: bool) -> None:
 def test_each_rank_takes_its_share_of_the_single_process_batches(monkeypatch, n, batch):
     """Together the ranks' batches of an epoch are exactly one process's batches, and each
     global batch is split evenly."""
-    from vqgen import train
+    from vqgen import schedule
 
-    single = train.epoch_batches(n, batch, seed=3, epoch=2)
+    single = schedule.epoch_batches(n, batch, seed=3, epoch=2)
     shares = []
     for rank in range(2):
         monkeypatch.setattr(distributed, "world_size", lambda: 2)
         monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
-        shares.append(train.epoch_batches(n, batch, seed=3, epoch=2))
+        shares.append(schedule.epoch_batches(n, batch, seed=3, epoch=2))
     assert len(shares[0]) == len(shares[1]) == len(single)
     for whole, a, b in zip(single, *shares, strict=True):
         assert len(a) == len(b) and sorted(a + b) == sorted(whole)

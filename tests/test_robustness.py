@@ -23,7 +23,7 @@ from fixtures import assert_one_line_error, brain_slice, make_adni, make_oasis, 
 from PIL import Image
 
 import vqgen.sample
-from vqgen import checkpoint
+from vqgen import checkpoint, rundir
 from vqgen.data import SPLITS, DataWarning, load_split
 
 TINY_VQVAE = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
@@ -119,7 +119,7 @@ def assert_run_files_load(run: Path) -> None:
     checkpoint.load_vqvae(run, last=True)
     checkpoint.load_vqvae(run)
     for path in run.glob(".*"):  # a temporary file never takes a name a loader would read
-        if path.name != checkpoint.LOCK_NAME:
+        if path.name != rundir.LOCK_NAME:
             assert path.suffix == ".tmp" and path.name.startswith("."), path
 
 

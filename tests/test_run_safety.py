@@ -50,8 +50,8 @@ def hold_lock(run: Path) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from vqgen import checkpoint
-        with checkpoint.run_lock(Path({str(run)!r}), "train-vqvae"):
+        from vqgen import rundir
+        with rundir.lock(Path({str(run)!r}), "train-vqvae"):
             print("held", flush=True)
             time.sleep(600)
     """)
@@ -224,10 +224,10 @@ def test_a_budget_stopped_run_resumes_to_its_planned_steps(tmp_path) -> None:
 
 def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, monkeypatch) -> None:
     """A run limited by --max-minutes alone continues to the plan its first budget fitted."""
-    from vqgen import train
+    from vqgen import schedule
 
     monkeypatch.setattr(
-        train.TimeBudget, "fitted_total", lambda self, step, total: 12 if step == 4 else None
+        schedule.TimeBudget, "fitted_total", lambda self, step, total: 12 if step == 4 else None
     )
     cfg = train_cfg(epochs=None, max_minutes=10.0)
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), interrupt_at(9))

@@ -19,7 +19,8 @@ from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset
 from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
-from vqgen.train import Stage, fit, learning_rate
+from vqgen.schedule import learning_rate
+from vqgen.train import Stage, fit
 from vqgen.train_vqvae import reconstruction_metrics, vqvae_step
 
 CPU_DEVICE = torch.device("cpu")

@@ -335,10 +335,10 @@ def evaluate_cmd(
     seed: SeedOpt = 0,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report."""
-    from vqgen.evaluate import evaluate
+    from vqgen.evaluate import evaluate, report_table
 
     report = evaluate(run, split, n_samples, out, device, seed)
-    print_report(report)
+    console.print(report_table(report))
     written = escape(str(out or run / "report.json"))
     console.print(
         f"report written to {written} (and .md), figures in {escape(str(run / 'figures'))}"
@@ -359,48 +359,14 @@ def demo_cmd(
 ) -> None:
     """Everything, end to end, on the embedded MNI152 default: train, sample, evaluate."""
     from vqgen.demo import run_demo
+    from vqgen.evaluate import report_table
 
     result = run_demo(run, minutes, device, seed, overwrite)
-    print_report(result.report)
+    console.print(report_table(result.report))
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     console.print(f"wall time {sum(result.seconds.values()) / 60:.1f} min ({phases})")
     report_md = escape(str(result.report_path.with_suffix(".md")))
     console.print(f"samples: {escape(str(result.samples))}   report: {report_md}")
-
-
-def print_report(report: dict) -> None:
-    """The headline figures of a report as a rich table."""
-    table = Table(
-        title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rec = report["reconstruction"]
-    table.add_row(
-        "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
-    )
-    table.add_row("brain-region SSIM", f"{rec['brain_ssim_mean']:.3f}")
-    table.add_row("PSNR (dB)", f"{rec['psnr_mean']:.2f}")
-    table.add_row(
-        "codes used / perplexity",
-        f"{rec['codebook']['fraction_used']:.0%} / {rec['codebook']['perplexity']:.1f}",
-    )
-    if "prior" in report:
-        p = report["prior"]
-        table.add_row(
-            "prior NLL (bits/code)",
-            f"{p['nll_bits']:.3f}  (uniform {p['uniform_bits']:.2f}, "
-            f"unigram {p['unigram_bits']:.2f})",
-        )
-    if "samples" in report:
-        s = report["samples"]
-        table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
-        table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
-        table.add_row(
-            "pairwise SSIM: samples / real",
-            f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
-        )
-    console.print(table)
 
 
 def show_warning(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqgen import checkpoint
+from vqgen import rundir
 from vqgen.config import DataConfig, PriorConfig, SampleConfig, TrainConfig, VQVAEConfig
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
@@ -58,8 +58,8 @@ def run_demo(
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
-    with checkpoint.run_lock(run_dir, "demo"):  # the verbs below take it again, as its holder
-        checkpoint.guard_stage(run_dir, "vqvae", resume=False, overwrite=overwrite)
+    with rundir.lock(run_dir, "demo"):  # the verbs below take it again, as its holder
+        rundir.guard_stage(run_dir, "vqvae", resume=False, overwrite=overwrite)
         return _pipeline(run_dir, minutes, device, seed)
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
+from rich.table import Table
 from torch import Tensor
 
-from vqgen import checkpoint, metrics, plots
+from vqgen import checkpoint, metrics, plots, rundir
 from vqgen.config import DataConfig, SampleConfig, load_config
 from vqgen.data import SPLITS, SliceDataset, load_data
 from vqgen.errors import UsageError
@@ -117,7 +119,7 @@ def evaluate(
     checkpoint.check_run_dir(run_dir)
     out = out or run_dir / "report.json"
     make_output_dir(out.parent, "--out")  # before the slow part
-    with checkpoint.run_lock(run_dir, "evaluate"):
+    with rundir.lock(run_dir, "evaluate"):
         return _evaluate(run_dir, split, n_samples, out, resolve_device(device), seed)
 
 
@@ -241,3 +243,38 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{s['real_pairwise_ssim']:.3f} |",
         ]
     return "\n".join(lines) + "\n"
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """The headline figures of a report, as the CLI prints them."""
+    table = Table(
+        title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rec = report["reconstruction"]
+    table.add_row(
+        "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
+    )
+    table.add_row("brain-region SSIM", f"{rec['brain_ssim_mean']:.3f}")
+    table.add_row("PSNR (dB)", f"{rec['psnr_mean']:.2f}")
+    table.add_row(
+        "codes used / perplexity",
+        f"{rec['codebook']['fraction_used']:.0%} / {rec['codebook']['perplexity']:.1f}",
+    )
+    if "prior" in report:
+        p = report["prior"]
+        table.add_row(
+            "prior NLL (bits/code)",
+            f"{p['nll_bits']:.3f}  (uniform {p['uniform_bits']:.2f}, "
+            f"unigram {p['unigram_bits']:.2f})",
+        )
+    if "samples" in report:
+        s = report["samples"]
+        table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
+        table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
+        table.add_row(
+            "pairwise SSIM: samples / real",
+            f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
+        )
+    return table

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqgen import checkpoint, plots
+from vqgen import checkpoint, plots, rundir
 from vqgen.config import SampleConfig
 from vqgen.inference import build_condition, draw, make_output_dir, resolve_device, write_png
 
@@ -38,7 +38,7 @@ def sample(
     """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples),
     replacing the samples an earlier `sample` left there (and only those)."""
     checkpoint.check_run_dir(run_dir)
-    with checkpoint.run_lock(run_dir, "sample"):
+    with rundir.lock(run_dir, "sample"):
         return _sample(run_dir, cfg, out_dir or run_dir / "samples", resolve_device(device))
 
 

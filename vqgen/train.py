@@ -31,16 +31,15 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from vqgen import checkpoint, distributed
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError, UsageError
+from vqgen.schedule import UNBOUNDED_STEPS, TimeBudget, epoch_batches, learning_rate, planned_steps
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
-RATE_PROBE_STEPS = 20  # steps timed before fitting the schedule to --max-minutes
-UNBOUNDED_STEPS = 10**9  # the plan of a run limited by time alone, until the probe
 Batch = tuple[Tensor, Tensor, Tensor]  # images or codes (B, ...), labels (B,), positions (B,)
 Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (DDP-wrapped)
 StepFn = Callable[[Nets, Batch], tuple[dict[str, Tensor], dict[str, float]]]
@@ -87,45 +86,6 @@ class LoopState:
     fitted: int | None = None  # the plan fitted to --max-minutes, what a resume continues to
 
 
-def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
-    warmup = min(cfg.warmup_steps, max(total // 10, 1))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """This process's share of every batch of one epoch of range(n).
-
-    A seeded shuffle, the same for the same (seed, epoch), cut into global batches of
-    `batch_size`; under torchrun each of the W ranks gets batch_size / W samples of each batch
-    (DistributedSampler), so the steps are those of a single process.
-    """
-    world = distributed.world_size()
-    if batch_size % world:
-        raise UsageError(f"--batch-size {batch_size} is not divisible by the {world} processes")
-    sampler = DistributedSampler(
-        range(n), num_replicas=world, rank=distributed.rank(), seed=seed, drop_last=True
-    )
-    sampler.set_epoch(epoch)
-    batches = list(BatchSampler(sampler, batch_size // world, drop_last=False))
-    if len(batches) > 1 and len(batches[-1]) < batch_size // world:
-        batches.pop()  # a ragged last batch would give the epoch's noisiest step
-    return batches
-
-
-def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Steps until the first of --epochs and --max-steps; a time limit is fitted later."""
-    limits = [UNBOUNDED_STEPS]
-    if cfg.epochs is not None:
-        limits.append(steps_per_epoch * cfg.epochs)
-    if cfg.max_steps is not None:
-        limits.append(cfg.max_steps)
-    return min(limits)
-
-
 class StopFlag:
     """Turns the first SIGINT (Ctrl-C) or SIGTERM (a scheduler, torchrun) into a request to
     stop after the current step."""
@@ -150,33 +110,6 @@ class StopFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-class TimeBudget:
-    """--max-minutes: after a few timed steps, the plan is cut to the steps that fit the time
-    left (keeping a tenth for validation); past the limit the run validates and saves."""
-
-    def __init__(self, minutes: float | None, start_step: int) -> None:
-        self.seconds = None if minutes is None else 60.0 * minutes
-        self.started = self.probe_started = time.perf_counter()
-        self.start_step = start_step
-
-    def spent(self) -> bool:
-        return self.seconds is not None and time.perf_counter() - self.started > self.seconds
-
-    def fitted_total(self, step: int, total: int) -> int | None:
-        """The plan that fits, once, at the end of the probe; None at every other step."""
-        if self.seconds is None:
-            return None
-        done = step - self.start_step
-        now = time.perf_counter()
-        if done == RATE_PROBE_STEPS // 4:
-            self.probe_started = now  # the first steps are slow: time the ones after
-        if done != RATE_PROBE_STEPS:
-            return None
-        per_step = (now - self.probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
-        fits = step + int(0.9 * (self.seconds - (now - self.started)) / per_step)
-        return max(step, min(total, fits))
 
 
 def all_finite(tensors: dict[Any, Any]) -> bool:

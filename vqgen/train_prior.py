@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqgen import checkpoint, distributed, metrics, plots
+from vqgen import checkpoint, distributed, metrics, plots, rundir
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, load_config, to_dict
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.inference import LN2, CodeSet, condition_input, nll_bits, resolve_device, split_codes
@@ -80,9 +80,9 @@ def train_prior(
     checkpoint.check_run_dir(run_dir)
     device = distributed.init(resolve_device(train.device))
     main = distributed.is_main()
-    with checkpoint.run_lock(run_dir, "train-prior", enabled=main):
+    with rundir.lock(run_dir, "train-prior", enabled=main):
         if main:
-            checkpoint.guard_stage(run_dir, "prior", resume, overwrite)
+            rundir.guard_stage(run_dir, "prior", resume, overwrite)
         distributed.barrier()
         return _train(run_dir, prior, train, device, resume)
 

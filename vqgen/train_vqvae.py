@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqgen import checkpoint, distributed, metrics, plots
+from vqgen import checkpoint, distributed, metrics, plots, rundir
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, load_config, to_dict
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
@@ -120,9 +120,9 @@ def train_vqvae(
     device = distributed.init(resolve_device(train.device))
     data, model_cfg = configs(data, model_cfg, run_dir, resume)  # a bad --data fails first
     main = distributed.is_main()
-    with checkpoint.run_lock(run_dir, "train-vqvae", enabled=main):
+    with rundir.lock(run_dir, "train-vqvae", enabled=main):
         if main:
-            checkpoint.guard_stage(run_dir, "vqvae", resume, overwrite)
+            rundir.guard_stage(run_dir, "vqvae", resume, overwrite)
         distributed.barrier()
         return _train(data, model_cfg, train, run_dir, device, resume)
 
