@@ -68,10 +68,9 @@ def test_help_and_version_answer_without_loading_torch():
         "        assert e.code in (0, None), e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert "--top-k" in proc.stdout  # sample --help lists it
-    assert "vqgen 0.1.0" in proc.stdout
+    out = python_says(code)
+    assert "--top-k" in out  # sample --help lists it
+    assert "vqgen 0.1.0" in out
 
 
 def test_sample_and_evaluate_import_no_training_code():
@@ -82,8 +81,14 @@ def test_sample_and_evaluate_import_no_training_code():
         "'rich.progress') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
+    python_says(code)
+
+
+def python_says(code: str) -> str:
+    """Run `code` in a fresh interpreter; it must succeed. Returns what it printed."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 TINY_VQVAE = [

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from vqgen import distributed
 from vqgen.checkpoint import UMASK
 from vqgen.errors import RunLockedError, UsageError
 
@@ -94,6 +95,18 @@ def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
         del _held[key]
         os.ftruncate(fd, 0)  # released cleanly: nothing stale for the next holder
         os.close(fd)
+
+
+@contextlib.contextmanager
+def training(run_dir: Path, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    """While a stage trains into `run_dir`: rank 0 holds the lock and applies `guard_stage`,
+    and the other ranks wait for it before they read the run."""
+    main = distributed.is_main()
+    with lock(run_dir, f"train-{stage}", enabled=main):
+        if main:
+            guard_stage(run_dir, stage, resume, overwrite)
+        distributed.barrier()
+        yield
 
 
 def guard_stage(run_dir: Path, stage: str, resume: bool, overwrite: bool) -> None:

@@ -79,11 +79,7 @@ def train_prior(
     """
     checkpoint.check_run_dir(run_dir)
     device = distributed.init(resolve_device(train.device))
-    main = distributed.is_main()
-    with rundir.lock(run_dir, "train-prior", enabled=main):
-        if main:
-            rundir.guard_stage(run_dir, "prior", resume, overwrite)
-        distributed.barrier()
+    with rundir.training(run_dir, "prior", resume, overwrite):
         return _train(run_dir, prior, train, device, resume)
 
 

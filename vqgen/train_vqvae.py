@@ -119,11 +119,7 @@ def train_vqvae(
     `resume` (continue it, with its own configs) or `overwrite` (replace it)."""
     device = distributed.init(resolve_device(train.device))
     data, model_cfg = configs(data, model_cfg, run_dir, resume)  # a bad --data fails first
-    main = distributed.is_main()
-    with rundir.lock(run_dir, "train-vqvae", enabled=main):
-        if main:
-            rundir.guard_stage(run_dir, "vqvae", resume, overwrite)
-        distributed.barrier()
+    with rundir.training(run_dir, "vqvae", resume, overwrite):
         return _train(data, model_cfg, train, run_dir, device, resume)
 
 
