@@ -127,13 +127,19 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
     assert len(list((run / "samples").glob("sample_*.png"))) == 4
     assert (run / "samples" / "grid.png").is_file()
     code, out, err = run_cli(
-        capsys, "evaluate", "--run", run, "--n-samples", "4", "--device", "cpu"
+        capsys, "evaluate", "--run", run, "--n-samples", "8", "--device", "cpu"
     )
     assert code == 0, err
     report = json.loads((run / "report.json").read_text())
     assert report["split"] == "test"
     assert report["images"] > 0
-    assert {"reconstruction", "prior", "samples"} <= set(report)
+    assert {"reconstruction", "prior", "samples", "realism"} <= set(report)
+    realism = report["realism"]  # each set beside the floor: real train slices
+    assert set(realism) == {"samples", "reconstructions", "floor"}  # no MS-SSIM at 32 px
+    for name in ("samples", "reconstructions", "floor"):
+        assert 0 <= realism[name]["c2st"]["accuracy"] <= 1
+        assert {"kid", "fid", "precision", "recall", "sharpness"} <= set(realism[name])
+    assert "C2ST accuracy" in out and "## Realism" in (run / "report.md").read_text()
     assert (run / "report.md").is_file()
     for figure in (
         "vqvae_curves",
@@ -142,6 +148,7 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
         "eval_reconstructions",
         "eval_ssim_hist",
         "eval_samples_nearest",
+        "eval_spectrum",
     ):
         assert (run / "figures" / f"{figure}.png").is_file(), figure
 

@@ -26,6 +26,7 @@ from rich.table import Table
 
 import vqgen
 from vqgen.config import (
+    EVAL_SAMPLES,
     PRIOR_TRAINING,
     VQVAE_TRAINING,
     DataConfig,
@@ -329,7 +330,9 @@ def sample_cmd(
 def evaluate_cmd(
     run: RunOpt = DEFAULT_RUN,
     split: Annotated[str, typer.Option(help="Split to score: test, validate or train.")] = "test",
-    n_samples: Annotated[int, typer.Option(help="Samples drawn for realism and diversity.")] = 64,
+    n_samples: Annotated[
+        int, typer.Option(help="Samples drawn for realism and diversity.")
+    ] = EVAL_SAMPLES,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,

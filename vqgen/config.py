@@ -153,6 +153,9 @@ class TrainConfig:
         positive("log_every", self.log_every)
 
 
+# Samples `evaluate` draws: the C2ST and KID need a few hundred a side to be stable.
+EVAL_SAMPLES = 192
+
 # Each stage's defaults; the CLI shows and uses these.
 VQVAE_TRAINING = TrainConfig(epochs=8)
 PRIOR_TRAINING = TrainConfig(epochs=20)

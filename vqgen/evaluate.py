@@ -8,6 +8,7 @@ Writes run/report.json, run/report.md and figures under run/figures/.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from torch import Tensor
 
-from vqgen import checkpoint, metrics, plots, rundir
-from vqgen.config import DataConfig, SampleConfig, load_config
+from vqgen import checkpoint, metrics, plots, realism, rundir
+from vqgen.config import EVAL_SAMPLES, DataConfig, SampleConfig, load_config
 from vqgen.data import SPLITS, SliceDataset, load_data
 from vqgen.errors import UsageError
 from vqgen.inference import (
@@ -36,6 +37,9 @@ from vqgen.models.vqvae import VQVAE
 
 MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
 FIGURE_SAMPLES = 8
+FEATURE_STEPS = 500  # the feature net's steps on a 1152-slice train split (~20 s on 2 cores)
+REALISM_MIN_SLICES = 8  # a set smaller than this gives the C2ST nothing to learn from
+MS_SSIM_MIN_SIDE = 44  # realism.ms_ssim_diversity's three scales need this many pixels
 
 
 def summary(values: np.ndarray) -> dict[str, float]:
@@ -51,7 +55,7 @@ def summary(values: np.ndarray) -> dict[str, float]:
 
 def reconstruction_report(
     vqvae: VQVAE, images: Tensor, figures: Path, split: str
-) -> tuple[dict, Tensor]:
+) -> tuple[dict, Tensor, Tensor]:
     """Per-image SSIM (scikit-image), brain SSIM, PSNR, MSE, codebook usage; best/median/worst."""
     recon, codes = reconstruct(vqvae, images)
     ssim = metrics.ssim_reference(images, recon)
@@ -77,7 +81,7 @@ def reconstruction_report(
         "mse_mean": float(metrics.mse(images, recon).mean()),
         "codebook": {"fraction_used": used, "perplexity": perplexity},
     }
-    return report, codes
+    return report, codes, recon
 
 
 def sample_report(
@@ -102,7 +106,7 @@ def sample_report(
 def evaluate(
     run_dir: Path,
     split: str = "test",
-    n_samples: int = 64,
+    n_samples: int = EVAL_SAMPLES,
     out: Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -140,7 +144,10 @@ def _evaluate(
         "kind": data.kind,
         "images": len(dataset),
     }
-    report["reconstruction"], codes = reconstruction_report(vqvae, dataset.images, figures, split)
+    report["reconstruction"], codes, recon = reconstruction_report(
+        vqvae, dataset.images, figures, split
+    )
+    train_set, samples = load_data(data, "train"), None
     if prior is not None:
         label_names = prior_meta.get("label_names", [])
         split_set = CodeSet(
@@ -156,9 +163,10 @@ def _evaluate(
             "condition": prior.cfg.condition,
         }
         cfg = SampleConfig(n=n_samples, seed=seed)
-        report["samples"] = samples_section(
-            vqvae, prior, label_names, cfg, dataset, load_data(data, "train"), figures, dev
+        report["samples"], samples = samples_section(
+            vqvae, prior, label_names, cfg, dataset, train_set, figures, dev
         )
+    report["realism"] = realism_section(recon, samples, dataset, train_set, seed, dev, figures)
     checkpoint.write_json(out, report)
     markdown = render_markdown(report)
     checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
@@ -174,9 +182,10 @@ def samples_section(
     train_set: SliceDataset,
     figures: Path,
     device: torch.device,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Tensor]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
-    split and the train split (memorisation), per label too, and draw the figure."""
+    split and the train split (memorisation), per label too, and draw the figure. Returns the
+    section and the samples."""
     cond = build_condition(prior, label_names, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
@@ -196,6 +205,65 @@ def samples_section(
         figures / "eval_samples_nearest.png",
         "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
     )
+    return section, samples
+
+
+def feature_net(train_set: SliceDataset, device: torch.device | str = "cpu") -> realism.FeatureNet:
+    """The feature net of a train split, from the cache when trained on these very slices:
+    it depends on the data alone, not on the run. Its steps scale with the split (500 for
+    mni152's 1152 slices, at least 50)."""
+    steps = min(FEATURE_STEPS, max(50, FEATURE_STEPS * len(train_set) // 1152))
+    key = hashlib.sha256(train_set.pixels.numpy().tobytes()).hexdigest()
+    return realism.cached_feature_net(train_set, key, steps=steps, device=device)
+
+
+def realism_section(
+    recon: Tensor,
+    samples: Tensor | None,
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+    seed: int,
+    device: torch.device,
+    figures: Path,
+) -> dict[str, Any]:
+    """Can reconstructions and samples be told from the split's real slices? C2ST, KID, FID,
+    precision/recall/density/coverage (features of a net trained on the train split), the
+    sharpness ratio and MS-SSIM diversity (vqgen.realism), each beside its floor: the same
+    figures for real train slices, as many as there are samples, from many subjects as samples
+    are. Writes the power-spectrum figure."""
+    real, groups = dataset.images, dataset.subjects
+    smallest = min(len(real), len(train_set), len(real) if samples is None else len(samples))
+    if len(set(groups)) < 2 or smallest < REALISM_MIN_SLICES:
+        return {
+            "skipped": f"needs {REALISM_MIN_SLICES} slices a set and 2 subjects in the split; "
+            f"got {smallest} slices and {len(set(groups))} subject(s)"
+        }
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+    pick = pick[: len(samples) if samples is not None else len(real)].tolist()
+    floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
+    net = feature_net(train_set, device)
+    real_features = realism.extract_features(net, real, device)
+
+    def score(images: Tensor, image_groups: list[str] | None) -> dict[str, Any]:
+        c2st = realism.c2st(real, groups, images, image_groups, seed, device=device)
+        features = realism.extract_features(net, images, device)
+        return {
+            "c2st": c2st._asdict(),
+            **realism.feature_distances(real_features, features, seed=seed),
+            "sharpness": realism.sharpness_ratio(images, real),
+        }
+
+    sets = {"reconstructions": (recon, groups), "floor": (floor, floor_groups)}
+    if samples is not None:
+        sets = {"samples": (samples, None), **sets}
+    section: dict[str, Any] = {name: score(*pair) for name, pair in sets.items()}
+    if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+        diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, (x, _) in sets.items()}
+        section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}
+    spectra = {"real": real, **{name: x for name, (x, _) in sets.items()}}
+    spectra["real train (floor)"] = spectra.pop("floor")
+    spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
+    plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
     return section
 
 
@@ -242,6 +310,22 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
             f"{s['real_pairwise_ssim']:.3f} |",
         ]
+    rows = realism_rows(report["realism"])
+    sets = rows[0][1].split(" / ")
+    lines += [
+        "",
+        "## Realism",
+        "",
+        "Can the generated slices be told from the real slices of this split? Each figure stands",
+        "beside its floor: the same figure for real train slices (as many as there are samples,",
+        "from many subjects). A C2ST accuracy of 1.0 means a small CNN tells the two sets apart",
+        "every time; KID and FID are distances in the features of a net trained on the train",
+        "split; sharpness is the high-frequency power relative to real (1.0 = as sharp).",
+        "",
+        "| measure | " + " | ".join(sets) + " |",
+        "|---" * (len(sets) + 1) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows[1:]),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -277,4 +361,36 @@ def report_table(report: dict[str, Any]) -> Table:
             "pairwise SSIM: samples / real",
             f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
         )
+    rows = realism_rows(report["realism"])
+    for measure, *values in rows[1:]:
+        table.add_row(f"{measure}: {rows[0][1]}", "  ".join(values))
     return table
+
+
+def realism_rows(section: dict[str, Any]) -> list[list[str]]:
+    """The realism section as rows: a header (measure, then the sets: samples if any,
+    reconstructions, floor), then one row per measure."""
+    if "skipped" in section:
+        return [["measure", "-"], ["realism", f"skipped: {section['skipped']}"]]
+    sets = [name for name in ("samples", "reconstructions", "floor") if name in section]
+
+    def c2st(s: dict) -> str:
+        c = s["c2st"]
+        return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+
+    measures = [
+        ("C2ST accuracy [95% CI] (floor: real vs real)", c2st),
+        ("KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
+        ("FID", lambda s: f"{s['fid']:.1f}"),
+        ("precision / recall", lambda s: f"{s['precision']:.2f} / {s['recall']:.2f}"),
+        ("density / coverage", lambda s: f"{s['density']:.2f} / {s['coverage']:.2f}"),
+        ("sharpness (1 = as real)", lambda s: f"{s['sharpness']:.2f}"),
+    ]
+    rows = [["measure", " / ".join(sets)]]
+    rows += [[label, *(show(section[name]) for name in sets)] for label, show in measures]
+    if "ms_ssim" in section:
+        ms = section["ms_ssim"]
+        rows.append(
+            ["MS-SSIM of pairs (real " + f"{ms['real']:.2f})", *(f"{ms[n]:.2f}" for n in sets)]
+        )
+    return rows

@@ -53,11 +53,11 @@ def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
     may take the lock again while it holds it (the demo runs the other verbs). Under torchrun only
     rank 0 writes, and only rank 0 takes it.
     """
+    if not enabled:
+        yield
+        return
     key = run_dir.resolve()
-    if not enabled or key in _held:
-        if not enabled:
-            yield
-            return
+    if key in _held:  # taken again by its holder
         _held[key] += 1
         try:
             yield
