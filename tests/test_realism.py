@@ -304,3 +304,14 @@ def test_ms_ssim_diversity_is_seeded(splits):
     assert realism.ms_ssim_diversity(x, 64, seed=5) == realism.ms_ssim_diversity(x, 64, seed=5)
     with pytest.raises(ValueError, match="at least 44 px"):
         realism.ms_ssim_diversity(torch.rand(4, 1, 32, 32))
+
+
+def test_copies_of_training_slices_are_flagged_as_memorised():
+    from vqgen.evaluate import sample_report
+
+    g = torch.Generator().manual_seed(0)
+    train, split = torch.rand(20, 1, 32, 32, generator=g), torch.rand(10, 1, 32, 32, generator=g)
+    samples = torch.cat([train[[3, 7, 11]], torch.rand(5, 1, 32, 32, generator=g)])
+    report, _, _ = sample_report(samples, split, train, seed=0)
+    assert report["memorised"] == 3
+    assert report["nearest_train_ssim_max"] == pytest.approx(1.0)
