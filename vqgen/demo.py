@@ -18,6 +18,7 @@ from vqgen.config import DataConfig, PriorConfig, SampleConfig, TrainConfig, VQV
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
 from vqgen.evaluate import evaluate, feature_net
+from vqgen.inference import resolve_device
 from vqgen.sample import sample
 from vqgen.train_prior import train_prior
 from vqgen.train_vqvae import train_vqvae
@@ -32,6 +33,7 @@ VQVAE_SHARE = 0.45  # of the training time; the prior gets the rest
 REPORT_RESERVE_S = 35.0  # sampling and the test-split report with its realism metrics (~26 s)
 SETUP_S = 5.0  # train-prior's start: loading the VQ-VAE and encoding the slices to codes
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
+MIN_STAGE_MINUTES = 0.1  # each stage trains at least this long, even past the budget
 DEMO_SAMPLES = 16
 EVAL_SAMPLES = config.EVAL_SAMPLES
 
@@ -77,14 +79,15 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     data = DataConfig(source="mni152", size=SIZE)
     for split in SPLITS:
         load_data(data, split)  # generated once, then read from the cache
-    feature_net(load_data(data, "train"), device="cpu")  # for the report; trained once, cached
+    feature_net(load_data(data, "train"), resolve_device(device))  # for the report; cached
     lap("data")
     train = dict(device=device, seed=seed, batch_size=16, lr=2e-3)  # time is the only limit
-    vqvae_minutes = VQVAE_SHARE * (minutes_left() - SETUP_S / 60)
+    # a slow data phase (a busy machine, a cold cache) must not leave a stage no time at all
+    vqvae_minutes = max(VQVAE_SHARE * (minutes_left() - SETUP_S / 60), MIN_STAGE_MINUTES)
     train_vqvae(data, DEMO_VQVAE, TrainConfig(**train, max_minutes=vqvae_minutes), run_dir)
     lap("vqvae")
-    prior_minutes = minutes_left() - SETUP_S / 60
-    train_prior(run_dir, DEMO_PRIOR, TrainConfig(**train, max_minutes=max(prior_minutes, 0.1)))
+    prior_minutes = max(minutes_left() - SETUP_S / 60, MIN_STAGE_MINUTES)
+    train_prior(run_dir, DEMO_PRIOR, TrainConfig(**train, max_minutes=prior_minutes))
     lap("prior")
     sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")
