@@ -202,3 +202,23 @@ def test_data_reports_oasis_counts(capsys, tmp_path):
         if line.count("│") > 5
     ]
     assert rows == [["train", "12", "3"], ["validate", "8", "2"], ["test", "4", "1"]]
+
+
+@pytest.mark.slow
+def test_a_label_prior_is_scored_for_realism_label_by_label(capsys, tmp_path):
+    root = make_adni(tmp_path, {"train": 5, "test": 2}, slices=8)
+    run = tmp_path / "run"
+    args = ["--run", run, "--epochs", "1"]
+    assert run_cli(capsys, "train-vqvae", "--data", root, *args, *TINY_VQVAE)[0] == 0
+    assert run_cli(capsys, "train-prior", "--condition", "label", *args, *TINY_PRIOR)[0] == 0
+    code, out, err = run_cli(
+        capsys, "evaluate", "--run", run, "--n-samples", "16", "--device", "cpu"
+    )
+    assert code == 0, err
+    per_label = json.loads((run / "report.json").read_text())["realism"]["per_label"]
+    assert set(per_label) == {"NC", "AD"}  # 16 test slices of 2 patients each, 8 samples each
+    for section in per_label.values():
+        assert 0 <= section["samples"]["c2st"]["accuracy"] <= 1
+        assert {"kid", "sharpness"} <= set(section["floor"])
+    assert "### Label AD" in (run / "report.md").read_text()
+    assert "label AD, C2ST" in out

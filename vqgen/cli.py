@@ -338,7 +338,8 @@ def evaluate_cmd(
     seed: SeedOpt = 0,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report."""
-    from vqgen.evaluate import evaluate, report_table
+    from vqgen.evaluate import evaluate
+    from vqgen.report_text import report_table
 
     report = evaluate(run, split, n_samples, out, device, seed)
     console.print(report_table(report))
@@ -362,7 +363,7 @@ def demo_cmd(
 ) -> None:
     """Everything, end to end, on the embedded MNI152 default: train, sample, evaluate."""
     from vqgen.demo import run_demo
-    from vqgen.evaluate import report_table
+    from vqgen.report_text import report_table
 
     result = run_demo(run, minutes, device, seed, overwrite)
     console.print(report_table(result.report))

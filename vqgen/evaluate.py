@@ -8,14 +8,13 @@ Writes run/report.json, run/report.md and figures under run/figures/.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.markup import escape
-from rich.table import Table
 from torch import Tensor
 
 from vqgen import checkpoint, metrics, plots, realism, rundir
@@ -34,6 +33,7 @@ from vqgen.inference import (
 )
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
+from vqgen.report_text import render_markdown
 
 MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
 FIGURE_SAMPLES = 8
@@ -163,10 +163,22 @@ def _evaluate(
             "condition": prior.cfg.condition,
         }
         cfg = SampleConfig(n=n_samples, seed=seed)
-        report["samples"], samples = samples_section(
+        report["samples"], samples, cond = samples_section(
             vqvae, prior, label_names, cfg, dataset, train_set, figures, dev
         )
-    report["realism"] = realism_section(recon, samples, dataset, train_set, seed, dev, figures)
+    net = feature_net(train_set, dev)
+    realism_of = functools.partial(realism_section, net=net, seed=seed, device=dev)
+    report["realism"] = realism_of(recon, samples, dataset, train_set, figures=figures)
+    if prior is not None and prior.cfg.condition == "label":  # the same, class by class
+        report["realism"]["per_label"] = {
+            name: realism_of(
+                recon[dataset.labels == i],
+                samples[cond == i],
+                dataset.subset(dataset.labels == i),
+                train_set.subset(train_set.labels == i),
+            )
+            for i, name in enumerate(label_names)
+        }
     checkpoint.write_json(out, report)
     markdown = render_markdown(report)
     checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
@@ -182,10 +194,10 @@ def samples_section(
     train_set: SliceDataset,
     figures: Path,
     device: torch.device,
-) -> tuple[dict[str, Any], Tensor]:
+) -> tuple[dict[str, Any], Tensor, Tensor | None]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
     split and the train split (memorisation), per label too, and draw the figure. Returns the
-    section and the samples."""
+    section, the samples and their condition."""
     cond = build_condition(prior, label_names, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
@@ -205,7 +217,7 @@ def samples_section(
         figures / "eval_samples_nearest.png",
         "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
     )
-    return section, samples
+    return section, samples, cond
 
 
 def feature_net(train_set: SliceDataset, device: torch.device | str = "cpu") -> realism.FeatureNet:
@@ -222,15 +234,17 @@ def realism_section(
     samples: Tensor | None,
     dataset: SliceDataset,
     train_set: SliceDataset,
+    net: realism.FeatureNet,
     seed: int,
     device: torch.device,
-    figures: Path,
+    figures: Path | None = None,
 ) -> dict[str, Any]:
     """Can reconstructions and samples be told from the split's real slices? C2ST, KID, FID,
     precision/recall/density/coverage (features of a net trained on the train split), the
     sharpness ratio and MS-SSIM diversity (vqgen.realism), each beside its floor: the same
     figures for real train slices, as many as there are samples, from many subjects as samples
-    are. Writes the power-spectrum figure."""
+    are. `net` is the train split's `feature_net`. Writes the power-spectrum figure into
+    `figures`, if given."""
     real, groups = dataset.images, dataset.subjects
     smallest = min(len(real), len(train_set), len(real) if samples is None else len(samples))
     if len(set(groups)) < 2 or smallest < REALISM_MIN_SLICES:
@@ -241,7 +255,6 @@ def realism_section(
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
     pick = pick[: len(samples) if samples is not None else len(real)].tolist()
     floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
-    net = feature_net(train_set, device)
     real_features = realism.extract_features(net, real, device)
 
     def score(images: Tensor, image_groups: list[str] | None) -> dict[str, Any]:
@@ -260,137 +273,9 @@ def realism_section(
     if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, (x, _) in sets.items()}
         section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}
-    spectra = {"real": real, **{name: x for name, (x, _) in sets.items()}}
-    spectra["real train (floor)"] = spectra.pop("floor")
-    spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
-    plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
+    if figures is not None:
+        spectra = {"real": real, **{name: x for name, (x, _) in sets.items()}}
+        spectra["real train (floor)"] = spectra.pop("floor")
+        spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
+        plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
     return section
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a short Markdown document."""
-    rec = report["reconstruction"]
-    lines = [
-        f"# vqgen report: {report['run']}",
-        "",
-        f"Data: `{report['data']}` ({report['kind']}), **{report['split']}** split, "
-        f"{report['images']} slices.",
-        "",
-        "## Reconstruction",
-        "",
-        "| SSIM mean | std | min | 5th pct | >= 0.6 | brain SSIM | PSNR dB | MSE |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {rec['ssim']['mean']:.3f} | {rec['ssim']['std']:.3f} | {rec['ssim']['min']:.3f} | "
-        f"{rec['ssim']['p5']:.3f} | {rec['ssim']['frac_ge_0.6']:.0%} | "
-        f"{rec['brain_ssim_mean']:.3f} | {rec['psnr_mean']:.2f} | {rec['mse_mean']:.5f} |",
-        "",
-        f"Codebook: {rec['codebook']['fraction_used']:.0%} of codes used, "
-        f"perplexity {rec['codebook']['perplexity']:.1f}.",
-    ]
-    if "prior" in report:
-        p = report["prior"]
-        lines += [
-            "",
-            "## Prior",
-            "",
-            f"NLL {p['nll_bits']:.3f} bits/code (uniform {p['uniform_bits']:.2f}, "
-            f"unigram {p['unigram_bits']:.2f}); condition: {p['condition']}.",
-        ]
-    if "samples" in report:
-        s = report["samples"]
-        lines += [
-            "",
-            "## Samples",
-            "",
-            "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
-            "pairwise SSIM (samples) | pairwise SSIM (real) |",
-            "|---|---|---|---|---|---|",
-            f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
-            f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
-            f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
-            f"{s['real_pairwise_ssim']:.3f} |",
-        ]
-    rows = realism_rows(report["realism"])
-    sets = rows[0][1].split(" / ")
-    lines += [
-        "",
-        "## Realism",
-        "",
-        "Can the generated slices be told from the real slices of this split? Each figure stands",
-        "beside its floor: the same figure for real train slices (as many as there are samples,",
-        "from many subjects). A C2ST accuracy of 1.0 means a small CNN tells the two sets apart",
-        "every time; KID and FID are distances in the features of a net trained on the train",
-        "split; sharpness is the high-frequency power relative to real (1.0 = as sharp).",
-        "",
-        "| measure | " + " | ".join(sets) + " |",
-        "|---" * (len(sets) + 1) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows[1:]),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def report_table(report: dict[str, Any]) -> Table:
-    """The headline figures of a report, as the CLI prints them."""
-    table = Table(
-        title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rec = report["reconstruction"]
-    table.add_row(
-        "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
-    )
-    table.add_row("brain-region SSIM", f"{rec['brain_ssim_mean']:.3f}")
-    table.add_row("PSNR (dB)", f"{rec['psnr_mean']:.2f}")
-    table.add_row(
-        "codes used / perplexity",
-        f"{rec['codebook']['fraction_used']:.0%} / {rec['codebook']['perplexity']:.1f}",
-    )
-    if "prior" in report:
-        p = report["prior"]
-        table.add_row(
-            "prior NLL (bits/code)",
-            f"{p['nll_bits']:.3f}  (uniform {p['uniform_bits']:.2f}, "
-            f"unigram {p['unigram_bits']:.2f})",
-        )
-    if "samples" in report:
-        s = report["samples"]
-        table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
-        table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
-        table.add_row(
-            "pairwise SSIM: samples / real",
-            f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
-        )
-    rows = realism_rows(report["realism"])
-    for measure, *values in rows[1:]:
-        table.add_row(f"{measure}: {rows[0][1]}", "  ".join(values))
-    return table
-
-
-def realism_rows(section: dict[str, Any]) -> list[list[str]]:
-    """The realism section as rows: a header (measure, then the sets: samples if any,
-    reconstructions, floor), then one row per measure."""
-    if "skipped" in section:
-        return [["measure", "-"], ["realism", f"skipped: {section['skipped']}"]]
-    sets = [name for name in ("samples", "reconstructions", "floor") if name in section]
-
-    def c2st(s: dict) -> str:
-        c = s["c2st"]
-        return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
-
-    measures = [
-        ("C2ST accuracy [95% CI] (floor: real vs real)", c2st),
-        ("KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
-        ("FID", lambda s: f"{s['fid']:.1f}"),
-        ("precision / recall", lambda s: f"{s['precision']:.2f} / {s['recall']:.2f}"),
-        ("density / coverage", lambda s: f"{s['density']:.2f} / {s['coverage']:.2f}"),
-        ("sharpness (1 = as real)", lambda s: f"{s['sharpness']:.2f}"),
-    ]
-    rows = [["measure", " / ".join(sets)]]
-    rows += [[label, *(show(section[name]) for name in sets)] for label, show in measures]
-    if "ms_ssim" in section:
-        ms = section["ms_ssim"]
-        rows.append(
-            ["MS-SSIM of pairs (real " + f"{ms['real']:.2f})", *(f"{ms[n]:.2f}" for n in sets)]
-        )
-    return rows

@@ -5,6 +5,7 @@ way), reading image files, seeded splits, and the decoded-slice cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -63,6 +64,18 @@ class SliceDataset(torch.utils.data.Dataset):
     def images(self) -> Tensor:
         """All slices as float32 (N, 1, S, S) in [0, 1]."""
         return self.pixels.float() / 255
+
+    def subset(self, keep: Tensor) -> SliceDataset:
+        """The slices where the boolean `keep` (N,) is true, e.g. those of one label."""
+        idx = keep.nonzero()[:, 0].tolist()
+        return dataclasses.replace(
+            self,
+            pixels=self.pixels[idx],
+            subjects=[self.subjects[i] for i in idx],
+            labels=self.labels[idx],
+            positions=self.positions[idx],
+            paths=[self.paths[i] for i in idx],
+        )
 
     def __len__(self) -> int:
         return len(self.pixels)

@@ -1,0 +1,52 @@
+"""The run-to-run spread of a report's realism figures: `vqgen evaluate` of one run with
+several seeds (the seed draws the samples and drives the C2ST classifier, KID's subsets and
+the floor's pick of train slices; the feature net is the data's cached one).
+
+    .venv/bin/python bench/eval_spread.py checkpoints/demo --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from vqgen.evaluate import evaluate
+
+MEASURES = ("kid", "fid", "precision", "recall", "density", "coverage", "sharpness")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    values: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            report = evaluate(args.run, out=Path(tmp) / f"report-{seed}.json", seed=seed)
+            for name, section in report["realism"].items():
+                if name == "ms_ssim":
+                    for set_name, value in section.items():
+                        values.setdefault(("ms_ssim", set_name), []).append(value)
+                    continue
+                values.setdefault(("c2st", name), []).append(section["c2st"]["accuracy"])
+                for measure in MEASURES:
+                    values.setdefault((measure, name), []).append(section[measure])
+    sets = ["samples", "reconstructions", "floor"]
+    print(f"| measure | {' | '.join(sets)} |")
+    print("|---" * (len(sets) + 1) + "|")
+    for measure in ("c2st", *MEASURES, "ms_ssim"):
+        cells = []
+        for name in sets:
+            v = values.get((measure, name), [])
+            cells.append(f"{statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}" if v else "-")
+        print(f"| {measure} | {' | '.join(cells)} |")
+    if ("ms_ssim", "real") in values:
+        v = values[("ms_ssim", "real")]
+        print(f"\nMS-SSIM of real pairs: {statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The report as people read it: Markdown for report.md and the table `vqgen evaluate` and
+`vqgen demo` print. Reads the report dict of vqgen.evaluate; computes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown document."""
+    rec = report["reconstruction"]
+    lines = [
+        f"# vqgen report: {report['run']}",
+        "",
+        f"Data: `{report['data']}` ({report['kind']}), **{report['split']}** split, "
+        f"{report['images']} slices.",
+        "",
+        "## Reconstruction",
+        "",
+        "| SSIM mean | std | min | 5th pct | >= 0.6 | brain SSIM | PSNR dB | MSE |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {rec['ssim']['mean']:.3f} | {rec['ssim']['std']:.3f} | {rec['ssim']['min']:.3f} | "
+        f"{rec['ssim']['p5']:.3f} | {rec['ssim']['frac_ge_0.6']:.0%} | "
+        f"{rec['brain_ssim_mean']:.3f} | {rec['psnr_mean']:.2f} | {rec['mse_mean']:.5f} |",
+        "",
+        f"Codebook: {rec['codebook']['fraction_used']:.0%} of codes used, "
+        f"perplexity {rec['codebook']['perplexity']:.1f}.",
+    ]
+    if "prior" in report:
+        p = report["prior"]
+        lines += [
+            "",
+            "## Prior",
+            "",
+            f"NLL {p['nll_bits']:.3f} bits/code (uniform {p['uniform_bits']:.2f}, "
+            f"unigram {p['unigram_bits']:.2f}); condition: {p['condition']}.",
+        ]
+    if "samples" in report:
+        s = report["samples"]
+        lines += [
+            "",
+            "## Samples",
+            "",
+            "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
+            "pairwise SSIM (samples) | pairwise SSIM (real) |",
+            "|---|---|---|---|---|---|",
+            f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
+            f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
+            f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
+            f"{s['real_pairwise_ssim']:.3f} |",
+        ]
+    lines += [
+        "",
+        "## Realism",
+        "",
+        "Can the generated slices be told from the real slices of this split? Each figure stands",
+        "beside its floor: the same figure for real train slices (as many as there are samples,",
+        "from many subjects). A C2ST accuracy of 1.0 means a small CNN tells the two sets apart",
+        "every time; KID and FID are distances in the features of a net trained on the train",
+        "split; sharpness is the high-frequency power relative to real (1.0 = as sharp).",
+        "",
+        *realism_markdown(report["realism"]),
+    ]
+    for name, section in report["realism"].get("per_label", {}).items():
+        lines += ["", f"### Label {name}", "", *realism_markdown(section)]
+    return "\n".join(lines) + "\n"
+
+
+def realism_markdown(section: dict[str, Any]) -> list[str]:
+    """A realism section as a Markdown table."""
+    rows = realism_rows(section)
+    sets = rows[0][1].split(" / ")
+    return [
+        "| measure | " + " | ".join(sets) + " |",
+        "|---" * (len(sets) + 1) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows[1:]),
+    ]
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """The headline figures of a report, as the CLI prints them."""
+    table = Table(
+        title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rec = report["reconstruction"]
+    table.add_row(
+        "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
+    )
+    table.add_row("brain-region SSIM", f"{rec['brain_ssim_mean']:.3f}")
+    table.add_row("PSNR (dB)", f"{rec['psnr_mean']:.2f}")
+    table.add_row(
+        "codes used / perplexity",
+        f"{rec['codebook']['fraction_used']:.0%} / {rec['codebook']['perplexity']:.1f}",
+    )
+    if "prior" in report:
+        p = report["prior"]
+        table.add_row(
+            "prior NLL (bits/code)",
+            f"{p['nll_bits']:.3f}  (uniform {p['uniform_bits']:.2f}, "
+            f"unigram {p['unigram_bits']:.2f})",
+        )
+    if "samples" in report:
+        s = report["samples"]
+        table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
+        table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
+        table.add_row(
+            "pairwise SSIM: samples / real",
+            f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
+        )
+    rows = realism_rows(report["realism"])
+    for measure, *values in rows[1:]:
+        table.add_row(f"{measure}: {rows[0][1]}", "  ".join(values))
+    for name, section in report["realism"].get("per_label", {}).items():
+        label_rows = realism_rows(section)
+        table.add_row(f"label {name}, C2ST: {label_rows[0][1]}", "  ".join(label_rows[1][1:]))
+    return table
+
+
+def realism_rows(section: dict[str, Any]) -> list[list[str]]:
+    """The realism section as rows: a header (measure, then the sets: samples if any,
+    reconstructions, floor), then one row per measure."""
+    if "skipped" in section:
+        return [["measure", "-"], ["realism", f"skipped: {section['skipped']}"]]
+    sets = [name for name in ("samples", "reconstructions", "floor") if name in section]
+
+    def c2st(s: dict) -> str:
+        c = s["c2st"]
+        return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+
+    measures = [
+        ("C2ST accuracy [95% CI] (floor: real vs real)", c2st),
+        ("KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
+        ("FID", lambda s: f"{s['fid']:.1f}"),
+        ("precision / recall", lambda s: f"{s['precision']:.2f} / {s['recall']:.2f}"),
+        ("density / coverage", lambda s: f"{s['density']:.2f} / {s['coverage']:.2f}"),
+        ("sharpness (1 = as real)", lambda s: f"{s['sharpness']:.2f}"),
+    ]
+    rows = [["measure", " / ".join(sets)]]
+    rows += [[label, *(show(section[name]) for name in sets)] for label, show in measures]
+    if "ms_ssim" in section:
+        ms = section["ms_ssim"]
+        rows.append(
+            ["MS-SSIM of pairs (real " + f"{ms['real']:.2f})", *(f"{ms[n]:.2f}" for n in sets)]
+        )
+    return rows
