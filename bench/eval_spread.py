@@ -43,6 +43,9 @@ def main() -> None:
             v = values.get((measure, name), [])
             cells.append(f"{statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}" if v else "-")
         print(f"| {measure} | {' | '.join(cells)} |")
+    for name in sets:
+        each = ", ".join(f"{v:.2f}" for v in values.get(("c2st", name), []))
+        print(f"C2ST accuracy of {name}, seed by seed: {each}")
     if ("ms_ssim", "real") in values:
         v = values[("ms_ssim", "real")]
         print(f"\nMS-SSIM of real pairs: {statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}")

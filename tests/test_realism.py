@@ -15,6 +15,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from vqgen import realism
 from vqgen.data import SliceDataset, load_split
+from vqgen.realism import features, two_sample
 
 LADDER = ("real", "blur1", "blur2", "noise")  # most to least realistic
 
@@ -80,7 +81,7 @@ def test_c2st_splits_real_slices_by_subject(splits, monkeypatch):
         calls.append(list(groups))
         return real_split(groups, seed, fraction)
 
-    monkeypatch.setattr(realism, "group_split", spy)
+    monkeypatch.setattr(two_sample, "group_split", spy)
     test = splits["test"]
     realism.c2st(test.images[:96], test.subjects[:96], test.images[96:], None, seed=0, steps=2)
     assert calls == [test.subjects[:96]]  # real split by its subjects, the groupless set not
@@ -110,10 +111,13 @@ def test_c2st_accuracy_rises_with_blur(splits, ladder):
 
 @pytest.mark.slow
 def test_c2st_floor_for_halves_of_one_split(splits):
+    """Two halves of the train split, 24 subjects each: at chance, over three subject splits.
+    One split alone strays by ~0.05 (which subjects fall in which half), more than the
+    binomial interval says; split by slice instead, the CNN would learn the subjects."""
     train = splits["train"]
-    floor = realism.real_floor(train.images, train.subjects, seed=0)
-    assert floor.ci_low < 0.5 < floor.ci_high  # 24 vs 24 subjects: chance
-    assert abs(floor.auc - 0.5) < 0.15
+    floors = [realism.real_floor(train.images, train.subjects, seed=s) for s in range(3)]
+    assert abs(np.mean([f.accuracy for f in floors]) - 0.5) < 0.06
+    assert abs(np.mean([f.auc for f in floors]) - 0.5) < 0.08
 
 
 def test_c2st_is_seeded_and_balanced(splits):
@@ -175,7 +179,7 @@ def test_cached_feature_net_retrains_only_when_the_key_changes(vqgen_cache, monk
     trained = []
     train = realism.train_feature_net
     monkeypatch.setattr(
-        realism, "train_feature_net", lambda *a, **k: trained.append(1) or train(*a, **k)
+        features, "train_feature_net", lambda *a, **k: trained.append(1) or train(*a, **k)
     )
     data = small_train_set()
     first = realism.cached_feature_net(data, "key-a" * 4, steps=2)
