@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from fixtures import example_cond
 
 from vqgen.config import PriorConfig
+from vqgen.errors import UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
 
 K, G = 8, 6
@@ -185,3 +186,23 @@ def test_learns_a_markov_field_down_to_its_entropy() -> None:
     with torch.no_grad():
         nll = F.cross_entropy(net(codes), codes).item()
     assert entropy - 0.03 < nll < entropy + 0.1  # entropy 0.80 nats, log K = 2.08
+
+
+def test_dropout_keeps_causality_and_is_off_in_eval() -> None:
+    """In training, dropout only removes paths: no position sees past its receptive field; in
+    eval it is off, so the prior (and the samplers) are deterministic."""
+    net = tiny_prior(dropout=0.3).train()
+    codes = torch.randint(0, K, (2, G, G), generator=torch.Generator().manual_seed(1))
+    for i, j in [(0, 0), (2, 3), (G - 1, G - 1)]:
+        emb = net.embed(codes).detach().requires_grad_()
+        net.head(net.body(emb))[:, :, i, j].sum().backward()
+        seen = emb.grad.abs().sum((0, 1)) > 0
+        assert not (seen & ~receptive_field(i, j, 3, 3)).any(), f"position {(i, j)}"
+    assert not torch.equal(net(codes), net(codes))  # a new dropout mask each call
+    net.eval()
+    assert torch.equal(net(codes), net(codes))
+
+
+def test_dropout_outside_0_1_is_refused_by_name() -> None:
+    with pytest.raises(UsageError, match="--dropout"):
+        PriorConfig(dropout=1.0)

@@ -113,11 +113,11 @@ def test_non_finite_weights_are_never_saved(tmp_path) -> None:
     resume point is the last good one."""
     calls = {"n": 0}
 
-    def poison_weights(nets, batch):
+    def poison_weights(nets, batch, step):
         calls["n"] += 1
         if calls["n"] == 7:  # mid epoch 2 of 5-step epochs; no loss reads the critic
             nets["critic"].score.weight.data.fill_(float("nan"))
-        return vqvae_step(nets, batch)
+        return vqvae_step(nets, batch, step)
 
     stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1), poison_weights)
     expected = r"critic weights became non-finite at step 10; the last good checkpoint \(step 5\)"
@@ -332,12 +332,12 @@ def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
 def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
     calls = {"n": 0}
 
-    def twice(nets, batch):
+    def twice(nets, batch, step):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)  # before the step ends
-        return vqvae_step(nets, batch)
+        return vqvae_step(nets, batch, step)
 
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), twice)
     with pytest.raises(

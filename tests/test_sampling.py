@@ -12,7 +12,7 @@ from vqgen.sampling import sample_codes, sample_codes_naive
 K, G = 8, 6
 
 
-def tiny_prior(condition: str = "none", kernel: int = 3) -> GatedPixelCNN:
+def tiny_prior(condition: str = "none", kernel: int = 3, dropout: float = 0.0) -> GatedPixelCNN:
     torch.manual_seed(0)
     cfg = PriorConfig(
         codebook_size=K,
@@ -22,6 +22,7 @@ def tiny_prior(condition: str = "none", kernel: int = 3) -> GatedPixelCNN:
         kernel=kernel,
         condition=condition,
         num_labels=3,
+        dropout=dropout,
     )
     return GatedPixelCNN(cfg).double().eval()
 
@@ -31,18 +32,19 @@ def seeded(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize(
-    "condition,kernel,temperature,top_k",
+    "condition,kernel,temperature,top_k,dropout",
     [
-        ("none", 3, 1.0, None),
-        ("none", 5, 0.7, 3),
-        ("label", 3, 1.0, None),
-        ("slice", 3, 1.3, 4),
+        ("none", 3, 1.0, None, 0.0),
+        ("none", 5, 0.7, 3, 0.0),
+        ("label", 3, 1.0, None, 0.0),
+        ("slice", 3, 1.3, 4, 0.0),
+        ("slice", 3, 1.0, None, 0.5),
     ],
 )
 def test_fast_sampler_matches_naive(
-    condition: str, kernel: int, temperature: float, top_k: int | None
+    condition: str, kernel: int, temperature: float, top_k: int | None, dropout: float
 ) -> None:
-    prior = tiny_prior(condition, kernel)
+    prior = tiny_prior(condition, kernel, dropout)
     cond = example_cond(condition, 4)
     for seed in range(3):
         kw = dict(cond=cond, temperature=temperature, top_k=top_k)

@@ -144,11 +144,11 @@ def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT):
     """A training step that sends this process `signum` (Ctrl-C by default) at a given call."""
     calls = {"n": 0}
 
-    def step(nets, batch):
+    def step(nets, batch, step_index):
         calls["n"] += 1
         if calls["n"] == step_to_stop:
             os.kill(os.getpid(), signum)
-        return vqvae_step(nets, batch)
+        return vqvae_step(nets, batch, step_index)
 
     return step
 
@@ -196,9 +196,9 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 
-    def poisoned(nets, batch):
+    def poisoned(nets, batch, step):
         calls["n"] += 1
-        losses, scalars = vqvae_step(nets, batch)
+        losses, scalars = vqvae_step(nets, batch, step)
         loss = losses["model"]
         return {"model": loss * float("nan") if calls["n"] == 8 else loss}, scalars
 
@@ -238,13 +238,13 @@ class Critic(torch.nn.Module):
         return self.score(images.mean(dim=(1, 2, 3))[:, None])
 
 
-def vqvae_alone(nets, batch):
+def vqvae_alone(nets, batch, step):
     images = batch[0]
     recon, q = nets["model"](images)
     return {"model": F.mse_loss(recon, images) + q.loss}, {}
 
 
-def with_critic(nets, batch):
+def with_critic(nets, batch, step):
     """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
     its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
     images = batch[0]
@@ -290,11 +290,11 @@ def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
     whole = critic_stage(tmp_path / "a", train_set, val_set)
     fit(whole, train_cfg(), tmp_path / "a", CPU_DEVICE)
 
-    def interrupted(nets, batch, calls={"n": 0}):  # noqa: B006 - a counter across calls
+    def interrupted(nets, batch, step, calls={"n": 0}):  # noqa: B006 - a counter across calls
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
-        return with_critic(nets, batch)
+        return with_critic(nets, batch, step)
 
     with pytest.raises(Interrupted):
         fit(

@@ -240,6 +240,18 @@ def train_vqvae_cmd(
     quantizer: Annotated[
         str, typer.Option(help="'ema' or 'st' (codebook loss).")
     ] = VQVAEConfig.quantizer,
+    l1_weight: Annotated[
+        float, typer.Option(help="Weight of an L1 reconstruction term beside the MSE.")
+    ] = VQVAEConfig.l1_weight,
+    adversarial: Annotated[
+        bool, typer.Option(help="Add a PatchGAN discriminator's loss (VQGAN).")
+    ] = VQVAEConfig.adversarial,
+    disc_start: Annotated[
+        int, typer.Option(help="Steps of pure reconstruction before the discriminator joins.")
+    ] = VQVAEConfig.disc_start,
+    disc_weight: Annotated[
+        float, typer.Option(help="Weight of the adversarial loss, times the adaptive weight.")
+    ] = VQVAEConfig.disc_weight,
     data_seed: DataSeedOpt = DataConfig.seed,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -257,6 +269,10 @@ def train_vqvae_cmd(
         code_dim=code_dim,
         beta=beta,
         quantizer=quantizer,
+        l1_weight=l1_weight,
+        adversarial=adversarial,
+        disc_start=disc_start,
+        disc_weight=disc_weight,
     )
     data_cfg = DataConfig(data, kind, size, data_seed, strict)
     result = train_vqvae(data_cfg, model, train, run, resume, overwrite)
@@ -276,6 +292,16 @@ def train_prior_cmd(
     layers: Annotated[int, typer.Option(help="Gated layers of the PixelCNN.")] = PriorConfig.layers,
     channels: Annotated[int, typer.Option(help="Channels of the PixelCNN.")] = PriorConfig.channels,
     condition: Annotated[str, typer.Option(help="none, label or slice.")] = PriorConfig.condition,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout in the gated blocks while training.")
+    ] = PriorConfig.dropout,
+    augment: Annotated[
+        int,
+        typer.Option(
+            help="Extra copies of the train split to learn from: fresh virtual subjects for "
+            "mni152, else slices under small random affine and intensity changes."
+        ),
+    ] = PriorConfig.augment,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -283,7 +309,9 @@ def train_prior_cmd(
     from vqgen import distributed
     from vqgen.train_prior import train_prior
 
-    prior = PriorConfig(channels=channels, layers=layers, condition=condition)
+    prior = PriorConfig(
+        channels=channels, layers=layers, condition=condition, dropout=dropout, augment=augment
+    )
     result = train_prior(run, prior, train, resume, overwrite)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(

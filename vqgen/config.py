@@ -66,6 +66,13 @@ class VQVAEConfig:
     quantizer: str = "ema"  # "st": codebook loss; "ema": moving-average codebook updates
     decay: float = 0.99  # EMA decay
     dead_code_threshold: float = 1.0  # codes used fewer times than this (EMA, per batch) restart
+    # the loss beside the MSE: an L1 term, and a PatchGAN adversary as in VQGAN
+    l1_weight: float = 0.0
+    adversarial: bool = False
+    disc_start: int = 0  # steps of pure reconstruction before the discriminator joins in
+    disc_weight: float = 0.5  # times the adaptive weight (reconstruction / GAN gradient norm)
+    disc_channels: int = 32  # channels of the discriminator's first layer
+    disc_layers: int = 3  # its stride-2 layers: each patch logit sees 34 (2) or 70 (3) px
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8):
@@ -84,6 +91,11 @@ class VQVAEConfig:
         if not 0 <= self.decay < 1:
             raise UsageError(f"decay must lie in [0, 1), got {self.decay}")
         at_least("dead_code_threshold", self.dead_code_threshold, 0)
+        at_least("--l1-weight", self.l1_weight, 0)
+        at_least("--disc-start", self.disc_start, 0)
+        at_least("--disc-weight", self.disc_weight, 0)
+        positive("disc_channels", self.disc_channels)
+        at_least("disc_layers", self.disc_layers, 1)
 
     @property
     def grid(self) -> int:
@@ -102,6 +114,8 @@ class PriorConfig:
     kernel: int = 3
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
+    dropout: float = 0.0  # in the gated blocks, while training
+    augment: int = 0  # extra copies of the train split to learn from (train_prior.training_codes)
 
     def __post_init__(self) -> None:
         one_of("--condition", self.condition, CONDITIONS)
@@ -111,6 +125,9 @@ class PriorConfig:
         positive("--layers", self.layers)
         at_least("codebook_size", self.codebook_size, 2)
         positive("grid", self.grid)
+        at_least("--augment", self.augment, 0)
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
 
 
 @dataclass

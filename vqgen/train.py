@@ -13,7 +13,8 @@ vqgen.distributed).
 
 A stage trains one model, or one model with helpers beside it (a discriminator): its step
 returns one loss per model, each loss updates only its own model's weights, and every model and
-optimiser goes into the train state.
+optimiser goes into the train state. A loss may be missing on some steps (a discriminator that
+joins after a warm-up): that model then keeps its weights for the step.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images or codes (B, ...), labels (B,), positions (B,)
 Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (DDP-wrapped)
-StepFn = Callable[[Nets, Batch], tuple[dict[str, Tensor], dict[str, float]]]
+StepFn = Callable[[Nets, Batch, int], tuple[dict[str, Tensor], dict[str, float]]]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Stage:
     name: str  # "vqvae" or "prior": names the checkpoint files
     model: nn.Module  # what is validated and saved as <name>.safetensors
     train_set: Dataset
-    step: StepFn  # (nets, batch) -> (loss per model name, scalars to log)
+    step: StepFn  # (nets, batch, step) -> (loss per model name, scalars to log)
     validate: Callable[[nn.Module], dict[str, float]]  # model -> validation metrics
     monitor: str  # validation metric that picks the best checkpoint
     higher_is_better: bool
@@ -269,7 +270,7 @@ class Loop:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(state.step, state.total, cfg)
         with self.autocast:
-            losses, scalars = self.stage.step(self.nets, batch)
+            losses, scalars = self.stage.step(self.nets, batch, state.step)
         for name, loss in losses.items():
             self.optimizers[name].zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.models[name].parameters()))
@@ -279,11 +280,11 @@ class Loop:
                 (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
             )
             self.diverged(f"{self.describe(name)} loss became {loss}")
-        for name, opt in self.optimizers.items():
+        for name in losses:  # a model without a loss this step keeps its weights
             norm = nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg.grad_clip)
             if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
                 self.diverged(f"{self.describe(name)} gradient became {norm.item()}")
-            opt.step()
+            self.optimizers[name].step()
         state.step, state.skip = state.step + 1, state.skip + 1
         return outcome
 
@@ -365,7 +366,8 @@ class Loop:
         every rank first checks that all hold the same weights. Weights or optimiser state that
         are not finite are never saved: the last good checkpoint stays the resume point."""
         state, stage = self.state, self.stage
-        distributed.check_same_model(self.models["model"], f"{stage.name} step {state.step}")
+        for name, model in self.models.items():
+            distributed.check_same_model(model, f"{self.describe(name)} step {state.step}")
         for name, model in self.models.items():
             if not (all_finite(model.state_dict()) and all_finite(self.optimizers[name].state)):
                 self.diverged(f"{self.describe(name)} weights became non-finite")

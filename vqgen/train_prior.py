@@ -19,9 +19,20 @@ from torch import Tensor
 
 from vqgen import checkpoint, distributed, metrics, plots, rundir
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, load_config, to_dict
+from vqgen.data import load_data, mni152
+from vqgen.data.augment import augment_slices
 from vqgen.errors import CheckpointError, UsageError
-from vqgen.inference import LN2, CodeSet, condition_input, nll_bits, resolve_device, split_codes
+from vqgen.inference import (
+    LN2,
+    CodeSet,
+    condition_input,
+    encode,
+    nll_bits,
+    resolve_device,
+    split_codes,
+)
 from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.vqvae import VQVAE
 from vqgen.train import Batch, Nets, Stage, fit
 
 
@@ -43,7 +54,7 @@ def check_condition(condition: str, codes: CodeSet, source: str) -> None:
         raise UsageError(f"--condition slice needs slice positions; {source} lacks some")
 
 
-def prior_step(nets: Nets, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
+def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order."""
     codes, labels, positions = batch
     prior = nets["model"]
@@ -51,6 +62,44 @@ def prior_step(nets: Nets, batch: Batch) -> tuple[dict[str, Tensor], dict[str, f
     logits = prior(codes, condition_input(condition, labels, positions))
     loss = F.cross_entropy(logits.float(), codes)
     return {"model": loss}, {"loss": loss.item(), "bits": loss.item() / LN2}
+
+
+def training_codes(
+    run_dir: Path, vqvae: VQVAE, data: DataConfig, copies: int, vqvae_hash: str
+) -> CodeSet:
+    """The train split's code grids and those of `copies` more versions of it: for mni152
+    fresh virtual subjects of the train seed stream, else the train slices under small
+    random affine and intensity changes (and left-right flips, except for a plain folder),
+    encoded by the VQ-VAE. Kept in run/codes while made by this VQ-VAE."""
+    codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
+    if not copies:
+        return codes
+    path = run_dir / "codes" / f"train-augmented-{copies}.safetensors"
+    if path.is_file() and checkpoint.load_tensor_meta(path).get("vqvae_sha256") == vqvae_hash:
+        extra = checkpoint.load_tensors(path)
+    else:
+        train = load_data(data, "train")
+        sets = []
+        for copy in range(copies):
+            if data.kind == "mni152":
+                n = len(set(train.subjects))
+                fresh = mni152.fresh_train_subjects(n, copy * n, data.size, data.seed)
+                sets.append((fresh.images, fresh.labels, fresh.positions))
+            else:
+                images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
+                sets.append((images, train.labels, train.positions))
+        extra = {
+            "codes": torch.cat([encode(vqvae, images) for images, _, _ in sets]),
+            "labels": torch.cat([labels for _, labels, _ in sets]),
+            "positions": torch.cat([positions for _, _, positions in sets]),
+        }
+        checkpoint.save_tensors(path, extra, {"vqvae_sha256": vqvae_hash, "copies": copies})
+    return CodeSet(
+        torch.cat([codes.codes, extra["codes"].to(codes.codes.dtype)]),
+        torch.cat([codes.labels, extra["labels"]]),
+        torch.cat([codes.positions, extra["positions"]]),
+        codes.label_names,
+    )
 
 
 def resumed_prior_config(run_dir: Path, vqvae_hash: str) -> PriorConfig:
@@ -90,17 +139,19 @@ def _train(
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
-        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
     if resume:
         cfg = resumed_prior_config(run_dir, vqvae_hash)
     else:  # the codebook, grid and labels are the VQ-VAE's and the data's
+        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         cfg = replace(
             prior,
             codebook_size=vqvae.cfg.codebook_size,
             grid=vqvae.cfg.grid,
             num_labels=len(train_codes.label_names),
         )
+    with distributed.main_first():
+        train_codes = training_codes(run_dir, vqvae, data, cfg.augment, vqvae_hash)
     check_condition(cfg.condition, train_codes, data.source)
     baselines = {
         "uniform": metrics.uniform_bits(cfg.codebook_size),

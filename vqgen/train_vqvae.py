@@ -21,6 +21,7 @@ from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, load_config, to_d
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
+from vqgen.models.discriminator import PatchDiscriminator
 from vqgen.models.vqvae import VQVAE
 from vqgen.train import Batch, Nets, Stage, fit
 
@@ -38,14 +39,56 @@ class VQVAEResult:
     seconds: float
 
 
-def vqvae_step(nets: Nets, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Reconstruction MSE plus the quantizer's codebook/commitment loss."""
+def vqvae_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Reconstruction MSE (+ L1) plus the quantizer's codebook/commitment loss; with a
+    discriminator in `nets`, from `disc_start` on also the adversarial loss and its own."""
     images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
+    vqvae = distributed.unwrap(nets["model"])
+    cfg = vqvae.cfg
     recon, q = nets["model"](images)
-    mse = F.mse_loss(recon.float(), images)
-    loss = mse + q.loss
+    recon = recon.float()
+    mse = F.mse_loss(recon, images)
+    reconstruction = mse + cfg.l1_weight * F.l1_loss(recon, images) if cfg.l1_weight else mse
+    loss = reconstruction + q.loss
     scalars = {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
-    return {"model": loss}, scalars
+    if "disc" not in nets or step < cfg.disc_start:
+        return {"model": loss}, scalars
+    return adversarial_losses(nets, images, recon, loss, reconstruction, scalars)
+
+
+def adversarial_losses(
+    nets: Nets,
+    images: Tensor,
+    recon: Tensor,
+    loss: Tensor,
+    reconstruction: Tensor,
+    scalars: dict[str, float],
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """VQGAN's hinge losses (Esser et al. 2021, eq. 7): the VQ-VAE adds -D(recon), weighted by
+    disc_weight x |grad rec| / |grad gan| at the decoder's last layer; D learns
+    relu(1 - D(real)) + relu(1 + D(recon)).
+
+    The VQ-VAE's term goes through the unwrapped discriminator: that backward updates only
+    the VQ-VAE, and DDP would wait for the discriminator's gradients.
+    """
+    vqvae = distributed.unwrap(nets["model"])
+    generator = -distributed.unwrap(nets["disc"])(recon).mean()
+    weight = vqvae.cfg.disc_weight * adaptive_weight(
+        reconstruction, generator, vqvae.decoder.net[-1].weight
+    )
+    real, fake = nets["disc"](torch.cat([images, recon.detach()])).float().chunk(2)
+    disc = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    scalars |= {"gan": generator.item(), "gan_weight": weight.item(), "disc": disc.item()}
+    return {"model": loss + weight * generator, "disc": disc}, scalars
+
+
+def adaptive_weight(reconstruction: Tensor, generator: Tensor, last: Tensor) -> Tensor:
+    """The ratio of the two losses' gradient norms at `last` (VQGAN's lambda), in [0, 1e4]
+    and detached: the adversarial term pulls as hard as the reconstruction, whatever the
+    scale of the discriminator's logits."""
+    grad_rec = torch.autograd.grad(reconstruction, last, retain_graph=True)[0]
+    grad_gan = torch.autograd.grad(generator, last, retain_graph=True)[0]
+    return (grad_rec.norm() / (grad_gan.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 
 def reconstruction_metrics(model: VQVAE, dataset: SliceDataset) -> dict[str, float]:
@@ -136,6 +179,10 @@ def _train(
     torch.manual_seed(train.seed)  # the initial weights too
     # NHWC weights and inputs: 15-35% faster training on the CPU (bench/RESULTS.md)
     model = VQVAE(model_cfg).to(memory_format=torch.channels_last)
+    helpers: dict[str, torch.nn.Module] = {}
+    if model_cfg.adversarial:
+        disc = PatchDiscriminator(model_cfg.disc_channels, model_cfg.disc_layers)
+        helpers["disc"] = disc.to(memory_format=torch.channels_last)
     stage = Stage(
         name="vqvae",
         model=model,
@@ -146,6 +193,7 @@ def _train(
         higher_is_better=True,
         meta={"model": to_dict(model_cfg), "data": to_dict(data)},
         after_epoch=lambda m: write_figures(m, val_set, run_dir),
+        helpers=helpers,
     )
     start = time.perf_counter()
     result = fit(stage, train, run_dir, device, resume)

@@ -36,6 +36,7 @@ TISSUES = ("t1", "gm", "wm")
 MASK_THRESHOLD = 0.2  # brain = scaled T1 above this, as in nilearn's load_mni152_brain_mask
 MARGIN = 4  # voxels of background kept around the brain when cropping the template
 VENTRICLES_MNI = np.array([0.0, -15.0, 12.0], np.float32)  # centre of the lateral ventricles
+FRESH_SUBJECTS = 100_000  # numbers of the extra train subjects start here (fresh_train_subjects)
 GENERATOR_VERSION = 2  # bump when the generator changes, so cached slices are rebuilt
 
 
@@ -185,9 +186,22 @@ def subject(rng: np.random.Generator, n_slices: int, size: int) -> tuple[np.ndar
 def load(root: Path | None, split: str, size: int, seed: int, strict: bool) -> SliceDataset:
     """SUBJECTS[split] virtual subjects of SLICES slices each. `root` and `strict` are unused:
     the template ships with nilearn."""
+    return _subjects(split, range(SUBJECTS[split]), size, seed)
+
+
+def fresh_train_subjects(count: int, first: int, size: int, seed: int) -> SliceDataset:
+    """`count` more virtual subjects of the train split's seed stream, numbered from
+    FRESH_SUBJECTS + `first`: never one of the train split's own subjects, and never one of
+    validate's or test's, which come from other streams."""
+    return _subjects(
+        "train", range(FRESH_SUBJECTS + first, FRESH_SUBJECTS + first + count), size, seed
+    )
+
+
+def _subjects(split: str, numbers: range, size: int, seed: int) -> SliceDataset:
     index = SPLITS.index(split)
     slices, positions, subjects, paths = [], [], [], []
-    for s in range(SUBJECTS[split]):
+    for s in numbers:
         rng = np.random.default_rng(np.random.SeedSequence([seed, index, s]))
         images, pos, z_mm = subject(rng, SLICES, size)
         name = f"mni152-{split}-{s:03d}"

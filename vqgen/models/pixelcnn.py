@@ -74,9 +74,19 @@ class GatedBlock(nn.Module):
         mask: "A" for the first layer (current position hidden), "B" for the others.
         conditional: whether a (B, C) condition embedding is added inside the gates.
         positions: channels P of the positional embedding (P, h, w) added inside the gates.
+        dropout: probability of zeroing a gated horizontal feature in training (none in eval,
+            so sampling is deterministic given its random draws).
     """
 
-    def __init__(self, channels: int, kernel: int, mask: str, conditional: bool, positions: int):
+    def __init__(
+        self,
+        channels: int,
+        kernel: int,
+        mask: str,
+        conditional: bool,
+        positions: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         assert mask in ("A", "B"), mask
         self.pad = kernel // 2
@@ -91,6 +101,7 @@ class GatedBlock(nn.Module):
         self.h_conv = MaskedConv2d(channels, c2, (1, self.pad + 1), h_mask)
         self.v_to_h = nn.Conv2d(c2, c2, 1)
         self.h_out = nn.Conv2d(channels, channels, 1)
+        self.dropout = nn.Dropout(dropout)
         self.cond = nn.Linear(channels, 2 * c2) if conditional else None
         self.pos = nn.Conv2d(positions, 2 * c2, 1, bias=False)
         self.residual = mask == "B"  # with mask A the input at (i, j) must not reach (i, j)
@@ -121,7 +132,7 @@ class GatedBlock(nn.Module):
         from_v: the vertical term from `vertical`, (B, 2C, h, w); bh: gate bias, (B or 1, 2C, h, w).
         """
         pre = self.h_conv(h_padded) + from_v + bh
-        out = self.h_out(gate(pre))
+        out = self.h_out(self.dropout(gate(pre)))
         return out + h_padded[..., self.pad :] if self.residual else out
 
     def horizontal_step(self, window: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
@@ -132,7 +143,7 @@ class GatedBlock(nn.Module):
         """
         pre = F.linear(window.flatten(1), self.h_conv.masked_weight.flatten(1), self.h_conv.bias)
         pre = pre + from_v + bh
-        out = F.linear(gate(pre), self.h_out.weight.flatten(1), self.h_out.bias)
+        out = F.linear(self.dropout(gate(pre)), self.h_out.weight.flatten(1), self.h_out.bias)
         return out + window[:, :, -1] if self.residual else out
 
     def forward(
@@ -175,7 +186,9 @@ class GatedPixelCNN(nn.Module):
         # small like GPT-2's position embedding: the prior starts close to translation-equivariant
         self.pos = nn.Parameter(0.02 * torch.randn(1, POSITION_CHANNELS, cfg.grid, cfg.grid))
         self.blocks = nn.ModuleList(
-            GatedBlock(C, cfg.kernel, "A" if i == 0 else "B", conditional, POSITION_CHANNELS)
+            GatedBlock(
+                C, cfg.kernel, "A" if i == 0 else "B", conditional, POSITION_CHANNELS, cfg.dropout
+            )
             for i in range(cfg.layers)
         )
         # applied over the channels of each position: (..., C) -> (..., K)
