@@ -227,7 +227,7 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
     from vqgen import schedule
 
     monkeypatch.setattr(
-        schedule.TimeBudget, "fitted_total", lambda self, step, total: 12 if step == 4 else None
+        schedule.TimeBudget, "fitted_total", lambda self, step: 12 if step == 4 else None
     )
     cfg = train_cfg(epochs=None, max_minutes=10.0)
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), interrupt_at(9))

@@ -20,7 +20,7 @@ from vqgen.data import SliceDataset
 from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
 from vqgen.schedule import learning_rate
-from vqgen.train import Stage, fit
+from vqgen.train import OptimizerSettings, Stage, fit
 from vqgen.train_vqvae import reconstruction_metrics, vqvae_step
 
 CPU_DEVICE = torch.device("cpu")
@@ -315,3 +315,35 @@ def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
     for key in a:
         if key.startswith("critic.opt."):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_each_model_takes_its_own_learning_rate_scale(tmp_path):
+    """Stage.optimizer scales a helper's learning rate: at 0 it never moves, while the VQ-VAE
+    trains as usual."""
+    stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1))
+    stage.optimizer = {"critic": OptimizerSettings(lr_scale=0.0, betas=(0.5, 0.9))}
+    critic = copy.deepcopy(stage.helpers["critic"].state_dict())
+    vqvae = copy.deepcopy(stage.model.state_dict())
+    fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
+    for key, value in stage.helpers["critic"].state_dict().items():
+        assert torch.equal(value, critic[key]), key
+    assert any(not torch.equal(v, vqvae[k]) for k, v in stage.model.state_dict().items())
+
+
+def test_a_slow_probe_is_corrected_by_the_next_fit(monkeypatch):
+    """--max-minutes: the plan is fitted after 20 steps and again after 80 and 320, from the
+    rate over all of them, so a slow start does not cut the run short; never past the plan."""
+    from vqgen import schedule
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(schedule.time, "perf_counter", lambda: clock["t"])
+    budget = schedule.TimeBudget(minutes=1.0, start_step=0, plan=700)
+    fits = {}
+    for step in range(1, 400):
+        clock["t"] += 0.5 if step <= 20 else 0.05  # a slow start, then ten times faster
+        fitted = budget.fitted_total(step)
+        if fitted is not None:
+            fits[step] = fitted
+    assert list(fits) == [20, 80, 320]
+    assert fits[20] == 20 + int(0.9 * 50 / 0.5)  # 0.5 s a step over steps 6-20
+    assert fits[20] < fits[80] < fits[320] == 700  # faster after all, up to the plan

@@ -12,7 +12,6 @@ Errors vqgen knows about print as one line and exit with their code (2 usage, 1 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,20 @@ from rich.markup import escape
 from rich.table import Table
 
 import vqgen
+from vqgen.cli_options import (
+    DEFAULT_RUN,
+    DataOpt,
+    DataSeedOpt,
+    DeviceOpt,
+    KindOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    RunOpt,
+    SeedOpt,
+    SizeOpt,
+    StrictOpt,
+    training_options,
+)
 from vqgen.config import (
     EVAL_SAMPLES,
     PRIOR_TRAINING,
@@ -34,7 +47,6 @@ from vqgen.config import (
     SampleConfig,
     TrainConfig,
     VQVAEConfig,
-    with_options,
 )
 from vqgen.errors import Interrupted, VqgenError
 
@@ -46,44 +58,6 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)  # a line printed for a log stays one line
 stderr = Console(stderr=True, soft_wrap=True)
-
-# -- shared options --------------------------------------------------------------------------
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory for checkpoints and outputs.")]
-DataOpt = Annotated[
-    str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
-]
-KindOpt = Annotated[
-    str, typer.Option("--kind", help="Dataset layout: auto, oasis, adni, nifti, folder, mni152.")
-]
-SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
-DataSeedOpt = Annotated[
-    int,
-    typer.Option("--data-seed", help="Seed of subject-level splits and mni152 virtual subjects."),
-]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace the model this run already holds.")
-]
-StrictOpt = Annotated[
-    bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
-]
-DEFAULT_RUN = Path("checkpoints/run")
-
-# The options of TrainConfig that both training verbs take: field -> (type, flag, help).
-TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
-    "epochs": (int | None, "--epochs", "Passes over the train split."),
-    "max_steps": (int | None, "--max-steps", "Stop after N optimiser steps."),
-    "max_minutes": (float | None, "--max-minutes", "Stop after this much training time."),
-    "batch_size": (int, "--batch-size", "Images or code grids per step (global under torchrun)."),
-    "lr": (float, "--lr", "Peak learning rate (AdamW)."),
-    "device": (str, "--device", "auto, cpu or cuda."),
-    "seed": (int, "--seed", "Seed for weights and shuffling."),
-    "workers": (int, "--workers", "DataLoader worker processes."),
-}
 
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -102,73 +76,6 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         return app.command(name)(run)
 
     return register
-
-
-def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the TRAIN_OPTIONS, with `defaults`; it receives them as `train`.
-
-    --epochs shows the stage's default but is None unless given, so that --max-steps or
-    --max-minutes alone set the length of the run (`with_options`).
-    """
-
-    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
-        extra = []
-        for field, (kind, flag, help_) in TRAIN_OPTIONS.items():
-            default = getattr(defaults, field)
-            if field == "epochs":
-                help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
-                default = None
-            option = typer.Option(flag, help=help_)
-            extra.append(
-                inspect.Parameter(
-                    field,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=default,
-                    annotation=Annotated[kind, option],
-                )
-            )
-        own = inspect.signature(fn, eval_str=True)
-        params = [p for p in own.parameters.values() if p.name != "train"]
-        extra.append(
-            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        )
-
-        @functools.wraps(fn)
-        def run(**kwargs: Any) -> None:
-            ctx = kwargs.pop("ctx")
-            if kwargs["resume"]:
-                warn_ignored_on_resume(ctx)
-            given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
-            try:
-                fn(**kwargs, train=with_options(defaults, **given))
-            finally:
-                from vqgen import distributed
-
-                distributed.shutdown()  # leave torchrun's process group, if joined
-
-        run.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in (*params, *extra)}
-        return run
-
-    return decorate
-
-
-RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes"}
-
-
-def warn_ignored_on_resume(ctx: typer.Context) -> None:
-    """--resume continues with the run's own settings: name the options given in vain."""
-    ignored = [
-        "--" + name.replace("_", "-")
-        for name in ctx.params
-        if name not in RESUME_TAKES
-        and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
-    ]
-    if ignored:
-        warnings.warn(
-            f"--resume continues with the run's own settings; ignoring {', '.join(ignored)}",
-            stacklevel=2,
-        )
 
 
 def _version(value: bool) -> None:

@@ -58,26 +58,35 @@ def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
 
 class TimeBudget:
     """--max-minutes: after a few timed steps, the plan is cut to the steps that fit the time
-    left (keeping a tenth for validation); past the limit the run validates and saves."""
+    left (keeping a tenth for validation), and fitted again after 4x, 16x, ... as many steps,
+    from the rate over all of them: a probe slowed by a passing load must not cut the run
+    short for good. Past the limit the run validates and saves."""
 
-    def __init__(self, minutes: float | None, start_step: int) -> None:
+    def __init__(self, minutes: float | None, start_step: int, plan: int) -> None:
         self.seconds = None if minutes is None else 60.0 * minutes
         self.started = self.probe_started = time.perf_counter()
         self.start_step = start_step
+        self.plan = plan  # the steps planned without the budget: never fitted beyond
 
     def spent(self) -> bool:
         return self.seconds is not None and time.perf_counter() - self.started > self.seconds
 
-    def fitted_total(self, step: int, total: int) -> int | None:
-        """The plan that fits, once, at the end of the probe; None at every other step."""
+    def fitted_total(self, step: int) -> int | None:
+        """The plan that fits, at the end of each probe; None at every other step."""
         if self.seconds is None:
             return None
         done = step - self.start_step
         now = time.perf_counter()
         if done == RATE_PROBE_STEPS // 4:
             self.probe_started = now  # the first steps are slow: time the ones after
-        if done != RATE_PROBE_STEPS:
+        if done < RATE_PROBE_STEPS or not _probe_end(done):
             return None
-        per_step = (now - self.probe_started) / (RATE_PROBE_STEPS - RATE_PROBE_STEPS // 4)
+        per_step = (now - self.probe_started) / (done - RATE_PROBE_STEPS // 4)
         fits = step + int(0.9 * (self.seconds - (now - self.started)) / per_step)
-        return max(step, min(total, fits))
+        return max(step, min(self.plan, fits))
+
+
+def _probe_end(done: int) -> bool:
+    """Whether `done` steps is RATE_PROBE_STEPS times a power of 4."""
+    ratio, rest = divmod(done, RATE_PROBE_STEPS)
+    return rest == 0 and ratio & (ratio - 1) == 0 and (ratio.bit_length() - 1) % 2 == 0

@@ -46,6 +46,13 @@ Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (
 StepFn = Callable[[Nets, Batch, int], tuple[dict[str, Tensor], dict[str, float]]]
 
 
+class OptimizerSettings(NamedTuple):
+    """How one model of a stage is optimised, beside the TrainConfig all models share."""
+
+    lr_scale: float = 1.0  # of --lr, at every step of the schedule
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
 @dataclass
 class Stage:
     """What `fit` needs to know about one stage."""
@@ -60,6 +67,9 @@ class Stage:
     meta: dict[str, Any]  # resolved configs, written beside the weights
     after_epoch: Callable[[nn.Module], None] | None = None  # e.g. refresh figures
     helpers: dict[str, nn.Module] = field(default_factory=dict)  # trained beside `model`
+    # per model name: its learning rate as a fraction of --lr, and Adam's betas, e.g. a GAN
+    # discriminator's (0.5, 0.9); a model not named here takes --lr and (0.9, 0.999)
+    optimizer: dict[str, OptimizerSettings] = field(default_factory=dict)
 
     def models(self) -> dict[str, nn.Module]:
         return {"model": self.model, **self.helpers}
@@ -186,7 +196,7 @@ def fit(
         loop.restore()
     elif loop.main:
         loop.log.unlink(missing_ok=True)  # a fresh run starts a fresh log
-    budget = TimeBudget(cfg.max_minutes, loop.state.step)
+    budget = TimeBudget(cfg.max_minutes, loop.state.step, loop.state.total)
     try:
         with StopFlag() as stop, loop.progress:
             while loop.state.step < loop.state.total:
@@ -216,8 +226,16 @@ class Loop:
         self.main = distributed.is_main()  # only rank 0 writes, prints and validates
         self.models = {name: m.to(device) for name, m in stage.models().items()}  # saved
         self.nets = {name: distributed.wrap(m, device) for name, m in self.models.items()}
+        self.settings = {
+            name: stage.optimizer.get(name, OptimizerSettings()) for name in self.models
+        }
         self.optimizers = {
-            name: torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            name: torch.optim.AdamW(
+                m.parameters(),
+                lr=cfg.lr * self.settings[name].lr_scale,
+                betas=self.settings[name].betas,
+                weight_decay=cfg.weight_decay,
+            )
             for name, m in self.models.items()
         }
         self.steps_per_epoch = len(epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, 0))
@@ -266,9 +284,10 @@ class Loop:
     def train_step(self, batch: Batch, budget: TimeBudget, stop: StopFlag) -> Agreed:
         """One optimiser step of every model; each loss updates only its own model."""
         state, cfg = self.state, self.cfg
-        for opt in self.optimizers.values():
+        lr = learning_rate(state.step, state.total, cfg)
+        for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = learning_rate(state.step, state.total, cfg)
+                group["lr"] = lr * self.settings[name].lr_scale
         with self.autocast:
             losses, scalars = self.stage.step(self.nets, batch, state.step)
         for name, loss in losses.items():
@@ -307,7 +326,7 @@ class Loop:
             seen += len(batch[0]) * distributed.world_size()
             for k, v in outcome.scalars.items():
                 self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
-            fitted = budget.fitted_total(state.step, state.total)
+            fitted = budget.fitted_total(state.step)
             if fitted is not None:
                 state.total = state.fitted = distributed.min_int(fitted, self.device)
             if outcome.out_of_time:

@@ -1,0 +1,48 @@
+"""Samples of several runs side by side: the same seed and slice levels, one row per run, and
+a row of real test slices at the nearest levels. Makes the README's 5 vs 30 minutes figure.
+
+    .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
+        --out docs/figures/samples_5_vs_30_min.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from vqgen import checkpoint, plots
+from vqgen.config import DataConfig, SampleConfig, load_config
+from vqgen.data import load_data
+from vqgen.inference import build_condition, draw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--names", nargs="+")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    names = args.names or [str(run) for run in args.runs]
+    cfg = SampleConfig(n=args.n, seed=args.seed)
+    rows, cond = [], None
+    for name, run in zip(names, args.runs, strict=True):
+        vqvae, meta = checkpoint.load_vqvae(run)
+        prior, prior_meta = checkpoint.load_prior(run, vqvae_cfg=vqvae.cfg)
+        cond = build_condition(prior, prior_meta.get("label_names", []), cfg)
+        rows.append((name, draw(vqvae, prior, cond, cfg, "cpu")[0]))
+    test = load_data(load_config(DataConfig, meta["data"], "vqvae.json 'data'"), "test")
+    if cond is not None and cond.is_floating_point():  # a slice prior: real slices at its levels
+        nearest = (test.positions[None, :] - cond[:, None]).abs().argmin(1)
+        rows.append(("real (test)", test.images[nearest]))
+    else:
+        rows.append(("real (test)", test.images[torch.randperm(len(test))[: args.n]]))
+    plots.rows_figure(rows, args.out, f"samples, seed {args.seed}; real test slices below")
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The options several verbs share, and `training_options`, which gives both training verbs
+the TrainConfig options once. `vqgen.cli` holds the verbs."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vqgen.config import TrainConfig, with_options
+
+# -- shared options --------------------------------------------------------------------------
+RunOpt = Annotated[Path, typer.Option("--run", help="Run directory for checkpoints and outputs.")]
+DataOpt = Annotated[
+    str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
+]
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="Dataset layout: auto, oasis, adni, nifti, folder, mni152.")
+]
+SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
+DataSeedOpt = Annotated[
+    int,
+    typer.Option("--data-seed", help="Seed of subject-level splits and mni152 virtual subjects."),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the model this run already holds.")
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
+]
+DEFAULT_RUN = Path("checkpoints/run")
+
+# The options of TrainConfig that both training verbs take: field -> (type, flag, help).
+TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
+    "epochs": (int | None, "--epochs", "Passes over the train split."),
+    "max_steps": (int | None, "--max-steps", "Stop after N optimiser steps."),
+    "max_minutes": (float | None, "--max-minutes", "Stop after this much training time."),
+    "batch_size": (int, "--batch-size", "Images or code grids per step (global under torchrun)."),
+    "lr": (float, "--lr", "Peak learning rate (AdamW)."),
+    "device": (str, "--device", "auto, cpu or cuda."),
+    "seed": (int, "--seed", "Seed for weights and shuffling."),
+    "workers": (int, "--workers", "DataLoader worker processes."),
+}
+
+
+def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the TRAIN_OPTIONS, with `defaults`; it receives them as `train`.
+
+    --epochs shows the stage's default but is None unless given, so that --max-steps or
+    --max-minutes alone set the length of the run (`with_options`).
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        extra = []
+        for field, (kind, flag, help_) in TRAIN_OPTIONS.items():
+            default = getattr(defaults, field)
+            if field == "epochs":
+                help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
+                default = None
+            option = typer.Option(flag, help=help_)
+            extra.append(
+                inspect.Parameter(
+                    field,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=Annotated[kind, option],
+                )
+            )
+        own = inspect.signature(fn, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name != "train"]
+        extra.append(
+            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        )
+
+        @functools.wraps(fn)
+        def run(**kwargs: Any) -> None:
+            ctx = kwargs.pop("ctx")
+            if kwargs["resume"]:
+                warn_ignored_on_resume(ctx)
+            given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
+            try:
+                fn(**kwargs, train=with_options(defaults, **given))
+            finally:
+                from vqgen import distributed
+
+                distributed.shutdown()  # leave torchrun's process group, if joined
+
+        run.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in (*params, *extra)}
+        return run
+
+    return decorate
+
+
+RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes"}
+
+
+def warn_ignored_on_resume(ctx: typer.Context) -> None:
+    """--resume continues with the run's own settings: name the options given in vain."""
+    ignored = [
+        "--" + name.replace("_", "-")
+        for name in ctx.params
+        if name not in RESUME_TAKES
+        and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    ]
+    if ignored:
+        warnings.warn(
+            f"--resume continues with the run's own settings; ignoring {', '.join(ignored)}",
+            stacklevel=2,
+        )
