@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 
 import pytest
 import torch
 from fixtures import assert_one_line_error, run_cli
-from test_training import CPU_DEVICE, TINY, blobs, train_cfg
+from test_training import CPU_DEVICE, TINY, blobs, interrupt_at, train_cfg
 
 from vqgen import checkpoint
 from vqgen.config import DataConfig, to_dict
@@ -88,14 +86,13 @@ def test_adversarial_resume_is_exact(tmp_path):
     whole = adversarial_stage(tmp_path / "a")
     fit(whole, train_cfg(), tmp_path / "a", CPU_DEVICE)
 
-    def interrupted(nets, batch, step, calls={"n": 0}):  # noqa: B006 - a counter across calls
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return vqvae_step(nets, batch, step)
-
     with pytest.raises(Interrupted):
-        fit(adversarial_stage(tmp_path / "b", interrupted), train_cfg(), tmp_path / "b", CPU_DEVICE)
+        fit(
+            adversarial_stage(tmp_path / "b", interrupt_at(3)),
+            train_cfg(),
+            tmp_path / "b",
+            CPU_DEVICE,
+        )
     resumed = adversarial_stage(tmp_path / "b")
     fit(resumed, train_cfg(), tmp_path / "b", CPU_DEVICE, resume=True)
     for name in ("model", "disc"):
