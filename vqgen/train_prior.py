@@ -65,13 +65,12 @@ def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], 
 
 
 def training_codes(
-    run_dir: Path, vqvae: VQVAE, data: DataConfig, copies: int, vqvae_hash: str
+    run_dir: Path, vqvae: VQVAE, data: DataConfig, codes: CodeSet, copies: int, vqvae_hash: str
 ) -> CodeSet:
-    """The train split's code grids and those of `copies` more versions of it: for mni152
-    fresh virtual subjects of the train seed stream, else the train slices under small
+    """The train split's code grids `codes` and those of `copies` more versions of it: for
+    mni152 fresh virtual subjects of the train seed stream, else the train slices under small
     random affine and intensity changes (and left-right flips, except for a plain folder),
     encoded by the VQ-VAE. Kept in run/codes while made by this VQ-VAE."""
-    codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
     if not copies:
         return codes
     path = run_dir / "codes" / f"train-augmented-{copies}.safetensors"
@@ -139,23 +138,23 @@ def _train(
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
     vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
+        split_train = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
     if resume:
         cfg = resumed_prior_config(run_dir, vqvae_hash)
     else:  # the codebook, grid and labels are the VQ-VAE's and the data's
-        train_codes = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
         cfg = replace(
             prior,
             codebook_size=vqvae.cfg.codebook_size,
             grid=vqvae.cfg.grid,
-            num_labels=len(train_codes.label_names),
+            num_labels=len(split_train.label_names),
         )
+    check_condition(cfg.condition, split_train, data.source)
     with distributed.main_first():
-        train_codes = training_codes(run_dir, vqvae, data, cfg.augment, vqvae_hash)
-    check_condition(cfg.condition, train_codes, data.source)
-    baselines = {
+        train_codes = training_codes(run_dir, vqvae, data, split_train, cfg.augment, vqvae_hash)
+    baselines = {  # of the split itself, as `evaluate` reports them
         "uniform": metrics.uniform_bits(cfg.codebook_size),
-        "unigram": metrics.entropy_bits(train_codes.codes.long(), cfg.codebook_size),
+        "unigram": metrics.entropy_bits(split_train.codes.long(), cfg.codebook_size),
     }
     figure = run_dir / "figures" / "prior_curves.png"
     torch.manual_seed(train.seed)  # the initial weights too
