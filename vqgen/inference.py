@@ -98,17 +98,27 @@ class CodeSet(Dataset):
         return self.codes[i].long(), self.labels[i], self.positions[i]
 
 
+def read_codes(path: Path, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | None:
+    """The tensors and metadata of a code file in run/codes, if the VQ-VAE whose SHA-256 is
+    `vqvae_hash` made it; None if it is missing or another VQ-VAE's."""
+    if not path.is_file():
+        return None
+    meta = checkpoint.load_tensor_meta(path)
+    if meta.get("vqvae_sha256") != vqvae_hash:
+        return None
+    return checkpoint.load_tensors(path), meta
+
+
 def split_codes(
     run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
 ) -> CodeSet:
     """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
     `vqvae_hash`), else encoded now and saved there."""
     path = run_dir / "codes" / f"{split}.safetensors"
-    if path.is_file():
-        meta = checkpoint.load_tensor_meta(path)
-        if meta.get("vqvae_sha256") == vqvae_hash:
-            t = checkpoint.load_tensors(path)
-            return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
+    cached = read_codes(path, vqvae_hash)
+    if cached is not None:
+        t, meta = cached
+        return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
     dataset = load_data(data, split)
     codes = CodeSet(
         encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)

@@ -28,6 +28,7 @@ from vqgen.inference import (
     condition_input,
     encode,
     nll_bits,
+    read_codes,
     resolve_device,
     split_codes,
 )
@@ -74,15 +75,16 @@ def training_codes(
     if not copies:
         return codes
     path = run_dir / "codes" / f"train-augmented-{copies}.safetensors"
-    if path.is_file() and checkpoint.load_tensor_meta(path).get("vqvae_sha256") == vqvae_hash:
-        extra = checkpoint.load_tensors(path)
+    cached = read_codes(path, vqvae_hash)
+    if cached is not None:
+        extra = cached[0]
     else:
         train = load_data(data, "train")
+        subjects = len(set(train.subjects))
         sets = []
         for copy in range(copies):
             if data.kind == "mni152":
-                n = len(set(train.subjects))
-                fresh = mni152.fresh_train_subjects(n, copy * n, data.size, data.seed)
+                fresh = mni152.fresh_train_subjects(subjects, copy * subjects, data.size, data.seed)
                 sets.append((fresh.images, fresh.labels, fresh.positions))
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
