@@ -11,7 +11,7 @@ base_run=$1; shift
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 minutes=${MINUTES:-2}
-prior="--channels 32 --layers 8 --condition slice --max-minutes $minutes --seed 0"
+prior="--channels 32 --layers 8 --condition slice --max-minutes $minutes --seed 0"  # the last flag wins
 
 run_setting() {
     local name=$1 flags
@@ -21,6 +21,8 @@ run_setting() {
         augment) flags="--augment 2" ;;
         both) flags="--dropout 0.1 --augment 2" ;;
         augment4) flags="--dropout 0.1 --augment 4" ;;
+        deep) flags="--augment 2 --layers 12" ;;
+        wide) flags="--augment 2 --channels 48" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
     mkdir -p "$work/$name"

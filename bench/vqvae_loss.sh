@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo's VQ-VAE (64 px, K 64, 16x16 grid) trained for the same wall-clock budget with
-# different losses, each scored on the validate split (never test): SSIM, brain SSIM, and the
-# realism of its reconstructions (C2ST, KID, sharpness) beside the real-vs-real floor.
-#   bash bench/vqvae_loss.sh              # all settings, 2 minutes each (about 11 minutes)
+# The demo's first VQ-VAE (64 px, K 64, 16x16 grid) trained for the same wall-clock budget with
+# different losses and capacities (codebook size, grid size, width), each scored on the validate
+# split (never test): SSIM, brain SSIM, and the realism of its reconstructions (C2ST, KID,
+# sharpness) beside the real-vs-real floor.
+#   bash bench/vqvae_loss.sh              # all settings, 2 minutes each (about 22 minutes)
 #   MINUTES=5 bash bench/vqvae_loss.sh adv  # one setting, another budget
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +20,16 @@ run_setting() {
         adv) flags="--l1-weight 1 --adversarial --disc-start 1000 --disc-weight 0.5" ;;
         adv-early) flags="--l1-weight 1 --adversarial --disc-start 300 --disc-weight 0.5" ;;
         adv-strong) flags="--l1-weight 1 --adversarial --disc-start 1000 --disc-weight 1.0" ;;
+        k512) flags="--l1-weight 1 --codebook-size 512" ;;
+        grid32) flags="--l1-weight 1 --downsample 2" ;;
+        hidden128) flags="--l1-weight 1 --hidden 128" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
-    .venv/bin/vqgen train-vqvae --run "$work/$name" $base $flags >/dev/null 2>&1
-    .venv/bin/vqgen evaluate --run "$work/$name" --split validate >/dev/null 2>&1
+    local log="$work/$name.log"
+    if ! { .venv/bin/vqgen train-vqvae --run "$work/$name" $base $flags &&
+        .venv/bin/vqgen evaluate --run "$work/$name" --split validate; } >"$log" 2>&1; then
+        echo "setting $name failed:" >&2; tail -3 "$log" >&2; exit 1
+    fi
     mkdir -p "bench/out/vqvae_loss"
     cp "$work/$name/figures/eval_reconstructions.png" "bench/out/vqvae_loss/$name.png"
     .venv/bin/python - "$work/$name" "$name" <<'PY'
@@ -38,8 +45,8 @@ print(f"| {name} | {steps} | {rec['ssim']['mean']:.3f} | {rec['brain_ssim_mean']
 PY
 }
 
-echo "| loss | steps | SSIM | brain SSIM | sharpness | C2ST | KID | FID |"
+echo "| setting | steps | SSIM | brain SSIM | sharpness | C2ST | KID | FID |"
 echo "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"
-for name in ${@:-mse l1 adv adv-early adv-strong}; do
+for name in ${@:-mse l1 adv adv-early adv-strong k512 grid32 hidden128}; do
     run_setting "$name"
 done

@@ -12,6 +12,7 @@ from vqgen.errors import UsageError
 def test_demo_runs_every_stage_and_times_each_phase(tmp_path, tiny_mni152, monkeypatch):
     monkeypatch.setattr(demo, "REPORT_RESERVE_S", 1.0)
     monkeypatch.setattr(demo, "SETUP_S", 1.0)
+    monkeypatch.setattr(demo, "COPY_S", 0.0)
     monkeypatch.setattr(demo, "MIN_TRAINING_S", 6.0)
     monkeypatch.setattr(demo, "EVAL_SAMPLES", 4)
     monkeypatch.setattr(demo, "DEMO_SAMPLES", 2)
@@ -30,3 +31,10 @@ def test_a_budget_too_small_to_train_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"--minutes 0\.5"):
         demo.run_demo(tmp_path / "demo", minutes=0.5, device="cpu")
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_longer_demo_gives_its_prior_more_fresh_subjects_and_then_dropout():
+    five, thirty = demo.demo_prior(5), demo.demo_prior(30)
+    assert five.augment >= 2 and five.dropout == 0
+    assert thirty.augment > five.augment and thirty.dropout > 0
+    assert demo.setup_seconds(thirty) > demo.setup_seconds(five)

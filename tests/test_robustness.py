@@ -281,7 +281,7 @@ FOREIGN_JSON = {
     "value out of range": (
         "vqvae.json",
         lambda m: m["model"].update(downsample=5),
-        ["'model'", "--downsample must be 4 or 8"],
+        ["'model'", "--downsample must be 2, 4 or 8"],
     ),
     "other format version": (
         "vqvae.json",

@@ -24,7 +24,7 @@ def tiny(kind: str = "ema", downsample: int = 4, size: int = 16) -> VQVAE:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("downsample", "size"), [(4, 16), (8, 16), (8, 32)])
+@pytest.mark.parametrize(("downsample", "size"), [(2, 16), (4, 16), (8, 16), (8, 32)])
 def test_shapes(kind: str, downsample: int, size: int) -> None:
     torch.manual_seed(0)
     model = tiny(kind, downsample, size)

@@ -134,7 +134,7 @@ def train_vqvae_cmd(
     kind: KindOpt = DataConfig.kind,
     size: SizeOpt = VQVAEConfig.size,
     downsample: Annotated[
-        int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (4 or 8).")
+        int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (2, 4 or 8).")
     ] = VQVAEConfig.downsample,
     codebook_size: Annotated[
         int, typer.Option(help="Number of codebook vectors K.")

@@ -59,7 +59,7 @@ class VQVAEConfig:
     size: int = 128
     hidden: int = 64  # channels of the conv trunk
     res_blocks: int = 2
-    downsample: int = 4  # 4 or 8: the code grid is size/downsample on a side
+    downsample: int = 4  # 2, 4 or 8: the code grid is size/downsample on a side
     codebook_size: int = 512
     code_dim: int = 64
     beta: float = 0.25  # weight of the commitment loss
@@ -75,8 +75,8 @@ class VQVAEConfig:
     disc_layers: int = 3  # its stride-2 layers: each patch logit sees 34 (2) or 70 (3) px
 
     def __post_init__(self) -> None:
-        if self.downsample not in (4, 8):
-            raise UsageError(f"--downsample must be 4 or 8, got {self.downsample}")
+        if self.downsample not in (2, 4, 8):
+            raise UsageError(f"--downsample must be 2, 4 or 8, got {self.downsample}")
         positive("--size", self.size)
         if self.size % self.downsample:
             raise UsageError(

@@ -9,7 +9,7 @@ schedule to its share (TrainConfig.max_minutes).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +23,34 @@ from vqgen.sample import sample
 from vqgen.train_prior import train_prior
 from vqgen.train_vqvae import train_vqvae
 
-# 64 px slices, 64 codes and a prior told the slice's level: a 16x16 grid of few codes is what
-# a prior learns in two CPU minutes; at 128 px (32x32 grids of 512 codes) the samples stay
-# shapeless blobs (bench/RESULTS.md, "Demo settings"). An L1 term beside the MSE sharpens the
-# reconstructions a little; 96 fresh virtual subjects lower the prior's validate NLL; the
-# adversarial loss and dropout do not pay for themselves in this budget ("Sharper slices").
+# 64 px slices, 64 codes, 2x downsampling and a prior told the slice's level. A 32x32 grid
+# keeps grey/white contrast and folding that a 16x16 grid averages away: its reconstructions
+# are at the classifier's floor after two minutes, and its samples are told from real far less
+# often, though the prior gets fewer steps to learn the brain's outline (bench/RESULTS.md,
+# "Sharper slices"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower
+# the prior's validate NLL; the adversarial loss does not pay for itself in this budget.
 SIZE = 64
-DEMO_VQVAE = VQVAEConfig(size=SIZE, codebook_size=64, l1_weight=1.0)
-DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice", augment=2)
+DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=64, l1_weight=1.0)
+DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
+MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
+DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
 VQVAE_SHARE = 0.45  # of the training time; the prior gets the rest
-REPORT_RESERVE_S = 35.0  # sampling and the test-split report with its realism metrics (~26 s)
-SETUP_S = 10.0  # train-prior's start: loading the VQ-VAE, fresh subjects, encoding to codes
+REPORT_RESERVE_S = 40.0  # sampling and the test-split report with its realism metrics (~34 s)
+SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
+COPY_S = 4.0  # and for each copy, making its 48 fresh subjects and encoding them
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
 MIN_STAGE_MINUTES = 0.1  # each stage trains at least this long, even past the budget
 DEMO_SAMPLES = 16
 EVAL_SAMPLES = config.EVAL_SAMPLES
+
+
+def demo_prior(minutes: float) -> PriorConfig:
+    """The demo's prior for a budget of `minutes`: the longer it trains, the more fresh virtual
+    subjects it sees (2 train splits' worth at 5 minutes, 12 at 30), and dropout once it would
+    otherwise overfit (bench/RESULTS.md, "5 against 30 minutes")."""
+    copies = max(2, round(minutes / MINUTES_PER_COPY))
+    dropout = 0.1 if minutes >= DROPOUT_FROM_MINUTES else 0.0
+    return replace(DEMO_PRIOR, augment=copies, dropout=dropout)
 
 
 @dataclass
@@ -46,6 +59,11 @@ class DemoResult:
     samples: Path
     report_path: Path
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase
+
+
+def setup_seconds(prior: PriorConfig) -> float:
+    """train-prior's time before its first step: the splits' codes and the fresh subjects'."""
+    return SETUP_S + COPY_S * prior.augment
 
 
 def run_demo(
@@ -57,7 +75,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline on `mni152` within `minutes`, holding the run's lock; returns the
     test-split report. A run directory that holds models needs `overwrite`."""
-    least = REPORT_RESERVE_S + SETUP_S + MIN_TRAINING_S
+    least = REPORT_RESERVE_S + setup_seconds(demo_prior(minutes)) + MIN_TRAINING_S
     if not minutes * 60 >= least:
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
@@ -85,11 +103,13 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     lap("data")
     train = dict(device=device, seed=seed, batch_size=16, lr=2e-3)  # time is the only limit
     # a slow data phase (a busy machine, a cold cache) must not leave a stage no time at all
-    vqvae_minutes = max(VQVAE_SHARE * (minutes_left() - SETUP_S / 60), MIN_STAGE_MINUTES)
+    prior = demo_prior(minutes)
+    setup_minutes = setup_seconds(prior) / 60
+    vqvae_minutes = max(VQVAE_SHARE * (minutes_left() - setup_minutes), MIN_STAGE_MINUTES)
     train_vqvae(data, DEMO_VQVAE, TrainConfig(**train, max_minutes=vqvae_minutes), run_dir)
     lap("vqvae")
-    prior_minutes = max(minutes_left() - SETUP_S / 60, MIN_STAGE_MINUTES)
-    train_prior(run_dir, DEMO_PRIOR, TrainConfig(**train, max_minutes=prior_minutes))
+    prior_minutes = max(minutes_left() - setup_minutes, MIN_STAGE_MINUTES)
+    train_prior(run_dir, prior, TrainConfig(**train, max_minutes=prior_minutes))
     lap("prior")
     sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")

@@ -1,7 +1,7 @@
 """Stage 1: a VQ-VAE that turns (B, 1, S, S) slices into (B, S/f, S/f) grids of codes and back.
 
 The architecture of van den Oord et al., "Neural Discrete Representation Learning"
-(arXiv:1711.00937): strided convolutions down by f = 4 or 8, residual blocks, a 1x1 projection
+(arXiv:1711.00937): strided convolutions down by f = 2, 4 or 8, residual blocks, a 1x1 projection
 to the code dimension, the vector quantizer, and a mirrored decoder with transposed
 convolutions. No normalisation layers, so a slice's codes never depend on the rest of its batch.
 

@@ -1,0 +1,69 @@
+"""The demo pipeline with other settings, scored on the validate split (the test split chooses
+nothing): one table row of reconstruction and sample figures per run.
+
+    .venv/bin/python bench/demo_variants.py RUN [--minutes 5] [key=value ...]
+
+Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
+`prior.` prefix (`prior.layers=12`), or the demo's own constants with a `demo.` prefix
+(`demo.VQVAE_SHARE=0.3`). Run it alone on the machine: the demo's budget is wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from vqgen import demo
+from vqgen.evaluate import evaluate
+
+
+def apply(settings: list[str]) -> None:
+    """Set each key=value on the demo's VQ-VAE config, its prior config or the module."""
+    vqvae, prior = {}, {}
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        if key.startswith("demo."):
+            name = key.removeprefix("demo.")
+            setattr(demo, name, type(getattr(demo, name))(value))
+        elif key.startswith("prior."):
+            name = key.removeprefix("prior.")
+            prior[name] = type(getattr(demo.DEMO_PRIOR, name))(value)
+        else:
+            vqvae[key] = type(getattr(demo.DEMO_VQVAE, key))(value)
+    demo.DEMO_VQVAE = dataclasses.replace(demo.DEMO_VQVAE, **vqvae)
+    demo.DEMO_PRIOR = dataclasses.replace(demo.DEMO_PRIOR, **prior)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("settings", nargs="*", help="key=value")
+    args = parser.parse_args()
+    apply(args.settings)
+    result = demo.run_demo(args.run, args.minutes, overwrite=True)
+    r = evaluate(args.run, "validate", demo.EVAL_SAMPLES)
+    rec, samples, realism = r["reconstruction"], r["samples"], r["realism"]
+    s, c, f = realism["samples"], realism["reconstructions"], realism["floor"]
+    name = " ".join(args.settings) or "the demo"
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    print(f"# {name}: {seconds}")
+    print(
+        "| setting | brain SSIM | recon C2ST | recon KID | recon sharpness | prior NLL | "
+        "sample C2ST | sample KID | sample sharpness | nearest-real SSIM | memorised |"
+    )
+    print(
+        f"| {name} | {rec['brain_ssim_mean']:.3f} | {c['c2st']['accuracy']:.2f} | "
+        f"{c['kid']:.3f} | {c['sharpness']:.2f} | {r['prior']['nll_bits']:.2f} | "
+        f"{s['c2st']['accuracy']:.2f} | {s['kid']:.3f} | {s['sharpness']:.2f} | "
+        f"{samples['nearest_real_ssim']['mean']:.3f} | {samples['memorised']} |"
+    )
+    print(
+        f"floor (real train slices): C2ST {f['c2st']['accuracy']:.2f}, KID {f['kid']:.3f}, "
+        f"sharpness {f['sharpness']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
