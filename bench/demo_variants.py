@@ -2,6 +2,7 @@
 nothing): one table row of reconstruction and sample figures per run.
 
     .venv/bin/python bench/demo_variants.py RUN [--minutes 5] [key=value ...]
+    .venv/bin/python bench/demo_variants.py RUN --score-only   # a run made before
 
 Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
 `prior.` prefix (`prior.layers=12`), or the demo's own constants with a `demo.` prefix
@@ -39,16 +40,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--score-only", action="store_true", help="score RUN as it is")
     parser.add_argument("settings", nargs="*", help="key=value")
     args = parser.parse_args()
     apply(args.settings)
-    result = demo.run_demo(args.run, args.minutes, overwrite=True)
+    seconds = {}
+    if not args.score_only:
+        seconds = demo.run_demo(args.run, args.minutes, overwrite=True).seconds
     r = evaluate(args.run, "validate", demo.EVAL_SAMPLES)
     rec, samples, realism = r["reconstruction"], r["samples"], r["realism"]
     s, c, f = realism["samples"], realism["reconstructions"], realism["floor"]
-    name = " ".join(args.settings) or "the demo"
-    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    print(f"# {name}: {seconds}")
+    name = " ".join(args.settings) or str(args.run)
+    print(f"# {name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     print(
         "| setting | brain SSIM | recon C2ST | recon KID | recon sharpness | prior NLL | "
         "sample C2ST | sample KID | sample sharpness | nearest-real SSIM | memorised |"
