@@ -288,7 +288,11 @@ def evaluate_cmd(
 def demo_cmd(
     run: RunOpt = Path("checkpoints/demo"),
     minutes: Annotated[
-        float, typer.Option(help="Wall-clock budget in minutes for the whole pipeline.")
+        float,
+        typer.Option(
+            help="Wall-clock budget in minutes for the whole pipeline; the longer, the more "
+            "fresh virtual subjects the prior learns from (and dropout from 15 minutes)."
+        ),
     ] = 5.0,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,

@@ -25,10 +25,11 @@ from vqgen.train_vqvae import train_vqvae
 
 # 64 px slices, 64 codes, 2x downsampling and a prior told the slice's level. A 32x32 grid
 # keeps grey/white contrast and folding that a 16x16 grid averages away: its reconstructions
-# are at the classifier's floor after two minutes, and its samples are told from real far less
-# often, though the prior gets fewer steps to learn the brain's outline (bench/RESULTS.md,
-# "Sharper slices"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower
-# the prior's validate NLL; the adversarial loss does not pay for itself in this budget.
+# are at the classifier's floor after two minutes. Its samples are told from real as often as
+# the 16x16 grid's in five minutes, when the prior has had too few steps to learn the brain's
+# outline, and far less often in thirty (bench/RESULTS.md, "Sharper slices: grid and codebook
+# size", "The demo on a 32x32 grid"). An L1 term beside the MSE sharpens a little; fresh virtual
+# subjects lower the prior's validate NLL; the adversarial loss does not pay in this budget.
 SIZE = 64
 DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=64, l1_weight=1.0)
 DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
@@ -47,10 +48,15 @@ EVAL_SAMPLES = config.EVAL_SAMPLES
 def demo_prior(minutes: float) -> PriorConfig:
     """The demo's prior for a budget of `minutes`: the longer it trains, the more fresh virtual
     subjects it sees (2 train splits' worth at 5 minutes, 12 at 30), and dropout once it would
-    otherwise overfit (bench/RESULTS.md, "5 against 30 minutes")."""
+    otherwise overfit (bench/RESULTS.md, "Dropout in the long run", "Against the targets")."""
     copies = max(2, round(minutes / MINUTES_PER_COPY))
     dropout = 0.1 if minutes >= DROPOUT_FROM_MINUTES else 0.0
     return replace(DEMO_PRIOR, augment=copies, dropout=dropout)
+
+
+def setup_seconds(prior: PriorConfig) -> float:
+    """train-prior's time before its first step: the splits' codes and the fresh subjects'."""
+    return SETUP_S + COPY_S * prior.augment
 
 
 @dataclass
@@ -59,11 +65,6 @@ class DemoResult:
     samples: Path
     report_path: Path
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase
-
-
-def setup_seconds(prior: PriorConfig) -> float:
-    """train-prior's time before its first step: the splits' codes and the fresh subjects'."""
-    return SETUP_S + COPY_S * prior.augment
 
 
 def run_demo(
