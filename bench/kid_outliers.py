@@ -51,7 +51,8 @@ def main() -> None:
         print(f"| {drop} | {d['kid']:.3f} ± {d['kid_std']:.3f} | {d['fid']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(samples[farthest[:8]].clamp(0, 1), args.out, nrow=8, padding=2, pad_value=1)
-    print(f"the 8 farthest samples: {args.out}")
+    levels = "" if cond is None else f", conditions {cond[farthest[:8]].tolist()}"
+    print(f"the 8 farthest samples: {args.out}{levels}")
 
 
 if __name__ == "__main__":
