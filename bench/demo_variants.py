@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--score-only", action="store_true", help="score RUN as it is")
     parser.add_argument("settings", nargs="*", help="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options before, between or after the settings
     apply(args.settings)
     seconds = {}
     if not args.score_only:
