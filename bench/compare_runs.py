@@ -32,7 +32,7 @@ def main() -> None:
     for name, run in zip(names, args.runs, strict=True):
         vqvae, meta = checkpoint.load_vqvae(run)
         prior, prior_meta = checkpoint.load_prior(run, vqvae_cfg=vqvae.cfg)
-        cond = build_condition(prior, prior_meta.get("label_names", []), cfg)
+        cond = build_condition(prior, prior_meta, cfg)
         rows.append((name, draw(vqvae, prior, cond, cfg, "cpu")[0]))
     test = load_data(load_config(DataConfig, meta["data"], "vqvae.json 'data'"), "test")
     if cond is not None and cond.is_floating_point():  # a slice prior: real slices at its levels

@@ -30,7 +30,7 @@ def main() -> None:
     vqvae, vqvae_meta = checkpoint.load_vqvae(args.run)
     prior, prior_meta = checkpoint.load_prior(args.run, vqvae_cfg=vqvae.cfg)
     cfg = SampleConfig(n=args.n, seed=0)
-    cond = build_condition(prior, prior_meta.get("label_names", []), cfg)
+    cond = build_condition(prior, prior_meta, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, cpu)
     data = load_config(DataConfig, vqvae_meta.get("data"), "vqvae.json 'data'")
     real, train = load_data(data, "validate"), load_data(data, "train")

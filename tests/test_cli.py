@@ -222,3 +222,25 @@ def test_a_label_prior_is_scored_for_realism_label_by_label(capsys, tmp_path):
         assert {"kid", "sharpness"} <= set(section["floor"])
     assert "### Label AD" in (run / "report.md").read_text()
     assert "label AD, C2ST" in out
+
+
+def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp_path, tiny_mni152):
+    """mni152 slices lie between 0.15 and 0.9 of the brain's height: asked for a level below
+    its train split's, a prior draws black slices, so sampling keeps to the trained range."""
+    from vqgen import checkpoint
+    from vqgen.config import DataConfig, SampleConfig
+    from vqgen.data import load_data
+    from vqgen.inference import build_condition
+
+    run = tmp_path / "run"
+    args = ["--run", run, "--max-steps", "3"]
+    vqvae = ["--data", "mni152", *TINY_VQVAE[:-4], "--batch-size", "4", "--device", "cpu"]
+    assert run_cli(capsys, "train-vqvae", *args, *vqvae)[0] == 0
+    assert run_cli(capsys, "train-prior", *args, "--condition", "slice", *TINY_PRIOR)[0] == 0
+    positions = load_data(DataConfig(source="mni152", size=32), "train").positions
+    prior, meta = checkpoint.load_prior(run)
+    low, high = meta["slice_range"]
+    assert (low, high) == pytest.approx((float(positions.min()), float(positions.max())))
+    assert low > 0.1  # the former fixed range started below the data
+    cond = build_condition(prior, meta, SampleConfig(n=9))
+    assert float(cond.min()) == pytest.approx(low) and float(cond.max()) == pytest.approx(high)

@@ -164,7 +164,7 @@ def _evaluate(
         }
         cfg = SampleConfig(n=n_samples, seed=seed)
         report["samples"], samples, cond = samples_section(
-            vqvae, prior, label_names, cfg, dataset, train_set, figures, dev
+            vqvae, prior, prior_meta, cfg, dataset, train_set, figures, dev
         )
     net = feature_net(train_set, dev)
     realism_of = functools.partial(realism_section, net=net, seed=seed, device=dev)
@@ -188,7 +188,7 @@ def _evaluate(
 def samples_section(
     vqvae: VQVAE,
     prior: GatedPixelCNN,
-    label_names: list[str],
+    prior_meta: dict[str, Any],
     cfg: SampleConfig,
     dataset: SliceDataset,
     train_set: SliceDataset,
@@ -197,8 +197,9 @@ def samples_section(
 ) -> tuple[dict[str, Any], Tensor, Tensor | None]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
     split and the train split (memorisation), per label too, and draw the figure. Returns the
-    section, the samples and their condition."""
-    cond = build_condition(prior, label_names, cfg)
+    section, the samples and their condition. `prior_meta` is the prior's prior.json."""
+    label_names = prior_meta.get("label_names", [])
+    cond = build_condition(prior, prior_meta, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
     section, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)

@@ -165,11 +165,15 @@ def nll_bits(prior: GatedPixelCNN, codes: CodeSet) -> float:
     return total / count / LN2
 
 
-def build_condition(
-    prior: GatedPixelCNN, label_names: list[str], cfg: SampleConfig
-) -> Tensor | None:
+DEFAULT_SLICE_RANGE = (0.1, 0.9)  # for priors saved before prior.json held their "slice_range"
+
+
+def build_condition(prior: GatedPixelCNN, meta: dict, cfg: SampleConfig) -> Tensor | None:
     """The condition tensor for `cfg.n` samples, refusing options the prior was not trained
-    with. Without --label or --slice, samples go through the classes or across the brain."""
+    with. Without --label or --slice, samples go through the classes (`meta` "label_names"),
+    or evenly across the slice positions the prior was trained on (`meta` "slice_range"):
+    asked for a level it never saw, it draws black or near-empty slices."""
+    label_names = meta.get("label_names", [])
     condition = prior.cfg.condition
     if cfg.label is not None and condition != "label":
         raise UsageError(
@@ -190,7 +194,8 @@ def build_condition(
         return torch.full((n,), label_names.index(cfg.label), dtype=torch.long)
     if condition == "slice":
         if cfg.slice_pos is None:
-            return torch.linspace(0.1, 0.9, n)
+            low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
+            return torch.linspace(float(low), float(high), n)
         return torch.full((n,), float(cfg.slice_pos))
     return None
 

@@ -45,7 +45,7 @@ def sample(
 def _sample(run_dir: Path, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:
     vqvae, _ = checkpoint.load_vqvae(run_dir, dev)
     prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
-    cond = build_condition(prior, prior_meta.get("label_names", []), cfg)
+    cond = build_condition(prior, prior_meta, cfg)
     make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
     start = time.perf_counter()
     images, codes = draw(vqvae, prior, cond, cfg, dev)

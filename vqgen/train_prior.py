@@ -55,6 +55,13 @@ def check_condition(condition: str, codes: CodeSet, source: str) -> None:
         raise UsageError(f"--condition slice needs slice positions; {source} lacks some")
 
 
+def slice_range(positions: Tensor) -> list[float] | None:
+    """The lowest and highest slice position of the train split, where it has any: the
+    levels that sampling goes across."""
+    known = positions[~torch.isnan(positions)]
+    return [float(known.min()), float(known.max())] if len(known) else None
+
+
 def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order."""
     codes, labels, positions = batch
@@ -173,6 +180,7 @@ def _train(
             "data": to_dict(data),
             "vqvae_sha256": vqvae_hash,
             "label_names": list(train_codes.label_names),
+            "slice_range": slice_range(split_train.positions),
             "baselines_bits": baselines,
         },
         after_epoch=lambda m: plots.training_curves(
