@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 minutes=${MINUTES:-2}
-base="--size 64 --codebook-size 64 --max-minutes $minutes --seed 0"
+base="--size 64 --codebook-size 64 --max-minutes $minutes --seed 0"  # a setting's flag wins
 
 run_setting() {
     local name=$1 flags

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,7 +169,7 @@ def nll_bits(prior: GatedPixelCNN, codes: CodeSet) -> float:
 DEFAULT_SLICE_RANGE = (0.1, 0.9)  # for priors saved before prior.json held their "slice_range"
 
 
-def build_condition(prior: GatedPixelCNN, meta: dict, cfg: SampleConfig) -> Tensor | None:
+def build_condition(prior: GatedPixelCNN, meta: dict[str, Any], cfg: SampleConfig) -> Tensor | None:
     """The condition tensor for `cfg.n` samples, refusing options the prior was not trained
     with. Without --label or --slice, samples go through the classes (`meta` "label_names"),
     or evenly across the slice positions the prior was trained on (`meta` "slice_range"):
