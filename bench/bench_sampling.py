@@ -2,11 +2,14 @@
 
     python bench/bench_sampling.py                      # 16x16 and 32x32, batch 16
     python bench/bench_sampling.py --grids 16 --full-naive
+    python bench/bench_sampling.py --grids 32 --channels 32 --layers 8 --codebook-size 64 \
+        --attention                                     # the demo's prior, with attention
 
 The prior has random weights (sampling cost does not depend on them): K 512, channels 64,
-10 layers, kernel 3. The naive sampler runs one full forward pass per position, so every
-position costs the same; above --naive-max-grid its time is the mean of --naive-steps
-loop iterations times grid^2 instead of a full run (hours on a 2-core CPU at 32x32).
+10 layers, kernel 3, and no attention layer unless --attention. The naive sampler runs one
+full forward pass per position, so every position costs the same; above --naive-max-grid its
+time is the mean of --naive-steps loop iterations times grid^2 instead of a full run (hours on
+a 2-core CPU at 32x32).
 Where the naive sampler runs in full, the table also says whether both drew the same codes.
 """
 
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--codebook-size", type=int, default=512)
+    parser.add_argument("--attention", action="store_true", help="add the attention layer")
     parser.add_argument("--naive-max-grid", type=int, default=16)
     parser.add_argument("--naive-steps", type=int, default=20)
     parser.add_argument("--full-naive", action="store_true", help="never extrapolate")
@@ -59,14 +63,19 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f}; prior K {args.codebook_size}, "
-        f"channels {args.channels}, layers {args.layers}, kernel 3; batch {args.batch}\n"
+        f"channels {args.channels}, layers {args.layers}, kernel 3, attention {args.attention}; "
+        f"batch {args.batch}\n"
     )
     print("| grid | fast (s/batch) | naive (s/batch) | speed-up | same codes |")
     print("| --- | --- | --- | --- | --- |")
     for g in args.grids:
         torch.manual_seed(0)
         cfg = PriorConfig(
-            codebook_size=args.codebook_size, grid=g, channels=args.channels, layers=args.layers
+            codebook_size=args.codebook_size,
+            grid=g,
+            channels=args.channels,
+            layers=args.layers,
+            attention=args.attention,
         )
         prior = GatedPixelCNN(cfg).eval()
         sample_codes(prior, 2, generator=torch.Generator().manual_seed(0))  # warm-up

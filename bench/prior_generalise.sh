@@ -4,6 +4,8 @@
 # scored on the validate split (never test): validate NLL, samples' realism beside the floor.
 #   bash bench/prior_generalise.sh RUN                  # all settings, 2 minutes each
 #   MINUTES=30 bash bench/prior_generalise.sh RUN both  # one setting, another budget
+#   EXTRA="--augment 6 --dropout 0.1" bash bench/prior_generalise.sh RUN augment attention
+#                                                       # EXTRA's flags win over the settings'
 # RUN is a run holding a VQ-VAE, e.g. one `vqgen demo --run RUN` made; it is not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +25,13 @@ run_setting() {
         augment4) flags="--dropout 0.1 --augment 4" ;;
         deep) flags="--augment 2 --layers 12" ;;
         wide) flags="--augment 2 --channels 48" ;;
+        attention) flags="--augment 2 --attention" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
     mkdir -p "$work/$name"
     cp "$base_run"/vqvae* "$work/$name/"
     local start=$(date +%s.%N)
-    .venv/bin/vqgen train-prior --run "$work/$name" $prior $flags >/dev/null 2>&1
+    .venv/bin/vqgen train-prior --run "$work/$name" $prior $flags ${EXTRA:-} >/dev/null 2>&1
     local took=$(echo "$(date +%s.%N) - $start" | bc)
     .venv/bin/vqgen evaluate --run "$work/$name" --split validate >/dev/null 2>&1
     mkdir -p bench/out/prior_generalise

@@ -12,7 +12,9 @@ from vqgen.sampling import sample_codes, sample_codes_naive
 K, G = 8, 6
 
 
-def tiny_prior(condition: str = "none", kernel: int = 3, dropout: float = 0.0) -> GatedPixelCNN:
+def tiny_prior(
+    condition: str = "none", kernel: int = 3, dropout: float = 0.0, attention: bool = False
+) -> GatedPixelCNN:
     torch.manual_seed(0)
     cfg = PriorConfig(
         codebook_size=K,
@@ -23,6 +25,7 @@ def tiny_prior(condition: str = "none", kernel: int = 3, dropout: float = 0.0) -
         condition=condition,
         num_labels=3,
         dropout=dropout,
+        attention=attention,
     )
     return GatedPixelCNN(cfg).double().eval()
 
@@ -32,19 +35,26 @@ def seeded(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize(
-    "condition,kernel,temperature,top_k,dropout",
+    "condition,kernel,temperature,top_k,dropout,attention",
     [
-        ("none", 3, 1.0, None, 0.0),
-        ("none", 5, 0.7, 3, 0.0),
-        ("label", 3, 1.0, None, 0.0),
-        ("slice", 3, 1.3, 4, 0.0),
-        ("slice", 3, 1.0, None, 0.5),
+        ("none", 3, 1.0, None, 0.0, False),
+        ("none", 5, 0.7, 3, 0.0, False),
+        ("label", 3, 1.0, None, 0.0, False),
+        ("slice", 3, 1.3, 4, 0.0, False),
+        ("slice", 3, 1.0, None, 0.5, False),
+        ("none", 3, 1.0, None, 0.0, True),
+        ("slice", 5, 0.8, 4, 0.5, True),
     ],
 )
 def test_fast_sampler_matches_naive(
-    condition: str, kernel: int, temperature: float, top_k: int | None, dropout: float
+    condition: str,
+    kernel: int,
+    temperature: float,
+    top_k: int | None,
+    dropout: float,
+    attention: bool,
 ) -> None:
-    prior = tiny_prior(condition, kernel, dropout)
+    prior = tiny_prior(condition, kernel, dropout, attention)
     cond = example_cond(condition, 4)
     for seed in range(3):
         kw = dict(cond=cond, temperature=temperature, top_k=top_k)

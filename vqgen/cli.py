@@ -209,6 +209,13 @@ def train_prior_cmd(
             "mni152, else slices under small random affine and intensity changes."
         ),
     ] = PriorConfig.augment,
+    attention: Annotated[
+        bool,
+        typer.Option(
+            help="One causal self-attention layer after the gated blocks: every position "
+            "sees the whole grid drawn so far (--channels a multiple of 16)."
+        ),
+    ] = PriorConfig.attention,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -217,7 +224,12 @@ def train_prior_cmd(
     from vqgen.train_prior import train_prior
 
     prior = PriorConfig(
-        channels=channels, layers=layers, condition=condition, dropout=dropout, augment=augment
+        channels=channels,
+        layers=layers,
+        condition=condition,
+        dropout=dropout,
+        augment=augment,
+        attention=attention,
     )
     result = train_prior(run, prior, train, resume, overwrite)
     if distributed.is_main():  # under torchrun, rank 0 reports

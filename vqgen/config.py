@@ -22,6 +22,7 @@ from vqgen.errors import CheckpointError, UsageError
 
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
+ATTENTION_HEAD_CHANNELS = 16  # channels per head of the prior's attention layer
 
 
 def positive(option: str, value: float) -> None:
@@ -115,6 +116,7 @@ class PriorConfig:
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
     dropout: float = 0.0  # in the gated blocks, while training
+    attention: bool = False  # one causal self-attention layer after the gated blocks
     augment: int = 0  # extra copies of the train split to learn from (train_prior.training_codes)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,11 @@ class PriorConfig:
         at_least("codebook_size", self.codebook_size, 2)
         positive("grid", self.grid)
         at_least("--augment", self.augment, 0)
+        if self.attention and self.channels % ATTENTION_HEAD_CHANNELS:
+            raise UsageError(
+                f"--attention needs --channels a multiple of {ATTENTION_HEAD_CHANNELS}, "
+                f"got {self.channels}"
+            )
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
 

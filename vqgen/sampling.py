@@ -113,8 +113,9 @@ def sample_codes(
     stacks of all layers run on that row alone (they only see rows above); then at each
     position the horizontal stacks (as matrix products) and the head run on a window of
     k//2 + 1 columns. The gate biases (position, condition) are computed once for the whole
-    grid and indexed at row i (vertical) or at (i, j) (horizontal). On a CPU the loop runs on
-    one thread (see `one_cpu_thread`).
+    grid and indexed at row i (vertical) or at (i, j) (horizontal). An attention layer keeps
+    the keys and values of the positions drawn so far. On a CPU the loop runs on one thread
+    (see `one_cpu_thread`).
     """
     assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
     device = _device(prior, device)
@@ -145,6 +146,11 @@ def _cached_raster_loop(
     # v_in[l]: input of layer l's vertical stack, padded p rows above and p columns each side;
     # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
     v_in = [torch.zeros(n, C, g + p, g + 2 * p, dtype=dtype, device=device) for _ in blocks]
+    attention = prior.attention
+    if attention is not None:  # keys and values of every position drawn so far
+        cache = (attention.heads, g * g, C // attention.heads)
+        keys = torch.zeros(n, *cache, dtype=dtype, device=device)
+        values = torch.zeros_like(keys)
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
     for i in range(g):
         from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
@@ -163,6 +169,8 @@ def _cached_raster_loop(
                 h = block.horizontal_step(window, from_v[layer][j], bh[i, j])
                 if layer + 1 < len(blocks):
                     h_in[layer + 1][:, :, p + j] = h
+            if attention is not None:
+                h = attention.step(h, keys, values, i * g + j)
             code = pick_codes(prior.out(h), temperature, top_k, generator)  # from (n, K) logits
             codes[:, i, j] = code
             v_in[0][:, :, i + p, p + j] = prior.embedding(code)
