@@ -23,6 +23,8 @@ run_setting() {
         k512) flags="--l1-weight 1 --codebook-size 512" ;;
         grid32) flags="--l1-weight 1 --downsample 2" ;;
         hidden128) flags="--l1-weight 1 --hidden 128" ;;
+        grid32-h32) flags="--l1-weight 1 --downsample 2 --hidden 32" ;;
+        grid32-b32) flags="--l1-weight 1 --downsample 2 --batch-size 32" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
     local log="$work/$name.log"
