@@ -20,9 +20,10 @@ which a translation-equivariant stack cannot.
 
 With PriorConfig.attention, one causal self-attention layer follows the last gated block
 (PixelSNAIL, Chen et al. 2018; VQ-VAE-2, Razavi et al. 2019): the gated stacks see only a few
-rows up and across, the attention layer sees every earlier position, which is what the brain's
-outline needs. The horizontal-stack features at (i, j) depend only on codes before (i, j), so
-attending to every position up to and including (i, j) in raster order keeps the prior causal.
+rows up and across, the attention layer sees every earlier position, for coherence across the
+whole slice (in the demo's budgets it does not pay: bench/RESULTS.md). The horizontal-stack
+features at (i, j) depend only on codes before (i, j), so attending to every position up to and
+including (i, j) in raster order keeps the prior causal.
 
 The blocks also expose `vertical` on pre-padded rows and `horizontal_step` on one position,
 and the attention layer `step` on one position with its keys and values cached, so that
