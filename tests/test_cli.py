@@ -43,6 +43,11 @@ def test_evaluate_rejects_unknown_split(capsys, tmp_path):
     assert_one_line_error(code, err, 2, "--split", "holdout")
 
 
+def test_evaluate_rejects_a_negative_temperature(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", "--run", tmp_path, "--temperature", "-0.5")
+    assert_one_line_error(code, err, 2, "--temperature", "-0.5")
+
+
 def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
     """`python -m vqgen` is the same program, with the same error contract."""
     proc = subprocess.run(
@@ -160,6 +165,22 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
         assert code == 0, err
         grids.append((run / f"k1-{seed}" / "grid.png").read_bytes())
     assert grids[0] == grids[1]
+
+    # evaluate draws its samples the same way, and says how it drew them
+    drawn = []
+    for seed in ("1", "2"):
+        out = run / f"eval-k1-{seed}" / "report.json"
+        args = ["--n-samples", "8", "--temperature", "0.5", "--top-k", "1", "--seed", seed]
+        code, stdout, err = run_cli(
+            capsys, "evaluate", "--run", run, *args, "--out", out, "--device", "cpu"
+        )
+        assert code == 0, err
+        samples = json.loads(out.read_text())["samples"]
+        assert (samples["temperature"], samples["top_k"]) == (0.5, 1)
+        drawn.append((samples["nearest_real_ssim"], samples["diversity_pairwise_ssim"]))
+        assert "at temperature 0.5, top-k 1" in out.with_suffix(".md").read_text()
+    assert drawn[0] == drawn[1]
+    assert "at temperature 0.5, top-k 1" in stdout
 
     # a label the prior was not trained with is refused in one line
     code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD")

@@ -36,6 +36,8 @@ from vqgen.cli_options import (
     SeedOpt,
     SizeOpt,
     StrictOpt,
+    TemperatureOpt,
+    TopKOpt,
     training_options,
 )
 from vqgen.config import (
@@ -245,12 +247,8 @@ def train_prior_cmd(
 def sample_cmd(
     run: RunOpt = DEFAULT_RUN,
     n: Annotated[int, typer.Option("--n", help="Number of slices to generate.")] = SampleConfig.n,
-    temperature: Annotated[
-        float, typer.Option(help="Softmax temperature of the prior; 0 takes the likeliest code.")
-    ] = SampleConfig.temperature,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", help="Draw only from the K likeliest codes.")
-    ] = SampleConfig.top_k,
+    temperature: TemperatureOpt = SampleConfig.temperature,
+    top_k: TopKOpt = SampleConfig.top_k,
     label: Annotated[
         str | None, typer.Option(help="Class for a label-conditioned prior.")
     ] = SampleConfig.label,
@@ -280,15 +278,18 @@ def evaluate_cmd(
     n_samples: Annotated[
         int, typer.Option(help="Samples drawn for realism and diversity.")
     ] = EVAL_SAMPLES,
+    temperature: TemperatureOpt = SampleConfig.temperature,
+    top_k: TopKOpt = SampleConfig.top_k,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
-    """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report."""
+    """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
+    The samples are drawn as `sample` draws them, at --temperature and --top-k."""
     from vqgen.evaluate import evaluate
     from vqgen.report_text import report_table
 
-    report = evaluate(run, split, n_samples, out, device, seed)
+    report = evaluate(run, split, n_samples, out, device, seed, temperature, top_k)
     console.print(report_table(report))
     written = escape(str(out or run / "report.json"))
     console.print(

@@ -38,6 +38,16 @@ OverwriteOpt = Annotated[
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
 ]
+TemperatureOpt = Annotated[
+    float,
+    typer.Option(
+        "--temperature",
+        help="Softmax temperature of the prior; below 1 draws likelier codes, 0 the likeliest.",
+    ),
+]
+TopKOpt = Annotated[
+    int | None, typer.Option("--top-k", help="Draw only from the K likeliest codes.")
+]
 DEFAULT_RUN = Path("checkpoints/run")
 
 # The options of TrainConfig that both training verbs take: field -> (type, flag, help).

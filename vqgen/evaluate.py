@@ -110,8 +110,11 @@ def evaluate(
     out: Path | None = None,
     device: str = "auto",
     seed: int = 0,
+    temperature: float = SampleConfig.temperature,
+    top_k: int | None = SampleConfig.top_k,
 ) -> dict[str, Any]:
-    """Score a run on `split`; returns the report that is also written as JSON and Markdown."""
+    """Score a run on `split`; returns the report that is also written as JSON and Markdown.
+    The `n_samples` samples are drawn at `temperature` and `top_k`, as `sample` draws them."""
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
     if n_samples < 2:
@@ -120,15 +123,16 @@ def evaluate(
         raise UsageError(
             f"--out {out}: the report is JSON, name it *.json (the .md goes beside it)"
         )
+    sampling = SampleConfig(n=n_samples, temperature=temperature, top_k=top_k, seed=seed)
     checkpoint.check_run_dir(run_dir)
     out = out or run_dir / "report.json"
     make_output_dir(out.parent, "--out")  # before the slow part
     with rundir.lock(run_dir, "evaluate"):
-        return _evaluate(run_dir, split, n_samples, out, resolve_device(device), seed)
+        return _evaluate(run_dir, split, sampling, out, resolve_device(device))
 
 
 def _evaluate(
-    run_dir: Path, split: str, n_samples: int, out: Path, dev: torch.device, seed: int
+    run_dir: Path, split: str, sampling: SampleConfig, out: Path, dev: torch.device
 ) -> dict[str, Any]:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
@@ -162,12 +166,11 @@ def _evaluate(
             "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
             "condition": prior.cfg.condition,
         }
-        cfg = SampleConfig(n=n_samples, seed=seed)
         report["samples"], samples, cond = samples_section(
-            vqvae, prior, prior_meta, cfg, dataset, train_set, figures, dev
+            vqvae, prior, prior_meta, sampling, dataset, train_set, figures, dev
         )
     net = feature_net(train_set, dev)
-    realism_of = functools.partial(realism_section, net=net, seed=seed, device=dev)
+    realism_of = functools.partial(realism_section, net=net, seed=sampling.seed, device=dev)
     report["realism"] = realism_of(recon, samples, dataset, train_set, figures=figures)
     if prior is not None and prior.cfg.condition == "label":  # the same, class by class
         report["realism"]["per_label"] = {
@@ -203,6 +206,7 @@ def samples_section(
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
     section, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
+    section |= {"temperature": cfg.temperature, "top_k": cfg.top_k}
     if prior.cfg.condition == "label":
         section["per_label"] = {
             name: sample_report(

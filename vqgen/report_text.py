@@ -45,6 +45,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "## Samples",
             "",
+            f"Drawn {sampling_text(s)}.",
+            "",
             "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
             "pairwise SSIM (samples) | pairwise SSIM (real) |",
             "|---|---|---|---|---|---|",
@@ -68,6 +70,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, section in report["realism"].get("per_label", {}).items():
         lines += ["", f"### Label {name}", "", *realism_markdown(section)]
     return "\n".join(lines) + "\n"
+
+
+def sampling_text(samples: dict[str, Any]) -> str:
+    """How the samples were drawn: 'at temperature 0.9, top-k 8'."""
+    text = f"at temperature {samples['temperature']:g}"
+    return text + ("" if samples["top_k"] is None else f", top-k {samples['top_k']}")
 
 
 def realism_markdown(section: dict[str, Any]) -> list[str]:
@@ -107,6 +115,7 @@ def report_table(report: dict[str, Any]) -> Table:
         )
     if "samples" in report:
         s = report["samples"]
+        table.add_row("samples: drawn", sampling_text(s))
         table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
         table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
         table.add_row(
