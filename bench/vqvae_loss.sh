@@ -25,6 +25,9 @@ run_setting() {
         hidden128) flags="--l1-weight 1 --hidden 128" ;;
         grid32-h32) flags="--l1-weight 1 --downsample 2 --hidden 32" ;;
         grid32-b32) flags="--l1-weight 1 --downsample 2 --batch-size 32" ;;
+        grid32-lr1e3) flags="--l1-weight 1 --downsample 2 --lr 1e-3" ;;
+        grid32-lr4e3) flags="--l1-weight 1 --downsample 2 --lr 4e-3" ;;
+        grid32-lr8e3) flags="--l1-weight 1 --downsample 2 --lr 8e-3" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
     local log="$work/$name.log"
