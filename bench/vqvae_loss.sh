@@ -28,6 +28,8 @@ run_setting() {
         grid32-lr1e3) flags="--l1-weight 1 --downsample 2 --lr 1e-3" ;;
         grid32-lr4e3) flags="--l1-weight 1 --downsample 2 --lr 4e-3" ;;
         grid32-lr8e3) flags="--l1-weight 1 --downsample 2 --lr 8e-3" ;;
+        grid32-d8) flags="--l1-weight 1 --downsample 2 --code-dim 8" ;;
+        grid32-d8-k256) flags="--l1-weight 1 --downsample 2 --code-dim 8 --codebook-size 256" ;;
         *) echo "unknown setting $name" >&2; exit 2 ;;
     esac
     local log="$work/$name.log"

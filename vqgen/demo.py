@@ -23,15 +23,16 @@ from vqgen.sample import sample
 from vqgen.train_prior import train_prior
 from vqgen.train_vqvae import train_vqvae
 
-# 64 px slices, 64 codes, 2x downsampling and a prior told the slice's level. A 32x32 grid
-# keeps grey/white contrast and folding that a 16x16 grid averages away: its reconstructions
-# are at the classifier's floor after two minutes. Its samples are told from real as often as
-# the 16x16 grid's in five minutes, when the prior has had too few steps to learn the brain's
-# outline, and far less often in thirty (bench/RESULTS.md, "Sharper slices: grid and codebook
-# size", "The demo on a 32x32 grid"). An L1 term beside the MSE sharpens a little; fresh virtual
-# subjects lower the prior's validate NLL; the adversarial loss does not pay in this budget.
+# 64 px slices, 2x downsampling, 128 codes of 8 dimensions and a prior told the slice's level.
+# A 32x32 grid keeps grey/white contrast and folding that a 16x16 grid averages away; its samples
+# are told from real as often as the 16x16 grid's in five minutes, when the prior has had too few
+# steps to learn the brain's outline, and far less often in thirty (bench/RESULTS.md, "Sharper
+# slices: grid and codebook size", "The demo on a 32x32 grid"). Codes of 8 dimensions instead of
+# 64 are sharper in the same minutes, and cheap enough to double the codebook ("Low-dimensional
+# codes"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower the prior's
+# validate NLL; the adversarial loss does not pay in this budget.
 SIZE = 64
-DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=64, l1_weight=1.0)
+DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8, l1_weight=1.0)
 DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
