@@ -1,8 +1,8 @@
 """Samples of several runs side by side: the same seed and slice levels, one row per run, and
-a row of real test slices at the nearest levels. Makes the README's 5 vs 30 minutes figure.
+a row of real test slices at the nearest levels. Makes the README's figure of budgets.
 
     .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
-        --out docs/figures/samples_5_vs_30_min.png
+        --out docs/figures/samples_by_budget.png
 """
 
 from __future__ import annotations
