@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from vqgen import checkpoint, plots
+from vqgen.conditioning import for_sampling
 from vqgen.config import DataConfig, SampleConfig, load_config
 from vqgen.data import load_data
-from vqgen.inference import build_condition, draw
+from vqgen.inference import draw
+from vqgen.rundir import RunDir
 
 
 def main() -> None:
@@ -30,9 +32,9 @@ def main() -> None:
     cfg = SampleConfig(n=args.n, seed=args.seed)
     rows, cond = [], None
     for name, run in zip(names, args.runs, strict=True):
-        vqvae, meta = checkpoint.load_vqvae(run)
-        prior, prior_meta = checkpoint.load_prior(run, vqvae_cfg=vqvae.cfg)
-        cond = build_condition(prior, prior_meta, cfg)
+        vqvae, meta = checkpoint.load_vqvae(RunDir(run))
+        prior, prior_meta = checkpoint.load_prior(RunDir(run), vqvae_cfg=vqvae.cfg)
+        cond = for_sampling(prior.cfg, prior_meta, cfg)
         rows.append((name, draw(vqvae, prior, cond, cfg, "cpu")[0]))
     test = load_data(load_config(DataConfig, meta["data"], "vqvae.json 'data'"), "test")
     if cond is not None and cond.is_floating_point():  # a slice prior: real slices at its levels

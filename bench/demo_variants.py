@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from vqgen import demo
+from vqgen.config import EvalConfig
 from vqgen.evaluate import evaluate
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     seconds = {}
     if not args.score_only:
         seconds = demo.run_demo(args.run, args.minutes, overwrite=True).seconds
-    r = evaluate(args.run, "validate", demo.EVAL_SAMPLES)
+    r = evaluate(args.run, EvalConfig("validate", demo.EVAL_SAMPLES))
     rec, samples, realism = r["reconstruction"], r["samples"], r["realism"]
     s, c, f = realism["samples"], realism["reconstructions"], realism["floor"]
     name = " ".join(args.settings) or str(args.run)

@@ -12,6 +12,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from vqgen.config import EvalConfig
 from vqgen.evaluate import evaluate
 
 MEASURES = ("kid", "fid", "precision", "recall", "density", "coverage", "sharpness")
@@ -25,7 +26,8 @@ def main() -> None:
     values: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            report = evaluate(args.run, out=Path(tmp) / f"report-{seed}.json", seed=seed)
+            out = Path(tmp) / f"report-{seed}.json"
+            report = evaluate(args.run, EvalConfig(seed=seed), out)
             for name, section in report["realism"].items():
                 if name == "ms_ssim":
                     for set_name, value in section.items():

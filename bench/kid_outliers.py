@@ -14,10 +14,12 @@ import torch
 from torchvision.utils import save_image
 
 from vqgen import checkpoint, realism
+from vqgen.conditioning import for_sampling
 from vqgen.config import DataConfig, SampleConfig, load_config
 from vqgen.data import load_data
 from vqgen.evaluate import feature_net
-from vqgen.inference import build_condition, draw
+from vqgen.inference import draw
+from vqgen.rundir import RunDir
 
 
 def main() -> None:
@@ -27,10 +29,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/out/kid_outliers.png"))
     args = parser.parse_args()
     cpu = torch.device("cpu")
-    vqvae, vqvae_meta = checkpoint.load_vqvae(args.run)
-    prior, prior_meta = checkpoint.load_prior(args.run, vqvae_cfg=vqvae.cfg)
+    vqvae, vqvae_meta = checkpoint.load_vqvae(RunDir(args.run))
+    prior, prior_meta = checkpoint.load_prior(RunDir(args.run), vqvae_cfg=vqvae.cfg)
     cfg = SampleConfig(n=args.n, seed=0)
-    cond = build_condition(prior, prior_meta, cfg)
+    cond = for_sampling(prior.cfg, prior_meta, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, cpu)
     data = load_config(DataConfig, vqvae_meta.get("data"), "vqvae.json 'data'")
     real, train = load_data(data, "validate"), load_data(data, "train")

@@ -15,12 +15,13 @@ from vqgen import checkpoint, metrics
 from vqgen.config import DataConfig, load_config
 from vqgen.data import load_data
 from vqgen.inference import reconstruct
+from vqgen.rundir import RunDir
 
 
 def main() -> None:
     run = Path(sys.argv[1])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 48
-    vqvae, meta = checkpoint.load_vqvae(run)
+    vqvae, meta = checkpoint.load_vqvae(RunDir(run))
     data = load_config(DataConfig, meta.get("data"), f"{run}/vqvae.json 'data'")
     validate, test = load_data(data, "validate").images, load_data(data, "test").images
     pick = torch.randperm(len(validate), generator=torch.Generator().manual_seed(0))[:n]

@@ -14,7 +14,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from vqgen.config import EVAL_SAMPLES
+from vqgen.config import EVAL_SAMPLES, EvalConfig
 from vqgen.evaluate import evaluate
 
 OUT = Path(__file__).parent / "out" / "temperature"
@@ -35,15 +35,8 @@ def main() -> None:
         temperature, _, k = setting.partition(",")
         top_k = int(k) if k else None
         out = OUT / f"{args.run.name}_{setting}"
-        r = evaluate(
-            args.run,
-            "validate",
-            EVAL_SAMPLES,
-            out / "report.json",
-            seed=args.seed,
-            temperature=float(temperature),
-            top_k=top_k,
-        )
+        cfg = EvalConfig("validate", EVAL_SAMPLES, float(temperature), top_k, args.seed)
+        r = evaluate(args.run, cfg, out / "report.json")
         shutil.copy(args.run / "figures" / "eval_samples_nearest.png", out / "nearest.png")
         s, real = r["samples"], r["realism"]
         c, f = real["samples"], real["floor"]

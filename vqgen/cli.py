@@ -45,9 +45,11 @@ from vqgen.config import (
     PRIOR_TRAINING,
     VQVAE_TRAINING,
     DataConfig,
+    EvalConfig,
     PriorConfig,
     SampleConfig,
     TrainConfig,
+    VQLossConfig,
     VQVAEConfig,
 )
 from vqgen.errors import Interrupted, VqgenError
@@ -151,16 +153,16 @@ def train_vqvae_cmd(
     ] = VQVAEConfig.quantizer,
     l1_weight: Annotated[
         float, typer.Option(help="Weight of an L1 reconstruction term beside the MSE.")
-    ] = VQVAEConfig.l1_weight,
+    ] = VQLossConfig.l1_weight,
     adversarial: Annotated[
         bool, typer.Option(help="Add a PatchGAN discriminator's loss (VQGAN).")
-    ] = VQVAEConfig.adversarial,
+    ] = VQLossConfig.adversarial,
     disc_start: Annotated[
         int, typer.Option(help="Steps of pure reconstruction before the discriminator joins.")
-    ] = VQVAEConfig.disc_start,
+    ] = VQLossConfig.disc_start,
     disc_weight: Annotated[
         float, typer.Option(help="Weight of the adversarial loss, times the adaptive weight.")
-    ] = VQVAEConfig.disc_weight,
+    ] = VQLossConfig.disc_weight,
     data_seed: DataSeedOpt = DataConfig.seed,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -178,13 +180,10 @@ def train_vqvae_cmd(
         code_dim=code_dim,
         beta=beta,
         quantizer=quantizer,
-        l1_weight=l1_weight,
-        adversarial=adversarial,
-        disc_start=disc_start,
-        disc_weight=disc_weight,
     )
+    loss = VQLossConfig(l1_weight, adversarial, disc_start, disc_weight)
     data_cfg = DataConfig(data, kind, size, data_seed, strict)
-    result = train_vqvae(data_cfg, model, train, run, resume, overwrite)
+    result = train_vqvae(data_cfg, model, train, run, resume, overwrite, loss)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "
@@ -288,13 +287,14 @@ def evaluate_cmd(
     The samples are drawn as `sample` draws them, at --temperature and --top-k."""
     from vqgen.evaluate import evaluate
     from vqgen.report_text import report_table
+    from vqgen.rundir import RunDir
 
-    report = evaluate(run, split, n_samples, out, device, seed, temperature, top_k)
+    cfg = EvalConfig(split, n_samples, temperature=temperature, top_k=top_k, seed=seed)
+    report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
-    written = escape(str(out or run / "report.json"))
-    console.print(
-        f"report written to {written} (and .md), figures in {escape(str(run / 'figures'))}"
-    )
+    written = escape(str(out or RunDir(run).report))
+    figures = escape(str(RunDir(run).figures))
+    console.print(f"report written to {written} (and .md), figures in {figures}")
 
 
 @command("demo")

@@ -22,6 +22,7 @@ from vqgen.errors import CheckpointError, UsageError
 
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
+PRIOR_KINDS = ("gated_pixelcnn",)  # vqgen.models.PRIORS builds each
 ATTENTION_HEAD_CHANNELS = 16  # channels per head of the prior's attention layer
 
 
@@ -67,13 +68,6 @@ class VQVAEConfig:
     quantizer: str = "ema"  # "st": codebook loss; "ema": moving-average codebook updates
     decay: float = 0.99  # EMA decay
     dead_code_threshold: float = 1.0  # codes used fewer times than this (EMA, per batch) restart
-    # the loss beside the MSE: an L1 term, and a PatchGAN adversary as in VQGAN
-    l1_weight: float = 0.0
-    adversarial: bool = False
-    disc_start: int = 0  # steps of pure reconstruction before the discriminator joins in
-    disc_weight: float = 0.5  # times the adaptive weight (reconstruction / GAN gradient norm)
-    disc_channels: int = 32  # channels of the discriminator's first layer
-    disc_layers: int = 3  # its stride-2 layers: each patch logit sees 34 (2) or 70 (3) px
 
     def __post_init__(self) -> None:
         if self.downsample not in (2, 4, 8):
@@ -92,11 +86,6 @@ class VQVAEConfig:
         if not 0 <= self.decay < 1:
             raise UsageError(f"decay must lie in [0, 1), got {self.decay}")
         at_least("dead_code_threshold", self.dead_code_threshold, 0)
-        at_least("--l1-weight", self.l1_weight, 0)
-        at_least("--disc-start", self.disc_start, 0)
-        at_least("--disc-weight", self.disc_weight, 0)
-        positive("disc_channels", self.disc_channels)
-        at_least("disc_layers", self.disc_layers, 1)
 
     @property
     def grid(self) -> int:
@@ -105,9 +94,30 @@ class VQVAEConfig:
 
 
 @dataclass
-class PriorConfig:
-    """Stage 2: gated PixelCNN over code grids."""
+class VQLossConfig:
+    """Stage 1's loss beside the MSE and the quantizer's: an L1 term, and a PatchGAN adversary
+    as in VQGAN (vqgen.losses). The "loss" section of vqvae.json."""
 
+    l1_weight: float = 0.0
+    adversarial: bool = False
+    disc_start: int = 0  # steps of pure reconstruction before the discriminator joins in
+    disc_weight: float = 0.5  # times the adaptive weight (reconstruction / GAN gradient norm)
+    disc_channels: int = 32  # channels of the discriminator's first layer
+    disc_layers: int = 3  # its stride-2 layers: each patch logit sees 34 (2) or 70 (3) px
+
+    def __post_init__(self) -> None:
+        at_least("--l1-weight", self.l1_weight, 0)
+        at_least("--disc-start", self.disc_start, 0)
+        at_least("--disc-weight", self.disc_weight, 0)
+        positive("disc_channels", self.disc_channels)
+        at_least("disc_layers", self.disc_layers, 1)
+
+
+@dataclass
+class PriorConfig:
+    """Stage 2: an autoregressive prior over code grids, of a kind in PRIOR_KINDS."""
+
+    kind: str = "gated_pixelcnn"
     codebook_size: int = 512  # taken from the VQ-VAE by train-prior
     grid: int = 32  # code grid side, taken from the VQ-VAE by train-prior
     channels: int = 64
@@ -120,6 +130,7 @@ class PriorConfig:
     augment: int = 0  # extra copies of the train split to learn from (train_prior.training_codes)
 
     def __post_init__(self) -> None:
+        one_of("prior kind", self.kind, PRIOR_KINDS)
         one_of("--condition", self.condition, CONDITIONS)
         if self.kernel % 2 == 0 or self.kernel < 3:
             raise UsageError(f"prior kernel must be odd and >= 3, got {self.kernel}")
@@ -215,6 +226,37 @@ class SampleConfig:
             at_least("--top-k", self.top_k, 1)
         if self.slice_pos is not None and not 0 <= self.slice_pos <= 1:
             raise UsageError(f"--slice must lie in [0, 1], got {self.slice_pos}")
+
+
+EVAL_SPLITS = ("train", "validate", "test")  # vqgen.data.SPLITS, which config may not import
+
+
+@dataclass
+class EvalConfig:
+    """What `evaluate` scores and how it draws its samples (as `sample` draws them)."""
+
+    split: str = "test"  # the split scored, whole
+    n_samples: int = EVAL_SAMPLES  # samples drawn for realism and diversity
+    temperature: float = SampleConfig.temperature
+    top_k: int | None = SampleConfig.top_k
+    seed: int = 0  # seeds the samples, the C2ST, KID's subsets and the floor's train slices
+
+    def __post_init__(self) -> None:
+        one_of("--split", self.split, EVAL_SPLITS)
+        if self.n_samples < 2:
+            raise UsageError(
+                f"--n-samples must be at least 2 (diversity needs pairs), got {self.n_samples}"
+            )
+        at_least("--temperature", self.temperature, 0)
+        if self.top_k is not None:
+            at_least("--top-k", self.top_k, 1)
+
+    @property
+    def sampling(self) -> SampleConfig:
+        """The SampleConfig the samples are drawn with."""
+        return SampleConfig(
+            n=self.n_samples, temperature=self.temperature, top_k=self.top_k, seed=self.seed
+        )
 
 
 # -- run JSON -> config -----------------------------------------------------------------------

@@ -13,12 +13,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vqgen import config, rundir
-from vqgen.config import DataConfig, PriorConfig, SampleConfig, TrainConfig, VQVAEConfig
+from vqgen import config
+from vqgen.config import (
+    DataConfig,
+    EvalConfig,
+    PriorConfig,
+    SampleConfig,
+    TrainConfig,
+    VQLossConfig,
+    VQVAEConfig,
+)
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
 from vqgen.evaluate import evaluate, feature_net
 from vqgen.inference import resolve_device
+from vqgen.rundir import RunDir
 from vqgen.sample import sample
 from vqgen.train_prior import train_prior
 from vqgen.train_vqvae import train_vqvae
@@ -32,7 +41,8 @@ from vqgen.train_vqvae import train_vqvae
 # codes"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower the prior's
 # validate NLL; the adversarial loss does not pay in this budget.
 SIZE = 64
-DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8, l1_weight=1.0)
+DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8)
+DEMO_LOSS = VQLossConfig(l1_weight=1.0)
 DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
@@ -82,8 +92,9 @@ def run_demo(
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
-    with rundir.lock(run_dir, "demo"):  # the verbs below take it again, as its holder
-        rundir.guard_stage(run_dir, "vqvae", resume=False, overwrite=overwrite)
+    run = RunDir(run_dir)
+    with run.lock("demo"):  # the verbs below take it again, as its holder
+        run.guard_stage("vqvae", resume=False, overwrite=overwrite)
         return _pipeline(run_dir, minutes, device, seed)
 
 
@@ -108,13 +119,14 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     prior = demo_prior(minutes)
     setup_minutes = setup_seconds(prior) / 60
     vqvae_minutes = max(VQVAE_SHARE * (minutes_left() - setup_minutes), MIN_STAGE_MINUTES)
-    train_vqvae(data, DEMO_VQVAE, TrainConfig(**train, max_minutes=vqvae_minutes), run_dir)
+    vqvae_train = TrainConfig(**train, max_minutes=vqvae_minutes)
+    train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS)
     lap("vqvae")
     prior_minutes = max(minutes_left() - setup_minutes, MIN_STAGE_MINUTES)
     train_prior(run_dir, prior, TrainConfig(**train, max_minutes=prior_minutes))
     lap("prior")
     sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")
-    report = evaluate(run_dir, "test", EVAL_SAMPLES, device=device, seed=seed)
+    report = evaluate(run_dir, EvalConfig("test", EVAL_SAMPLES, seed=seed), device=device)
     lap("evaluate")
-    return DemoResult(report, sampled.grid, run_dir / "report.json", seconds)
+    return DemoResult(report, sampled.grid, RunDir(run_dir).report, seconds)

@@ -1,29 +1,31 @@
 """The report: how well a run reconstructs, how it uses its codebook, how good its prior and
 samples are. Everything is computed on one split (test by default), over the whole split.
 
-    report = evaluate(Path("run"), split="test", n_samples=64)
+    report = evaluate(Path("run"), EvalConfig(split="test", n_samples=64))
+    report["samples"]["nearest_real_ssim"]["mean"]   # the sections of vqgen.report
 
-Writes run/report.json, run/report.md and figures under run/figures/.
+Writes run/report.json, run/report.md and figures under run/figures/. A label prior's samples
+and realism are scored class by class too ("per_label"), by one helper, `group_sets`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from vqgen import checkpoint, metrics, plots, realism, rundir
-from vqgen.config import EVAL_SAMPLES, DataConfig, SampleConfig, load_config
+from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
+from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig, load_config
 from vqgen.data import SPLITS, SliceDataset, load_data
 from vqgen.errors import UsageError
 from vqgen.inference import (
     CodeSet,
-    build_condition,
     draw,
     make_output_dir,
     nll_bits,
@@ -31,18 +33,29 @@ from vqgen.inference import (
     resolve_device,
     split_codes,
 )
-from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
+from vqgen.report import (
+    PriorSection,
+    RealismSection,
+    ReconstructionSection,
+    Report,
+    SampleScores,
+    SamplesSection,
+    SetScores,
+    Summary,
+)
 from vqgen.report_text import render_markdown
+from vqgen.rundir import RunDir
 
 MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
 FIGURE_SAMPLES = 8
 FEATURE_STEPS = 500  # the feature net's steps on a 1152-slice train split (~20 s on 2 cores)
 REALISM_MIN_SLICES = 8  # a set smaller than this gives the C2ST nothing to learn from
 MS_SSIM_MIN_SIDE = 44  # realism.ms_ssim_diversity's three scales need this many pixels
+assert EVAL_SPLITS == SPLITS, "EvalConfig checks --split against vqgen.data's splits"
 
 
-def summary(values: np.ndarray) -> dict[str, float]:
+def summary(values: np.ndarray) -> Summary:
     """Mean, std, min, 5th percentile and fraction >= 0.6 of per-image scores."""
     return {
         "mean": float(np.mean(values)),
@@ -55,7 +68,7 @@ def summary(values: np.ndarray) -> dict[str, float]:
 
 def reconstruction_report(
     vqvae: VQVAE, images: Tensor, figures: Path, split: str
-) -> tuple[dict, Tensor, Tensor]:
+) -> tuple[ReconstructionSection, Tensor, Tensor]:
     """Per-image SSIM (scikit-image), brain SSIM, PSNR, MSE, codebook usage; best/median/worst."""
     recon, codes = reconstruct(vqvae, images)
     ssim = metrics.ssim_reference(images, recon)
@@ -74,7 +87,7 @@ def reconstruction_report(
     plots.histogram(
         counts.float(), figures / "eval_code_usage.png", "uses per code", f"{split} split"
     )
-    report = {
+    report: ReconstructionSection = {
         "ssim": summary(ssim),
         "brain_ssim_mean": float(torch.nanmean(brain)),
         "psnr_mean": metrics.finite_mean(metrics.psnr(images, recon)),
@@ -86,13 +99,13 @@ def reconstruction_report(
 
 def sample_report(
     samples: Tensor, split_images: Tensor, train_images: Tensor, seed: int
-) -> tuple[dict[str, Any], Tensor, Tensor]:
+) -> tuple[SampleScores, Tensor, Tensor]:
     """Realism, memorisation and diversity of generated slices, measured with SSIM."""
     real_ssim, real_idx = metrics.nearest_ssim(samples, split_images)
     train_ssim, _ = metrics.nearest_ssim(samples, train_images)
     generator = torch.Generator().manual_seed(seed)
     reference = split_images[torch.randperm(len(split_images), generator=generator)[: len(samples)]]
-    report = {
+    report: SampleScores = {
         "n": len(samples),
         "nearest_real_ssim": {"mean": float(real_ssim.mean()), "std": float(real_ssim.std())},
         "nearest_train_ssim_max": float(train_ssim.max()),
@@ -104,116 +117,138 @@ def sample_report(
 
 
 def evaluate(
-    run_dir: Path,
-    split: str = "test",
-    n_samples: int = EVAL_SAMPLES,
-    out: Path | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    temperature: float = SampleConfig.temperature,
-    top_k: int | None = SampleConfig.top_k,
-) -> dict[str, Any]:
-    """Score a run on `split`; returns the report that is also written as JSON and Markdown.
-    The `n_samples` samples are drawn at `temperature` and `top_k`, as `sample` draws them."""
-    if split not in SPLITS:
-        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got '{split}'")
-    if n_samples < 2:
-        raise UsageError(f"--n-samples must be at least 2 (diversity needs pairs), got {n_samples}")
+    run_dir: Path, cfg: EvalConfig = EvalConfig(), out: Path | None = None, device: str = "auto"
+) -> Report:
+    """Score a run on `cfg.split`; returns the report that is also written as JSON (to `out`,
+    default run/report.json) and Markdown beside it. The `cfg.n_samples` samples are drawn at
+    `cfg.temperature` and `cfg.top_k`, as `sample` draws them."""
     if out is not None and out.suffix != ".json":
         raise UsageError(
             f"--out {out}: the report is JSON, name it *.json (the .md goes beside it)"
         )
-    sampling = SampleConfig(n=n_samples, temperature=temperature, top_k=top_k, seed=seed)
-    checkpoint.check_run_dir(run_dir)
-    out = out or run_dir / "report.json"
+    run = RunDir(run_dir).check_exists()
+    out = out or run.report
     make_output_dir(out.parent, "--out")  # before the slow part
-    with rundir.lock(run_dir, "evaluate"):
-        return _evaluate(run_dir, split, sampling, out, resolve_device(device))
+    with run.lock("evaluate"):
+        return _evaluate(run, cfg, out, resolve_device(device))
 
 
-def _evaluate(
-    run_dir: Path, split: str, sampling: SampleConfig, out: Path, dev: torch.device
-) -> dict[str, Any]:
-    vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, dev)
-    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
-    prior = None  # a run without a prior is scored on reconstruction only
-    if (run_dir / "prior.json").is_file():  # loaded first: a bad prior fails before any output
-        prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
-    dataset = load_data(data, split)
-    figures = run_dir / "figures"
-    report: dict[str, Any] = {
-        "run": str(run_dir),
-        "split": split,
+def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Report:
+    """Load the run, score it section by section, write report.json and report.md."""
+    vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
+    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
+    prior, prior_meta = None, {}  # a run without a prior is scored on reconstruction only
+    if run.has("prior"):  # loaded first: a bad prior fails before any output
+        prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
+    dataset = load_data(data, cfg.split)
+    figures = run.figures
+    report: Report = {
+        "run": str(run),
+        "split": cfg.split,
         "data": data.source,
         "kind": data.kind,
         "images": len(dataset),
     }
     report["reconstruction"], codes, recon = reconstruction_report(
-        vqvae, dataset.images, figures, split
+        vqvae, dataset.images, figures, cfg.split
     )
-    train_set, samples = load_data(data, "train"), None
+    train_set, samples, cond, groups = load_data(data, "train"), None, None, []
     if prior is not None:
-        label_names = prior_meta.get("label_names", [])
-        split_set = CodeSet(
-            codes.to(torch.int16), dataset.labels, dataset.positions, tuple(label_names)
-        )
-        train_codes = split_codes(
-            run_dir, "train", vqvae, data, checkpoint.sha256(run_dir / "vqvae.safetensors")
-        )
-        report["prior"] = {
-            "nll_bits": nll_bits(prior, split_set),
-            "uniform_bits": metrics.uniform_bits(prior.cfg.codebook_size),
-            "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
-            "condition": prior.cfg.condition,
-        }
+        report["prior"] = prior_section(run, vqvae, data, prior, prior_meta, codes, dataset)
         report["samples"], samples, cond = samples_section(
-            vqvae, prior, prior_meta, sampling, dataset, train_set, figures, dev
+            vqvae, prior, prior_meta, cfg.sampling, dataset, train_set, figures, dev
         )
-    net = feature_net(train_set, dev)
-    realism_of = functools.partial(realism_section, net=net, seed=sampling.seed, device=dev)
-    report["realism"] = realism_of(recon, samples, dataset, train_set, figures=figures)
-    if prior is not None and prior.cfg.condition == "label":  # the same, class by class
-        report["realism"]["per_label"] = {
-            name: realism_of(
-                recon[dataset.labels == i],
-                samples[cond == i],
-                dataset.subset(dataset.labels == i),
-                train_set.subset(train_set.labels == i),
-            )
-            for i, name in enumerate(label_names)
-        }
-    checkpoint.write_json(out, report)
-    markdown = render_markdown(report)
-    checkpoint.atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
+        groups = prior_groups(prior, prior_meta)
+    report["realism"] = realism_report(
+        recon, samples, cond, dataset, train_set, groups, cfg.seed, dev, figures
+    )
+    fileio.write_json(out, report)
+    fileio.write_text(out.with_suffix(".md"), render_markdown(report))
     return report
+
+
+def prior_section(
+    run: RunDir,
+    vqvae: VQVAE,
+    data: DataConfig,
+    prior: nn.Module,
+    prior_meta: dict[str, Any],
+    codes: Tensor,
+    dataset: SliceDataset,
+) -> PriorSection:
+    """The prior's NLL on the split's `codes`, beside what a uniform prior and the train
+    split's code histogram pay: a prior that learned nothing scores near those."""
+    label_names = tuple(prior_meta.get("label_names", []))
+    split_set = CodeSet(codes.to(torch.int16), dataset.labels, dataset.positions, label_names)
+    train_codes = split_codes(run, "train", vqvae, data, fileio.sha256(run.weights("vqvae")))
+    return {
+        "nll_bits": nll_bits(prior, split_set),
+        "uniform_bits": metrics.uniform_bits(prior.cfg.codebook_size),
+        "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
+        "condition": prior.cfg.condition,
+    }
+
+
+def prior_groups(prior: nn.Module, prior_meta: dict[str, Any]) -> list[conditioning.Group]:
+    """The groups scored one by one: the classes of a label prior (prior.json's names), else
+    none."""
+    return conditioning.groups(prior.cfg.condition, prior_meta.get("label_names", []))
+
+
+class GroupSets(NamedTuple):
+    """One group's share of what evaluate scores."""
+
+    name: str
+    in_split: Tensor  # (N,) bool: which of the split's slices are the group's
+    samples: Tensor  # the samples drawn with the group's condition
+    split: SliceDataset  # the split's slices of the group
+    train: SliceDataset  # the train split's slices of the group
+
+
+def group_sets(
+    groups: list[conditioning.Group],
+    samples: Tensor,
+    cond: Tensor,
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+) -> Iterator[GroupSets]:
+    """Per group, its samples (by their condition `cond`), split slices and train slices:
+    the per-label sections score these as the whole sections score all."""
+    for group in groups:
+        in_split = group.mask(dataset.labels)
+        yield GroupSets(
+            group.name,
+            in_split,
+            samples[group.mask(cond)],
+            dataset.subset(in_split),
+            train_set.subset(group.mask(train_set.labels)),
+        )
 
 
 def samples_section(
     vqvae: VQVAE,
-    prior: GatedPixelCNN,
+    prior: nn.Module,
     prior_meta: dict[str, Any],
     cfg: SampleConfig,
     dataset: SliceDataset,
     train_set: SliceDataset,
     figures: Path,
     device: torch.device,
-) -> tuple[dict[str, Any], Tensor, Tensor | None]:
+) -> tuple[SamplesSection, Tensor, Tensor | None]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
     split and the train split (memorisation), per label too, and draw the figure. Returns the
     section, the samples and their condition. `prior_meta` is the prior's prior.json."""
-    label_names = prior_meta.get("label_names", [])
-    cond = build_condition(prior, prior_meta, cfg)
+    cond = conditioning.for_sampling(prior.cfg, prior_meta, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
-    section, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
-    section |= {"temperature": cfg.temperature, "top_k": cfg.top_k}
-    if prior.cfg.condition == "label":
+    scores, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
+    section: SamplesSection = {**scores, "temperature": cfg.temperature, "top_k": cfg.top_k}
+    groups = prior_groups(prior, prior_meta)
+    if groups:  # a group needs 2 samples and 2 real slices for its pairwise SSIM
         section["per_label"] = {
-            name: sample_report(
-                samples[cond == i], images[dataset.labels == i], train_images, cfg.seed
-            )[0]
-            for i, name in enumerate(label_names)
-            if (cond == i).sum() >= 2 and (dataset.labels == i).sum() >= 2
+            group.name: sample_report(group.samples, group.split.images, train_images, cfg.seed)[0]
+            for group in group_sets(groups, samples, cond, dataset, train_set)
+            if len(group.samples) >= 2 and len(group.split) >= 2
         }
     # evenly spread, so that a slice-conditioned prior shows levels from bottom to top
     shown = np.linspace(0, cfg.n - 1, min(FIGURE_SAMPLES, cfg.n)).round().astype(int).tolist()
@@ -223,6 +258,31 @@ def samples_section(
         "SSIM to nearest real: " + "  ".join(f"{real_ssim[i]:.2f}" for i in shown),
     )
     return section, samples, cond
+
+
+def realism_report(
+    recon: Tensor,
+    samples: Tensor | None,
+    cond: Tensor | None,
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+    groups: list[conditioning.Group],
+    seed: int,
+    device: torch.device,
+    figures: Path,
+) -> RealismSection:
+    """The realism section of the whole split (with the spectrum figure), then of each group
+    under "per_label": every group, skipped where it has too few slices."""
+    net = feature_net(train_set, device)
+    realism_of = functools.partial(realism_section, net=net, seed=seed, device=device)
+    section = realism_of(recon, samples, dataset, train_set, figures=figures)
+    if groups:
+        assert samples is not None and cond is not None, "groups come with a prior's samples"
+        section["per_label"] = {
+            group.name: realism_of(recon[group.in_split], group.samples, group.split, group.train)
+            for group in group_sets(groups, samples, cond, dataset, train_set)
+        }
+    return section
 
 
 def feature_net(train_set: SliceDataset, device: torch.device | str = "cpu") -> realism.FeatureNet:
@@ -243,7 +303,7 @@ def realism_section(
     seed: int,
     device: torch.device,
     figures: Path | None = None,
-) -> dict[str, Any]:
+) -> RealismSection:
     """Can reconstructions and samples be told from the split's real slices? C2ST, KID, FID,
     precision/recall/density/coverage (features of a net trained on the train split), the
     sharpness ratio and MS-SSIM diversity (vqgen.realism), each beside its floor: the same
@@ -262,7 +322,7 @@ def realism_section(
     floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
     real_features = realism.extract_features(net, real, device)
 
-    def score(images: Tensor, image_groups: list[str] | None) -> dict[str, Any]:
+    def score(images: Tensor, image_groups: list[str] | None) -> SetScores:
         c2st = realism.c2st(real, groups, images, image_groups, seed, device=device)
         features = realism.extract_features(net, images, device)
         return {
@@ -274,7 +334,7 @@ def realism_section(
     sets = {"reconstructions": (recon, groups), "floor": (floor, floor_groups)}
     if samples is not None:
         sets = {"samples": (samples, None), **sets}
-    section: dict[str, Any] = {name: score(*pair) for name, pair in sets.items()}
+    section: RealismSection = {name: score(*pair) for name, pair in sets.items()}
     if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, (x, _) in sets.items()}
         section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}

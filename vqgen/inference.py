@@ -11,21 +11,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vqgen import checkpoint
+from vqgen import conditioning, fileio
 from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import load_data
 from vqgen.errors import UsageError
-from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
 from vqgen.sampling import sample_codes
 
 LN2 = math.log(2)
@@ -56,7 +55,7 @@ def make_output_dir(folder: Path, option: str) -> None:
 def write_png(image: Tensor, path: Path) -> None:
     """One (1,H,W) image in [0,1] as an 8-bit grey PNG, written atomically."""
     pixels = (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    checkpoint.atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    fileio.atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
 # -- stage 1: images <-> codes ----------------------------------------------------------------
@@ -104,18 +103,18 @@ def read_codes(path: Path, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | 
     `vqvae_hash` made it; None if it is missing or another VQ-VAE's."""
     if not path.is_file():
         return None
-    meta = checkpoint.load_tensor_meta(path)
+    meta = fileio.load_tensor_meta(path)
     if meta.get("vqvae_sha256") != vqvae_hash:
         return None
-    return checkpoint.load_tensors(path), meta
+    return fileio.load_tensors(path), meta
 
 
 def split_codes(
-    run_dir: Path, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
+    run: RunDir, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
 ) -> CodeSet:
     """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
     `vqvae_hash`), else encoded now and saved there."""
-    path = run_dir / "codes" / f"{split}.safetensors"
+    path = run.codes(split)
     cached = read_codes(path, vqvae_hash)
     if cached is not None:
         t, meta = cached
@@ -131,31 +130,22 @@ def split_codes(
         "label_names": list(codes.label_names),
         "subjects": list(dataset.subjects),
     }
-    checkpoint.save_tensors(path, tensors, meta)
+    fileio.save_tensors(path, tensors, meta)
     return codes
 
 
 # -- stage 2: the prior -----------------------------------------------------------------------
 
 
-def condition_input(condition: str, labels: Tensor, positions: Tensor) -> Tensor | None:
-    """The prior's condition for a batch: labels, slice positions, or nothing."""
-    if condition == "label":
-        return labels
-    if condition == "slice":
-        return positions
-    return None
-
-
 @torch.no_grad()
-def nll_bits(prior: GatedPixelCNN, codes: CodeSet) -> float:
+def nll_bits(prior: nn.Module, codes: CodeSet) -> float:
     """Mean negative log-likelihood in bits per code over a whole split."""
     prior.eval()
     device = next(prior.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(codes), BATCH):
         grids = codes.codes[i : i + BATCH].long().to(device)
-        cond = condition_input(
+        cond = conditioning.from_batch(
             prior.cfg.condition,
             codes.labels[i : i + BATCH].to(device),
             codes.positions[i : i + BATCH].to(device),
@@ -166,44 +156,9 @@ def nll_bits(prior: GatedPixelCNN, codes: CodeSet) -> float:
     return total / count / LN2
 
 
-DEFAULT_SLICE_RANGE = (0.1, 0.9)  # for priors saved before prior.json held their "slice_range"
-
-
-def build_condition(prior: GatedPixelCNN, meta: dict[str, Any], cfg: SampleConfig) -> Tensor | None:
-    """The condition tensor for `cfg.n` samples, refusing options the prior was not trained
-    with. Without --label or --slice, samples go through the classes (`meta` "label_names"),
-    or evenly across the slice positions the prior was trained on (`meta` "slice_range"):
-    asked for a level it never saw, it draws black or near-empty slices."""
-    label_names = meta.get("label_names", [])
-    condition = prior.cfg.condition
-    if cfg.label is not None and condition != "label":
-        raise UsageError(
-            f"--label {cfg.label}: this prior was trained with --condition {condition}"
-        )
-    if cfg.slice_pos is not None and condition != "slice":
-        raise UsageError(
-            f"--slice {cfg.slice_pos}: this prior was trained with --condition {condition}"
-        )
-    n = cfg.n
-    if condition == "label":
-        if cfg.label is None:
-            return torch.arange(n) % len(label_names)
-        if cfg.label not in label_names:
-            raise UsageError(
-                f"--label {cfg.label} is unknown; this prior knows {', '.join(label_names)}"
-            )
-        return torch.full((n,), label_names.index(cfg.label), dtype=torch.long)
-    if condition == "slice":
-        if cfg.slice_pos is None:
-            low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
-            return torch.linspace(float(low), float(high), n)
-        return torch.full((n,), float(cfg.slice_pos))
-    return None
-
-
 @torch.no_grad()
 def draw(
-    vqvae: VQVAE, prior: GatedPixelCNN, cond: Tensor | None, cfg: SampleConfig, device
+    vqvae: VQVAE, prior: nn.Module, cond: Tensor | None, cfg: SampleConfig, device
 ) -> tuple[Tensor, Tensor]:
     """`cfg.n` decoded samples in [0,1] (on the CPU) and their code grids, seeded."""
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

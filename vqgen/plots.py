@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from vqgen.checkpoint import atomic_write
+from vqgen.fileio import atomic_write
 
 
 def _save(fig: plt.Figure, out: Path) -> Path:

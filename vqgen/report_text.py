@@ -1,16 +1,17 @@
 """The report as people read it: Markdown for report.md and the table `vqgen evaluate` and
-`vqgen demo` print. Reads the report dict of vqgen.evaluate; computes nothing.
+`vqgen demo` print. Reads the report of vqgen.evaluate, typed as in vqgen.report; computes
+nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from rich.table import Table
 
+from vqgen.report import RealismSection, Report, SamplesSection, SetScores
 
-def render_markdown(report: dict[str, Any]) -> str:
+
+def render_markdown(report: Report) -> str:
     """The report as a short Markdown document."""
     rec = report["reconstruction"]
     lines = [
@@ -72,13 +73,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sampling_text(samples: dict[str, Any]) -> str:
+def sampling_text(samples: SamplesSection) -> str:
     """How the samples were drawn: 'at temperature 0.9, top-k 8'."""
     text = f"at temperature {samples['temperature']:g}"
     return text + ("" if samples["top_k"] is None else f", top-k {samples['top_k']}")
 
 
-def realism_markdown(section: dict[str, Any]) -> list[str]:
+def realism_markdown(section: RealismSection) -> list[str]:
     """A realism section as a Markdown table."""
     rows = realism_rows(section)
     sets = rows[0][1].split(" / ")
@@ -89,7 +90,7 @@ def realism_markdown(section: dict[str, Any]) -> list[str]:
     ]
 
 
-def report_table(report: dict[str, Any]) -> Table:
+def report_table(report: Report) -> Table:
     """The headline figures of a report, as the CLI prints them."""
     table = Table(
         title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
@@ -131,14 +132,14 @@ def report_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def realism_rows(section: dict[str, Any]) -> list[list[str]]:
+def realism_rows(section: RealismSection) -> list[list[str]]:
     """The realism section as rows: a header (measure, then the sets: samples if any,
     reconstructions, floor), then one row per measure."""
     if "skipped" in section:
         return [["measure", "-"], ["realism", f"skipped: {section['skipped']}"]]
     sets = [name for name in ("samples", "reconstructions", "floor") if name in section]
 
-    def c2st(s: dict) -> str:
+    def c2st(s: SetScores) -> str:
         c = s["c2st"]
         return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
 

@@ -1,11 +1,24 @@
-"""The run directory as a whole: one writer at a time, and what a training may replace.
+"""The run directory: every path of a run, one writer at a time, and what a training may
+replace.
 
-    with rundir.lock(run_dir, "train-vqvae"):
-        rundir.guard_stage(run_dir, "vqvae", resume=False, overwrite=False)
+    run = RunDir(Path("checkpoints/demo"))
+    run.weights("vqvae")          # checkpoints/demo/vqvae.safetensors
+    run.codes("train")            # checkpoints/demo/codes/train.safetensors
+    with run.training("prior", resume=False, overwrite=False):
         ...
 
-Every verb that writes a run directory holds its lock; training a stage into a run that holds
-one needs --resume or --overwrite.
+Every module asks a RunDir for the paths it reads and writes; none spells one out. A stage is
+"vqvae" or "prior"; a code level, where a run has more than one, is named by `level`, and the
+run keeps one set of files per level. Every verb that writes a run holds its lock; training a
+stage into a run that holds one needs --resume or --overwrite.
+
+    <stage>.safetensors / <stage>.json            best weights (what later verbs use)
+    <stage>-last.safetensors / <stage>-last.json  weights and settings of the latest step
+    train_state-<stage>.safetensors               every model's weights and optimiser, the
+                                                  step and the RNG: what --resume restores
+    metrics-<stage>.jsonl                         one JSON object per logged step or epoch
+    codes/<split>[-<level>].safetensors           code grids of a split
+    figures/  samples/  report.json  report.md  .vqgen.lock
 """
 
 from __future__ import annotations
@@ -18,14 +31,144 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from vqgen import distributed
-from vqgen.checkpoint import UMASK
 from vqgen.errors import RunLockedError, UsageError
+from vqgen.fileio import UMASK
 
 LOCK_NAME = ".vqgen.lock"
+TRAIN_HINTS = {"vqvae": "run `vqgen train-vqvae` first", "prior": "run `vqgen train-prior` first"}
 _held: dict[Path, int] = {}  # run directories this process holds, with how deep it holds them
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory and every path in it."""
+
+    root: Path
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    # -- a stage's checkpoints -----------------------------------------------------------------
+
+    def weights(self, stage: str, last: bool = False) -> Path:
+        return self.root / f"{stage}{'-last' if last else ''}.safetensors"
+
+    def meta(self, stage: str, last: bool = False) -> Path:
+        """The JSON that describes `weights(stage, last)`."""
+        return self.root / f"{stage}{'-last' if last else ''}.json"
+
+    def train_state(self, stage: str) -> Path:
+        return self.root / f"train_state-{stage}.safetensors"
+
+    def metrics_log(self, stage: str) -> Path:
+        return self.root / f"metrics-{stage}.jsonl"
+
+    def stage_files(self, stage: str) -> list[Path]:
+        """Every file a stage's training writes into the run directory."""
+        return [
+            self.meta(stage),
+            self.weights(stage),
+            self.meta(stage, last=True),
+            self.weights(stage, last=True),
+            self.train_state(stage),
+            self.metrics_log(stage),
+        ]
+
+    # -- what the verbs make from the models ---------------------------------------------------
+
+    @property
+    def codes_dir(self) -> Path:
+        return self.root / "codes"
+
+    def codes(self, split: str, level: str | None = None) -> Path:
+        """A split's code grids (of one level, in a run with several)."""
+        name = split if level is None else f"{split}-{level}"
+        return self.codes_dir / f"{name}.safetensors"
+
+    def augmented_codes(self, copies: int, level: str | None = None) -> Path:
+        """The code grids of `copies` extra versions of the train split."""
+        return self.codes(f"train-augmented-{copies}", level)
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
+    # -- the directory as a whole --------------------------------------------------------------
+
+    def check_exists(self) -> RunDir:
+        """This run, if its folder exists; one line naming it when it does not."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"run directory {self} is a file, not a folder")
+        if not self.root.is_dir():
+            raise UsageError(
+                f"run directory {self} does not exist; run `vqgen train-vqvae --run {self}` first"
+            )
+        return self
+
+    def has(self, stage: str) -> bool:
+        """Whether the run holds a trained `stage`."""
+        return self.meta(stage).is_file()
+
+    def missing(self, stage: str, last: bool = False) -> UsageError:
+        """The error for a stage the run does not hold, with the verb that makes it."""
+        return UsageError(
+            f"{self} has no {stage} checkpoint ({self.meta(stage, last).name} missing); "
+            f"{TRAIN_HINTS[stage]}"
+        )
+
+    @contextlib.contextmanager
+    def lock(self, verb: str, enabled: bool = True) -> Iterator[None]:
+        """Hold the run directory's lock while `verb` writes into it; see `_lock`."""
+        with _lock(self, verb, enabled):
+            yield
+
+    @contextlib.contextmanager
+    def training(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+        """While a stage trains into the run: rank 0 holds the lock and applies `guard_stage`,
+        and the other ranks wait for it before they read the run."""
+        main = distributed.is_main()
+        with _lock(self, f"train-{stage}", enabled=main):
+            if main:
+                self.guard_stage(stage, resume, overwrite)
+            distributed.barrier()
+            yield
+
+    def guard_stage(self, stage: str, resume: bool, overwrite: bool) -> None:
+        """Refuse to train a stage into a run that already holds one, unless the user said
+        which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior and
+        code grids made from it, which no longer fit)."""
+        existing = [p for p in self.stage_files(stage) if p.exists()]
+        if resume or not existing:
+            return
+        if not overwrite:
+            raise UsageError(
+                f"{self} already holds a {stage} ({existing[0].name}); continue it with "
+                "--resume or replace it with --overwrite"
+            )
+        gone = existing
+        if stage == "vqvae":
+            gone += [p for p in self.stage_files("prior") if p.exists()]
+            shutil.rmtree(self.codes_dir, ignore_errors=True)
+        for p in gone:
+            p.unlink()
+        removed = ", ".join(sorted(p.name for p in gone))
+        warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=2)
 
 
 def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:
@@ -44,7 +187,7 @@ def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:
 
 
 @contextlib.contextmanager
-def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
+def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
     """Hold the run directory's lock while `verb` writes into it.
 
     The lock is an flock on RUN/.vqgen.lock, released by the kernel even when the holder is
@@ -56,6 +199,7 @@ def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    run_dir = run.root
     key = run_dir.resolve()
     if key in _held:  # taken again by its holder
         _held[key] += 1
@@ -66,7 +210,7 @@ def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run {run_dir} is a file, not a folder; choose another --run")
-    path = run_dir / LOCK_NAME
+    path = run.lock_file
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
@@ -95,44 +239,3 @@ def lock(run_dir: Path, verb: str, enabled: bool = True) -> Iterator[None]:
         del _held[key]
         os.ftruncate(fd, 0)  # released cleanly: nothing stale for the next holder
         os.close(fd)
-
-
-@contextlib.contextmanager
-def training(run_dir: Path, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
-    """While a stage trains into `run_dir`: rank 0 holds the lock and applies `guard_stage`,
-    and the other ranks wait for it before they read the run."""
-    main = distributed.is_main()
-    with lock(run_dir, f"train-{stage}", enabled=main):
-        if main:
-            guard_stage(run_dir, stage, resume, overwrite)
-        distributed.barrier()
-        yield
-
-
-def guard_stage(run_dir: Path, stage: str, resume: bool, overwrite: bool) -> None:
-    """Refuse to train a stage into a run that already holds one, unless the user said which:
-    --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior and code
-    grids made from it, which no longer fit)."""
-    existing = [p for p in stage_files(run_dir, stage) if p.exists()]
-    if resume or not existing:
-        return
-    if not overwrite:
-        raise UsageError(
-            f"{run_dir} already holds a {stage} ({existing[0].name}); continue it with --resume "
-            "or replace it with --overwrite"
-        )
-    gone = existing
-    if stage == "vqvae":
-        gone += [p for p in stage_files(run_dir, "prior") if p.exists()]
-        shutil.rmtree(run_dir / "codes", ignore_errors=True)
-    for p in gone:
-        p.unlink()
-    removed = ", ".join(sorted(p.name for p in gone))
-    warnings.warn(f"--overwrite: removed {removed} from {run_dir}", stacklevel=2)
-
-
-def stage_files(run_dir: Path, stage: str) -> list[Path]:
-    """Every file a stage's training writes into the run directory."""
-    names = [f"{stage}.json", f"{stage}.safetensors", f"{stage}-last.json"]
-    names += [f"{stage}-last.safetensors", f"train_state-{stage}.safetensors"]
-    return [run_dir / name for name in (*names, f"metrics-{stage}.jsonl")]

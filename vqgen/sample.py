@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqgen import checkpoint, plots, rundir
+from vqgen import checkpoint, plots
+from vqgen.conditioning import for_sampling
 from vqgen.config import SampleConfig
-from vqgen.inference import build_condition, draw, make_output_dir, resolve_device, write_png
+from vqgen.inference import draw, make_output_dir, resolve_device, write_png
+from vqgen.rundir import RunDir
 
 SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # what `sample` writes, and all it removes
 GRID_NAME = "grid.png"
@@ -37,15 +39,15 @@ def sample(
 ) -> SampleResult:
     """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples),
     replacing the samples an earlier `sample` left there (and only those)."""
-    checkpoint.check_run_dir(run_dir)
-    with rundir.lock(run_dir, "sample"):
-        return _sample(run_dir, cfg, out_dir or run_dir / "samples", resolve_device(device))
+    run = RunDir(run_dir).check_exists()
+    with run.lock("sample"):
+        return _sample(run, cfg, out_dir or run.samples, resolve_device(device))
 
 
-def _sample(run_dir: Path, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:
-    vqvae, _ = checkpoint.load_vqvae(run_dir, dev)
-    prior, prior_meta = checkpoint.load_prior(run_dir, dev, vqvae_cfg=vqvae.cfg)
-    cond = build_condition(prior, prior_meta, cfg)
+def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:
+    vqvae, _ = checkpoint.load_vqvae(run, dev)
+    prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
+    cond = for_sampling(prior.cfg, prior_meta, cfg)
     make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
     start = time.perf_counter()
     images, codes = draw(vqvae, prior, cond, cfg, dev)

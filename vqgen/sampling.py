@@ -1,10 +1,13 @@
-"""Sampling code grids from a gated PixelCNN prior, in raster order.
+"""Sampling code grids from a prior, in raster order.
 
 Two samplers that draw the same codes for the same generator state:
-    sample_codes_naive  one full forward pass per code position: the reference, O((hw)^2)
-    sample_codes        caches the activations of every layer (Ramachandran et al. 2017,
-                        https://arxiv.org/abs/1704.06001): the vertical stack runs once per
-                        row, the horizontal stack and head once per position.
+    sample_codes_naive  one full forward pass per code position: the reference for every
+                        kind of prior, O((hw)^2)
+    sample_codes        the fast sampler of the prior's kind (FAST_SAMPLERS), the naive one for
+                        a kind without. The gated PixelCNN's caches the activations of every
+                        layer (Ramachandran et al. 2017, https://arxiv.org/abs/1704.06001): the
+                        vertical stack runs once per row, the horizontal stack and head once
+                        per position.
 Both draw randomness the same way: Gumbel-max with (n, K) noise per position in raster order,
 so float differences of ~1e-6 between the two paths almost never change a code.
 
@@ -16,17 +19,17 @@ so float differences of ~1e-6 between the two paths almost never change a code.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqgen.models.pixelcnn import GatedPixelCNN
 
 
-def _device(prior: GatedPixelCNN, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else prior.embedding.weight.device
+def _device(prior: nn.Module, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else next(prior.parameters()).device
 
 
 @contextmanager
@@ -70,7 +73,7 @@ def pick_codes(
 
 @torch.no_grad()
 def sample_codes_naive(
-    prior: GatedPixelCNN,
+    prior: nn.Module,
     n: int,
     *,
     cond: Tensor | None = None,
@@ -98,7 +101,7 @@ def sample_codes_naive(
 
 @torch.no_grad()
 def sample_codes(
-    prior: GatedPixelCNN,
+    prior: nn.Module,
     n: int,
     *,
     cond: Tensor | None = None,
@@ -107,7 +110,33 @@ def sample_codes(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Sample n code grids (n, g, g); the same codes as `sample_codes_naive`, much faster.
+    """Sample n code grids (n, g, g); the same codes as `sample_codes_naive`, with the fast
+    sampler of the prior's kind where it has one."""
+    assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
+    fast = FAST_SAMPLERS.get(prior.cfg.kind)
+    if fast is None:
+        return sample_codes_naive(
+            prior,
+            n,
+            cond=cond,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            device=device,
+        )
+    return fast(prior, n, cond, temperature, top_k, generator, _device(prior, device))
+
+
+def sample_gated_pixelcnn(
+    prior: GatedPixelCNN,
+    n: int,
+    cond: Tensor | None,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    """The gated PixelCNN's fast sampler: the same codes as `sample_codes_naive`.
 
     Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
     stacks of all layers run on that row alone (they only see rows above); then at each
@@ -117,8 +146,6 @@ def sample_codes(
     the keys and values of the positions drawn so far. On a CPU the loop runs on one thread
     (see `one_cpu_thread`).
     """
-    assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
-    device = _device(prior, device)
     c = prior.embed_condition(cond.to(device) if cond is not None else None, n)
     with one_cpu_thread(device):
         return _cached_raster_loop(prior, n, c, temperature, top_k, generator, device)
@@ -175,3 +202,7 @@ def _cached_raster_loop(
             codes[:, i, j] = code
             v_in[0][:, :, i + p, p + j] = prior.embedding(code)
     return codes
+
+
+# the fast sampler of each prior kind: (prior, n, cond, temperature, top_k, generator, device)
+FAST_SAMPLERS: dict[str, Callable[..., Tensor]] = {"gated_pixelcnn": sample_gated_pixelcnn}

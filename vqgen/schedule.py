@@ -1,5 +1,5 @@
 """How long training runs and in what order: the learning-rate schedule, each epoch's batches,
-the planned steps and the time budget that may cut them.
+and the plan: the steps a run takes, which a time budget may cut.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 
+import torch
 from torch.utils.data import BatchSampler, DistributedSampler
 
 from vqgen import distributed
@@ -90,3 +91,48 @@ def _probe_end(done: int) -> bool:
     """Whether `done` steps is RATE_PROBE_STEPS times a power of 4."""
     ratio, rest = divmod(done, RATE_PROBE_STEPS)
     return rest == 0 and ratio & (ratio - 1) == 0 and (ratio.bit_length() - 1) % 2 == 0
+
+
+class Plan:
+    """The length of one run: `total`, the steps it takes. It starts as the first of --epochs
+    and --max-steps; with --max-minutes, the time budget fits it to the measured rate (the
+    least of every rank's fit, so that all stop together), and past the limit it ends at the
+    current step. `fitted` is the budget's latest fit: what a resumed run limited by time
+    alone continues to."""
+
+    def __init__(self, cfg: TrainConfig, train_size: int, stage: str, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.steps_per_epoch = len(epoch_batches(train_size, cfg.batch_size, cfg.seed, 0))
+        if self.steps_per_epoch == 0:
+            raise UsageError(f"the {stage} training set is empty")
+        self.total = planned_steps(cfg, self.steps_per_epoch)
+        self.fitted: int | None = None
+        self.budget: TimeBudget | None = None  # from `start`
+
+    def resume(self, total: int, fitted: int | None) -> None:
+        """Continue a run that stopped with these `total` and `fitted`: to its --epochs or
+        --max-steps, or for a run limited by time alone to the steps its budget fitted."""
+        self.fitted = fitted
+        if self.total >= UNBOUNDED_STEPS:
+            self.total = fitted if fitted is not None else total
+
+    def start(self, step: int) -> None:
+        """Start the clock at `step`."""
+        self.budget = TimeBudget(self.cfg.max_minutes, step, self.total)
+
+    def out_of_time(self) -> bool:
+        assert self.budget is not None, "Plan.start first"
+        return self.budget.spent()
+
+    def after_step(self, step: int, out_of_time: bool) -> None:
+        """Refit the plan where the budget measured a rate; end it now if time ran out (on any
+        rank: `out_of_time` is agreed)."""
+        assert self.budget is not None, "Plan.start first"
+        fitted = self.budget.fitted_total(step)
+        if fitted is not None:
+            self.total = self.fitted = distributed.min_int(fitted, self.device)
+        if out_of_time:
+            self.total = step  # validate and save now
+
+    def done(self, step: int) -> bool:
+        return step >= self.total

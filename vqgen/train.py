@@ -1,7 +1,13 @@
 """The training loop shared by both stages.
 
-    stage = Stage("vqvae", model, train_set, step=vqvae_step, validate=..., monitor="val_ssim", ...)
-    result = fit(stage, TrainConfig(epochs=10), run_dir, device, resume=False)
+    stage = Stage("vqvae", model, train_set, step=loss.step, validate=..., monitor="val_ssim", ...)
+    result = fit(stage, TrainConfig(epochs=10), RunDir(path), device, resume=False)
+
+`fit` is the loop; the pieces it calls each do one job:
+    Trainer       the models, their AdamW optimisers and one optimiser step of all of them
+    Plan          how many steps the run takes (vqgen.schedule: epochs, steps, time budget)
+    Checkpointer  save the last and the best, restore for --resume
+    Reporter      the progress bar or plain log lines, and the JSONL metrics log
 
 `fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
 on CUDA; shows a rich progress bar; validates after every epoch; keeps the best checkpoint (by
@@ -34,10 +40,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from vqgen import checkpoint, distributed
+from vqgen import checkpoint, distributed, fileio
 from vqgen.config import TrainConfig, load_config, to_dict
-from vqgen.errors import Interrupted, TrainingError, UsageError
-from vqgen.schedule import UNBOUNDED_STEPS, TimeBudget, epoch_batches, learning_rate, planned_steps
+from vqgen.errors import Interrupted, TrainingError
+from vqgen.rundir import RunDir
+from vqgen.schedule import Plan, epoch_batches, learning_rate
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
@@ -92,9 +99,16 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     skip: int = 0  # steps of `epoch` already taken
-    best: float | None = None  # best validation value so far
-    total: int = 0  # steps this run will take: the plan, cut by a time budget
-    fitted: int | None = None  # the plan fitted to --max-minutes, what a resume continues to
+
+    def where(self, total: int) -> str:
+        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun."""
+        epoch = self.epoch + (1 if self.skip else 0)
+        return f"epoch {max(epoch, 1)} step {self.step}/{total}"
+
+
+class Diverged(Exception):
+    """A loss, gradient or weight that is not finite: fit turns it into a TrainingError that
+    says what is kept on disk."""
 
 
 class StopFlag:
@@ -166,10 +180,10 @@ def progress_bar(enabled: bool) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not enabled)
 
 
-def resumed_config(stage: str, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     """The run's own training settings; only the device, workers and time budget are new."""
-    stored = checkpoint.read_meta(run_dir, stage, last=True).get("train")
-    stored = load_config(TrainConfig, stored, f"{run_dir}/{stage}-last.json 'train'")
+    stored = checkpoint.read_meta(run, stage, last=True).get("train")
+    stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
     return replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
 
 
@@ -183,47 +197,88 @@ def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[
 
 
 def fit(
-    stage: Stage, cfg: TrainConfig, run_dir: Path, device: torch.device, resume: bool = False
+    stage: Stage, cfg: TrainConfig, run: RunDir, device: torch.device, resume: bool = False
 ) -> FitResult:
     """Train `stage.model` (and its helpers) on `device` (this rank's, from
     `distributed.init`); see the module docstring."""
     if resume:
-        cfg = resumed_config(stage.name, cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = resumed_config(stage.name, cfg, run)
+    run.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    loop = Loop(stage, cfg, run_dir, device)
-    if resume:
-        loop.restore()
-    elif loop.main:
-        loop.log.unlink(missing_ok=True)  # a fresh run starts a fresh log
-    budget = TimeBudget(cfg.max_minutes, loop.state.step, loop.state.total)
+    trainer = Trainer(stage, cfg, device)
+    plan = Plan(cfg, len(stage.train_set), stage.name, device)
+    keeper = Checkpointer(run, stage, cfg, trainer)
+    report = Reporter(stage.name, run.metrics_log(stage.name), cfg.log_every)
+    state = keeper.restore(plan) if resume else LoopState()
+    report.begin(state.step if resume else None)
+    plan.start(state.step)
     try:
-        with StopFlag() as stop, loop.progress:
-            while loop.state.step < loop.state.total:
-                if loop.train_epoch(budget, stop):  # stopped by Ctrl-C or SIGTERM
-                    loop.save(best_too=False)
+        with StopFlag() as stop, report.live(plan.total, state.step):
+            while not plan.done(state.step):
+                if train_epoch(trainer, state, plan, report, stop):  # Ctrl-C or SIGTERM
+                    keeper.save(state, plan, best_too=False)
                     raise Interrupted(
-                        f"interrupted at step {loop.state.step}: saved "
-                        f"{run_dir / stage.name}-last.safetensors; continue with --resume"
+                        f"interrupted at step {state.step}: saved "
+                        f"{run.weights(stage.name, last=True)}; continue with --resume"
                     )
-                loop.end_epoch()
+                end_epoch(trainer, state, plan, keeper, report)
     except KeyboardInterrupt:  # a second Ctrl-C: no time to save
         raise Interrupted(
-            f"stopped at once by a second Ctrl-C at step {loop.state.step}; {loop.kept()}"
+            f"stopped at once by a second Ctrl-C at step {state.step}; {keeper.kept()}"
+        ) from None
+    except Diverged as err:
+        raise TrainingError(
+            f"{err} at step {state.step}; {keeper.kept()}; try a lower --lr"
         ) from None
     distributed.barrier()  # the other ranks may read what rank 0 has just written
-    state = loop.state
-    best = math.nan if state.best is None else state.best
-    path = run_dir / f"{stage.name}.safetensors"
-    return FitResult(best, loop.last_val, state.step, state.epoch, path, loop.history)
+    best = math.nan if keeper.best is None else keeper.best
+    checkpoint_path = run.weights(stage.name)
+    return FitResult(best, keeper.metrics, state.step, state.epoch, checkpoint_path, report.history)
 
 
-class Loop:
-    """The pieces of one `fit`: models, optimisers, where training stands, the log."""
+def train_epoch(
+    trainer: Trainer, state: LoopState, plan: Plan, report: Reporter, stop: StopFlag
+) -> bool:
+    """Steps until the epoch ends, the plan is done or a stop is asked; True if asked."""
+    trainer.train_mode()
+    report.start_epoch()
+    for batch in _batches(trainer.stage, trainer.cfg, state.epoch, state.skip):
+        batch = tuple(t.to(trainer.device, non_blocking=True) for t in batch)
+        outcome = trainer.step(batch, state.step, plan.total, stop, plan.out_of_time)
+        state.step, state.skip = state.step + 1, state.skip + 1
+        plan.after_step(state.step, outcome.out_of_time)
+        report.step(state, plan.total, outcome.scalars, len(batch[0]))
+        if outcome.stop:
+            return True
+        if plan.done(state.step):
+            break
+    if state.skip >= plan.steps_per_epoch:  # the epoch ran to its end
+        state.epoch, state.skip = state.epoch + 1, 0
+    return False
 
-    def __init__(self, stage: Stage, cfg: TrainConfig, run_dir: Path, device: torch.device):
-        self.stage, self.cfg, self.run_dir, self.device = stage, cfg, run_dir, device
-        self.main = distributed.is_main()  # only rank 0 writes, prints and validates
+
+def end_epoch(
+    trainer: Trainer, state: LoopState, plan: Plan, keeper: Checkpointer, report: Reporter
+) -> None:
+    """Validate, log, keep the best, save; on ranks other than 0 only check the weights."""
+    if not distributed.is_main():
+        keeper.save(state, plan, best_too=False)
+        return
+    stage = trainer.stage
+    metrics = stage.validate(trainer.models["model"])
+    report.log_epoch(state, metrics)
+    keeper.keep(state, plan, metrics)
+    report.show_epoch(state, plan.total, metrics)
+    if stage.after_epoch is not None:
+        stage.after_epoch(trainer.models["model"])
+
+
+class Trainer:
+    """A stage's models on the device (DDP-wrapped for the step), one AdamW optimiser per model
+    on the shared learning-rate schedule, and one optimiser step of all of them."""
+
+    def __init__(self, stage: Stage, cfg: TrainConfig, device: torch.device):
+        self.stage, self.cfg, self.device = stage, cfg, device
         self.models = {name: m.to(device) for name, m in stage.models().items()}  # saved
         self.nets = {name: distributed.wrap(m, device) for name, m in self.models.items()}
         self.settings = {
@@ -238,166 +293,169 @@ class Loop:
             )
             for name, m in self.models.items()
         }
-        self.steps_per_epoch = len(epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, 0))
-        if self.steps_per_epoch == 0:
-            raise UsageError(f"the {stage.name} training set is empty")
-        self.state = LoopState(total=planned_steps(cfg, self.steps_per_epoch))
-        self.log = run_dir / f"metrics-{stage.name}.jsonl"
-        self.last_val: dict[str, float] = {}
-        self.history: list[dict[str, float]] = []
-        self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
-        self.progress = progress_bar(self.main and not self.plain)
-        self.task = self.progress.add_task(stage.name, total=self.state.total, stats="")
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-        self.running: dict[str, float] = {}  # smoothed scalars for display
+
+    def describe(self, name: str) -> str:
+        """A model of the stage, as an error names it: 'vqvae', 'vqvae disc'."""
+        return self.stage.name if name == "model" else f"{self.stage.name} {name}"
+
+    def train_mode(self) -> None:
+        for model in self.models.values():
+            model.train()
+
+    def step(
+        self, batch: Batch, step: int, total: int, stop: StopFlag, out_of_time: Callable[[], bool]
+    ) -> Agreed:
+        """Optimiser step `step` of `total`: each loss updates only its own model. Every rank
+        agrees on the outcome (a stop asked for by now, a spent budget, a non-finite loss)."""
+        lr = learning_rate(step, total, self.cfg)
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = lr * self.settings[name].lr_scale
+        with self.autocast:
+            losses, scalars = self.stage.step(self.nets, batch, step)
+        for name, loss in losses.items():
+            self.optimizers[name].zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.models[name].parameters()))
+        outcome = agree(losses, stop.requested, out_of_time(), scalars, self.device)
+        if outcome.bad_loss:
+            name, loss = next(
+                (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
+            )
+            raise Diverged(f"{self.describe(name)} loss became {loss}")
+        for name in losses:  # a model without a loss this step keeps its weights
+            norm = nn.utils.clip_grad_norm_(self.models[name].parameters(), self.cfg.grad_clip)
+            if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
+                raise Diverged(f"{self.describe(name)} gradient became {norm.item()}")
+            self.optimizers[name].step()
+        return outcome
+
+
+class Checkpointer:
+    """The run's checkpoints of a stage: the best weights by the stage's monitor, the last ones
+    with the train state, and restoring that state for --resume. Only rank 0 writes."""
+
+    def __init__(self, run: RunDir, stage: Stage, cfg: TrainConfig, trainer: Trainer):
+        self.run, self.stage, self.cfg, self.trainer = run, stage, cfg, trainer
+        self.best: float | None = None  # best validation value so far
+        self.metrics: dict[str, float] = {}  # the latest validation
         self.saved_step: int | None = None  # the step of the last checkpoint on disk
 
-    def restore(self) -> None:
-        """Continue from the train state, to the run's plan: its --epochs or --max-steps, or
-        for a run limited by time alone the steps its first time budget fitted."""
+    def restore(self, plan: Plan) -> LoopState:
+        """Models, optimisers, RNG, where training stood and the plan, from the train state."""
+        trainer = self.trainer
         info = checkpoint.load_train_state(
-            self.run_dir, self.stage.name, self.models, self.optimizers
+            self.run, self.stage.name, trainer.models, trainer.optimizers
         )
-        self.state = LoopState(**{k: info.get(k) for k in asdict(self.state)})
-        state, planned = self.state, planned_steps(self.cfg, self.steps_per_epoch)
-        if planned < UNBOUNDED_STEPS:
-            state.total = planned
-        elif state.fitted is not None:
-            state.total = state.fitted
+        state = LoopState(step=info["step"], epoch=info["epoch"], skip=info["skip"])
+        self.best = info.get("best")
+        plan.resume(info["total"], info.get("fitted"))
         self.saved_step = state.step
-        if state.step >= state.total:
+        if plan.done(state.step):
             warnings.warn(
-                f"--resume: the {self.stage.name} run in {self.run_dir} is already complete "
-                f"({state.step} of {state.total} steps); nothing to train",
-                stacklevel=2,
+                f"--resume: the {self.stage.name} run in {self.run} is already complete "
+                f"({state.step} of {plan.total} steps); nothing to train",
+                stacklevel=3,
             )
-        self.progress.update(self.task, total=state.total, completed=state.step)
-        if self.main:
-            checkpoint.trim_log(self.log, state.step)
+        return state
 
     def kept(self) -> str:
         """What is on disk now, for an error message."""
         if self.saved_step is None:
             return "nothing was saved"
-        return f"the last good checkpoint (step {self.saved_step}) in {self.run_dir} is kept"
+        return f"the last good checkpoint (step {self.saved_step}) in {self.run} is kept"
 
-    def train_step(self, batch: Batch, budget: TimeBudget, stop: StopFlag) -> Agreed:
-        """One optimiser step of every model; each loss updates only its own model."""
-        state, cfg = self.state, self.cfg
-        lr = learning_rate(state.step, state.total, cfg)
-        for name, opt in self.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = lr * self.settings[name].lr_scale
-        with self.autocast:
-            losses, scalars = self.stage.step(self.nets, batch, state.step)
-        for name, loss in losses.items():
-            self.optimizers[name].zero_grad(set_to_none=True)
-            loss.backward(inputs=list(self.models[name].parameters()))
-        outcome = agree(losses, stop.requested, budget.spent(), scalars, self.device)
-        if outcome.bad_loss:
-            name, loss = next(
-                (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
-            )
-            self.diverged(f"{self.describe(name)} loss became {loss}")
-        for name in losses:  # a model without a loss this step keeps its weights
-            norm = nn.utils.clip_grad_norm_(self.models[name].parameters(), cfg.grad_clip)
-            if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
-                self.diverged(f"{self.describe(name)} gradient became {norm.item()}")
-            self.optimizers[name].step()
-        state.step, state.skip = state.step + 1, state.skip + 1
-        return outcome
-
-    def describe(self, name: str) -> str:
-        return self.stage.name if name == "model" else f"{self.stage.name} {name}"
-
-    def diverged(self, what: str) -> None:
-        raise TrainingError(f"{what} at step {self.state.step}; {self.kept()}; try a lower --lr")
-
-    def train_epoch(self, budget: TimeBudget, stop: StopFlag) -> bool:
-        """Steps until the epoch ends, the plan is done or a stop is asked; True if asked."""
-        state, cfg = self.state, self.cfg
-        for model in self.models.values():
-            model.train()
-        tick, seen = time.perf_counter(), 0
-        self.running = {}
-        for batch in _batches(self.stage, cfg, state.epoch, state.skip):
-            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-            outcome = self.train_step(batch, budget, stop)
-            seen += len(batch[0]) * distributed.world_size()
-            for k, v in outcome.scalars.items():
-                self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
-            fitted = budget.fitted_total(state.step)
-            if fitted is not None:
-                state.total = state.fitted = distributed.min_int(fitted, self.device)
-            if outcome.out_of_time:
-                state.total = state.step  # validate and save now
-            rate = seen / max(time.perf_counter() - tick, 1e-9)
-            stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
-            self.progress.update(
-                self.task, completed=state.step, total=state.total, stats=f"{stats}  {rate:.0f}/s"
-            )
-            if self.main and state.step % cfg.log_every == 0:
-                record = {"step": state.step, "epoch": state.epoch, **outcome.scalars}
-                checkpoint.append_jsonl(self.log, record)
-                if self.plain:
-                    console.print(f"{self.stage.name} {self.where()}  {stats}  {rate:.0f}/s")
-            if outcome.stop:
-                return True
-            if state.step >= state.total:
-                break
-        if state.skip >= self.steps_per_epoch:  # the epoch ran to its end
-            state.epoch, state.skip = state.epoch + 1, 0
-        return False
-
-    def end_epoch(self) -> None:
-        """Validate, log, keep the best, save; on ranks other than 0 only check the weights."""
-        if not self.main:
-            self.save(best_too=False)
-            return
-        state, stage = self.state, self.stage
-        self.last_val = stage.validate(self.models["model"])
-        record = {"step": state.step, "epoch": state.epoch}
-        record.update({f"train_{k}": v for k, v in self.running.items()})
-        record.update(self.last_val)
-        checkpoint.append_jsonl(self.log, record)
-        self.history.append(record)
-        value = self.last_val[stage.monitor]
-        better = state.best is None or (
-            value > state.best if stage.higher_is_better else value < state.best
+    def keep(self, state: LoopState, plan: Plan, metrics: dict[str, float]) -> None:
+        """Save after a validation, as the best too when its monitored value is the best yet."""
+        self.metrics = metrics
+        value = metrics[self.stage.monitor]
+        better = self.best is None or (
+            value > self.best if self.stage.higher_is_better else value < self.best
         )
         improved = math.isfinite(value) and better
         if improved:
-            state.best = value
-        self.save(best_too=improved)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in self.last_val.items())
-        console.print(f"{stage.name} {self.where()}  {shown}", highlight=False)
-        if stage.after_epoch is not None:
-            stage.after_epoch(self.models["model"])
+            self.best = value
+        self.save(state, plan, best_too=improved)
 
-    def where(self) -> str:
-        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun."""
-        state = self.state
-        epoch = state.epoch + (1 if state.skip else 0)
-        return f"epoch {max(epoch, 1)} step {state.step}/{state.total}"
-
-    def save(self, best_too: bool) -> None:
+    def save(self, state: LoopState, plan: Plan, best_too: bool) -> None:
         """Rank 0 writes the last (and the best) weights with their JSON, then the train state;
         every rank first checks that all hold the same weights. Weights or optimiser state that
         are not finite are never saved: the last good checkpoint stays the resume point."""
-        state, stage = self.state, self.stage
-        for name, model in self.models.items():
-            distributed.check_same_model(model, f"{self.describe(name)} step {state.step}")
-        for name, model in self.models.items():
-            if not (all_finite(model.state_dict()) and all_finite(self.optimizers[name].state)):
-                self.diverged(f"{self.describe(name)} weights became non-finite")
+        trainer, name = self.trainer, self.stage.name
+        for key, model in trainer.models.items():
+            distributed.check_same_model(model, f"{trainer.describe(key)} step {state.step}")
+        for key, model in trainer.models.items():
+            optimizer_state = trainer.optimizers[key].state
+            if not (all_finite(model.state_dict()) and all_finite(optimizer_state)):
+                raise Diverged(f"{trainer.describe(key)} weights became non-finite")
+        if not distributed.is_main():
+            return
+        meta = {**self.stage.meta, "train": to_dict(self.cfg), "step": state.step}
+        meta.update(epoch=state.epoch, metrics=self.metrics)
+        model = trainer.models["model"]
+        if best_too:
+            checkpoint.save_model(self.run, name, model, meta, last=False)
+        checkpoint.save_model(self.run, name, model, meta, last=True)
+        info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
+        checkpoint.save_train_state(self.run, name, trainer.models, trainer.optimizers, info)
+        self.saved_step = state.step
+
+
+class Reporter:
+    """What a person sees and what the run logs: a progress bar with smoothed scalars (or, into
+    a log file, plain lines), a line per validation, and metrics-<stage>.jsonl (a line every
+    `log_every` steps and per validation). Only rank 0 shows or writes anything."""
+
+    def __init__(self, stage: str, log: Path, log_every: int):
+        self.stage, self.log, self.log_every = stage, log, log_every
+        self.main = distributed.is_main()
+        self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
+        self.progress = progress_bar(self.main and not self.plain)
+        self.task = self.progress.add_task(stage, total=0, stats="")
+        self.running: dict[str, float] = {}  # smoothed scalars for display
+        self.history: list[dict[str, float]] = []  # one record per validation
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def begin(self, resumed_at: int | None) -> None:
+        """A fresh run starts a fresh log; a resumed one keeps its lines up to `resumed_at`."""
         if not self.main:
             return
-        meta = {**stage.meta, "train": to_dict(self.cfg), "step": state.step}
-        meta.update(epoch=state.epoch, metrics=self.last_val)
-        if best_too:
-            checkpoint.save_model(self.run_dir, stage.name, self.models["model"], meta, last=False)
-        checkpoint.save_model(self.run_dir, stage.name, self.models["model"], meta, last=True)
-        checkpoint.save_train_state(
-            self.run_dir, stage.name, self.models, self.optimizers, asdict(state)
+        if resumed_at is None:
+            self.log.unlink(missing_ok=True)
+        else:
+            fileio.trim_log(self.log, resumed_at)
+
+    def live(self, total: int, step: int) -> Progress:
+        """The progress bar, to hold open while training."""
+        self.progress.update(self.task, total=total, completed=step)
+        return self.progress
+
+    def start_epoch(self) -> None:
+        self.tick, self.seen = time.perf_counter(), 0
+        self.running = {}
+
+    def step(self, state: LoopState, total: int, scalars: dict[str, float], batch: int) -> None:
+        self.seen += batch * distributed.world_size()
+        for k, v in scalars.items():
+            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+        rate = self.seen / max(time.perf_counter() - self.tick, 1e-9)
+        stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
+        self.progress.update(
+            self.task, completed=state.step, total=total, stats=f"{stats}  {rate:.0f}/s"
         )
-        self.saved_step = state.step
+        if self.main and state.step % self.log_every == 0:
+            record = {"step": state.step, "epoch": state.epoch, **scalars}
+            fileio.append_jsonl(self.log, record)
+            if self.plain:
+                console.print(f"{self.stage} {state.where(total)}  {stats}  {rate:.0f}/s")
+
+    def log_epoch(self, state: LoopState, metrics: dict[str, float]) -> None:
+        record = {"step": state.step, "epoch": state.epoch}
+        record.update({f"train_{k}": v for k, v in self.running.items()})
+        record.update(metrics)
+        fileio.append_jsonl(self.log, record)
+        self.history.append(record)
+
+    def show_epoch(self, state: LoopState, total: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)

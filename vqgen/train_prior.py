@@ -17,23 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqgen import checkpoint, distributed, metrics, plots, rundir
+from vqgen import checkpoint, conditioning, distributed, fileio, metrics, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, load_config, to_dict
 from vqgen.data import load_data, mni152
 from vqgen.data.augment import augment_slices
-from vqgen.errors import CheckpointError, UsageError
+from vqgen.errors import CheckpointError
 from vqgen.inference import (
     LN2,
     CodeSet,
-    condition_input,
     encode,
     nll_bits,
     read_codes,
     resolve_device,
     split_codes,
 )
-from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models import build_prior
 from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
 from vqgen.train import Batch, Nets, Stage, fit
 
 
@@ -47,33 +47,18 @@ class PriorResult:
     seconds: float
 
 
-def check_condition(condition: str, codes: CodeSet, source: str) -> None:
-    """Refuse a condition the data cannot provide, naming the option."""
-    if condition == "label" and (codes.labels < 0).any():
-        raise UsageError(f"--condition label needs labelled data (e.g. ADNI); {source} has none")
-    if condition == "slice" and torch.isnan(codes.positions).any():
-        raise UsageError(f"--condition slice needs slice positions; {source} lacks some")
-
-
-def slice_range(positions: Tensor) -> list[float] | None:
-    """The lowest and highest slice position of the train split, where it has any: the
-    levels that sampling goes across."""
-    known = positions[~torch.isnan(positions)]
-    return [float(known.min()), float(known.max())] if len(known) else None
-
-
 def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order."""
     codes, labels, positions = batch
     prior = nets["model"]
     condition = distributed.unwrap(prior).cfg.condition
-    logits = prior(codes, condition_input(condition, labels, positions))
+    logits = prior(codes, conditioning.from_batch(condition, labels, positions))
     loss = F.cross_entropy(logits.float(), codes)
     return {"model": loss}, {"loss": loss.item(), "bits": loss.item() / LN2}
 
 
 def training_codes(
-    run_dir: Path, vqvae: VQVAE, data: DataConfig, codes: CodeSet, copies: int, vqvae_hash: str
+    run: RunDir, vqvae: VQVAE, data: DataConfig, codes: CodeSet, copies: int, vqvae_hash: str
 ) -> CodeSet:
     """The train split's code grids `codes` and those of `copies` more versions of it: for
     mni152 fresh virtual subjects of the train seed stream, else the train slices under small
@@ -81,7 +66,7 @@ def training_codes(
     encoded by the VQ-VAE. Kept in run/codes while made by this VQ-VAE."""
     if not copies:
         return codes
-    path = run_dir / "codes" / f"train-augmented-{copies}.safetensors"
+    path = run.augmented_codes(copies)
     cached = read_codes(path, vqvae_hash)
     if cached is not None:
         extra = cached[0]
@@ -101,7 +86,7 @@ def training_codes(
             "labels": torch.cat([labels for _, labels, _ in sets]),
             "positions": torch.cat([positions for _, _, positions in sets]),
         }
-        checkpoint.save_tensors(path, extra, {"vqvae_sha256": vqvae_hash, "copies": copies})
+        fileio.save_tensors(path, extra, {"vqvae_sha256": vqvae_hash, "copies": copies})
     return CodeSet(
         torch.cat([codes.codes, extra["codes"].to(codes.codes.dtype)]),
         torch.cat([codes.labels, extra["labels"]]),
@@ -110,15 +95,15 @@ def training_codes(
     )
 
 
-def resumed_prior_config(run_dir: Path, vqvae_hash: str) -> PriorConfig:
+def resumed_prior_config(run: RunDir, vqvae_hash: str) -> PriorConfig:
     """The interrupted prior's config, refusing one trained on another VQ-VAE's codes."""
-    meta = checkpoint.read_meta(run_dir, "prior", last=True)
+    meta = checkpoint.read_meta(run, "prior", last=True)
+    path = run.meta("prior", last=True)
     if meta.get("vqvae_sha256") != vqvae_hash:
         raise CheckpointError(
-            f"{run_dir}/prior-last.json was trained on codes of another VQ-VAE; "
-            "train the prior again without --resume"
+            f"{path} was trained on codes of another VQ-VAE; train the prior again without --resume"
         )
-    return load_config(PriorConfig, meta.get("model"), f"{run_dir}/prior-last.json 'model'")
+    return load_config(PriorConfig, meta.get("model"), f"{path} 'model'")
 
 
 def train_prior(
@@ -134,23 +119,23 @@ def train_prior(
     `prior` gives the network's size and condition; its codebook size, grid and number of
     labels are taken from the run's VQ-VAE and data.
     """
-    checkpoint.check_run_dir(run_dir)
+    run = RunDir(run_dir).check_exists()
     device = distributed.init(resolve_device(train.device))
-    with rundir.training(run_dir, "prior", resume, overwrite):
-        return _train(run_dir, prior, train, device, resume)
+    with run.training("prior", resume, overwrite):
+        return _train(run, prior, train, device, resume)
 
 
 def _train(
-    run_dir: Path, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
+    run: RunDir, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
 ) -> PriorResult:
-    vqvae, vqvae_meta = checkpoint.load_vqvae(run_dir, device)
-    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run_dir}/vqvae.json 'data'")
-    vqvae_hash = checkpoint.sha256(run_dir / "vqvae.safetensors")
+    vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
+    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
+    vqvae_hash = fileio.sha256(run.weights("vqvae"))
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
-        split_train = split_codes(run_dir, "train", vqvae, data, vqvae_hash)
-        val_codes = split_codes(run_dir, "validate", vqvae, data, vqvae_hash)
+        split_train = split_codes(run, "train", vqvae, data, vqvae_hash)
+        val_codes = split_codes(run, "validate", vqvae, data, vqvae_hash)
     if resume:
-        cfg = resumed_prior_config(run_dir, vqvae_hash)
+        cfg = resumed_prior_config(run, vqvae_hash)
     else:  # the codebook, grid and labels are the VQ-VAE's and the data's
         cfg = replace(
             prior,
@@ -158,18 +143,18 @@ def _train(
             grid=vqvae.cfg.grid,
             num_labels=len(split_train.label_names),
         )
-    check_condition(cfg.condition, split_train, data.source)
+    conditioning.check_data(cfg.condition, split_train.labels, split_train.positions, data.source)
     with distributed.main_first():
-        train_codes = training_codes(run_dir, vqvae, data, split_train, cfg.augment, vqvae_hash)
+        train_codes = training_codes(run, vqvae, data, split_train, cfg.augment, vqvae_hash)
     baselines = {  # of the split itself, as `evaluate` reports them
         "uniform": metrics.uniform_bits(cfg.codebook_size),
         "unigram": metrics.entropy_bits(split_train.codes.long(), cfg.codebook_size),
     }
-    figure = run_dir / "figures" / "prior_curves.png"
+    figure = run.figures / "prior_curves.png"
     torch.manual_seed(train.seed)  # the initial weights too
     stage = Stage(
         name="prior",
-        model=GatedPixelCNN(cfg),
+        model=build_prior(cfg),
         train_set=train_codes,
         step=prior_step,
         validate=lambda m: {"val_bits": nll_bits(m, val_codes)},
@@ -179,16 +164,15 @@ def _train(
             "model": to_dict(cfg),
             "data": to_dict(data),
             "vqvae_sha256": vqvae_hash,
-            "label_names": list(train_codes.label_names),
-            "slice_range": slice_range(split_train.positions),
+            **conditioning.metadata(train_codes.label_names, split_train.positions),
             "baselines_bits": baselines,
         },
         after_epoch=lambda m: plots.training_curves(
-            run_dir / "metrics-prior.jsonl", figure, "bits", ["val_bits"], baselines
+            run.metrics_log("prior"), figure, "bits", ["val_bits"], baselines
         ),
     )
     start = time.perf_counter()
-    result = fit(stage, train, run_dir, device, resume)
+    result = fit(stage, train, run, device, resume)
     return PriorResult(
         checkpoint=result.checkpoint,
         val_bits=result.best,

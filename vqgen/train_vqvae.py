@@ -3,6 +3,8 @@ the validate split.
 
     result = train_vqvae(DataConfig(source="mni152"), VQVAEConfig(), TrainConfig(), Path("run"))
 
+The loss (reconstruction terms, the optional discriminator) is vqgen.losses'.
+
 The test split is never read here.
 """
 
@@ -13,22 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from vqgen import checkpoint, distributed, metrics, plots, rundir
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, load_config, to_dict
+from vqgen import checkpoint, distributed, metrics, plots
+from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, load_config, to_dict
 from vqgen.data import SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
-from vqgen.models.discriminator import PatchDiscriminator
+from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
-from vqgen.train import Batch, Nets, OptimizerSettings, Stage, fit
+from vqgen.rundir import RunDir
+from vqgen.train import Stage, fit
 
 FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
-# the discriminator's Adam: GAN betas as in VQGAN, and a tenth of --lr: at the VQ-VAE's 2e-3 its
-# hinge loss hovered at 2 (chance) and above, so it taught the VQ-VAE nothing (bench/RESULTS.md)
-DISC_OPTIMIZER = OptimizerSettings(lr_scale=0.1, betas=(0.5, 0.9))
 
 
 @dataclass
@@ -40,58 +38,6 @@ class VQVAEResult:
     perplexity: float
     steps: int
     seconds: float
-
-
-def vqvae_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Reconstruction MSE (+ L1) plus the quantizer's codebook/commitment loss; with a
-    discriminator in `nets`, from `disc_start` on also the adversarial loss and its own."""
-    images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
-    vqvae = distributed.unwrap(nets["model"])
-    cfg = vqvae.cfg
-    recon, q = nets["model"](images)
-    recon = recon.float()
-    mse = F.mse_loss(recon, images)
-    reconstruction = mse + cfg.l1_weight * F.l1_loss(recon, images) if cfg.l1_weight else mse
-    loss = reconstruction + q.loss
-    scalars = {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
-    if "disc" not in nets or step < cfg.disc_start:
-        return {"model": loss}, scalars
-    return adversarial_losses(nets, images, recon, loss, reconstruction, scalars)
-
-
-def adversarial_losses(
-    nets: Nets,
-    images: Tensor,
-    recon: Tensor,
-    loss: Tensor,
-    reconstruction: Tensor,
-    scalars: dict[str, float],
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """VQGAN's hinge losses (Esser et al. 2021, eq. 7): the VQ-VAE adds -D(recon), weighted by
-    disc_weight x |grad rec| / |grad gan| at the decoder's last layer; D learns
-    relu(1 - D(real)) + relu(1 + D(recon)).
-
-    The VQ-VAE's term goes through the unwrapped discriminator: that backward updates only
-    the VQ-VAE, and DDP would wait for the discriminator's gradients.
-    """
-    vqvae = distributed.unwrap(nets["model"])
-    generator = -distributed.unwrap(nets["disc"])(recon).mean()
-    weight = vqvae.cfg.disc_weight * adaptive_weight(
-        reconstruction, generator, vqvae.decoder.net[-1].weight
-    )
-    real, fake = nets["disc"](torch.cat([images, recon.detach()])).float().chunk(2)
-    disc = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    scalars |= {"gan": generator.item(), "gan_weight": weight.item(), "disc": disc.item()}
-    return {"model": loss + weight * generator, "disc": disc}, scalars
-
-
-def adaptive_weight(reconstruction: Tensor, generator: Tensor, last: Tensor) -> Tensor:
-    """The ratio of the two losses' gradient norms at `last` (VQGAN's lambda), in [0, 1e4]
-    and detached: the adversarial term pulls as hard as the reconstruction, whatever the
-    scale of the discriminator's logits."""
-    grad_rec = torch.autograd.grad(reconstruction, last, retain_graph=True)[0]
-    grad_gan = torch.autograd.grad(generator, last, retain_graph=True)[0]
-    return (grad_rec.norm() / (grad_gan.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 
 def reconstruction_metrics(model: VQVAE, dataset: SliceDataset) -> dict[str, float]:
@@ -114,11 +60,11 @@ def figure_indices(n: int, count: int = FIGURE_SLICES) -> list[int]:
     return torch.linspace(0, n - 1, min(count, n)).round().long().tolist()
 
 
-def write_figures(model: VQVAE, val_set: SliceDataset, run_dir: Path) -> None:
+def write_figures(model: VQVAE, val_set: SliceDataset, run: RunDir) -> None:
     """Loss curves and input | reconstruction | error for fixed validation slices."""
-    figures = run_dir / "figures"
+    figures = run.figures
     plots.training_curves(
-        run_dir / "metrics-vqvae.jsonl",
+        run.metrics_log("vqvae"),
         figures / "vqvae_curves.png",
         "mse",
         ["val_ssim", "val_perplexity"],
@@ -139,18 +85,18 @@ def resolve_data(data: DataConfig) -> DataConfig:
 
 
 def configs(
-    data: DataConfig, model_cfg: VQVAEConfig, run_dir: Path, resume: bool
-) -> tuple[DataConfig, VQVAEConfig]:
-    """The data and model settings to train with: the run's own when resuming."""
+    data: DataConfig, model_cfg: VQVAEConfig, loss: VQLossConfig, run: RunDir, resume: bool
+) -> tuple[DataConfig, VQVAEConfig, VQLossConfig]:
+    """The data, model and loss settings to train with: the run's own when resuming."""
     if resume:
-        meta = checkpoint.read_meta(run_dir, "vqvae", last=True)
-        where = f"{run_dir}/vqvae-last.json"
+        meta = checkpoint.read_meta(run, "vqvae", last=True)
+        where = run.meta("vqvae", last=True)
         data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
-        return data, load_config(VQVAEConfig, meta.get("model"), f"{where} 'model'")
+        return data, *checkpoint.vqvae_configs(meta, where)
     data = resolve_data(data)
     if data.size != model_cfg.size:
         raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
-    return data, model_cfg
+    return data, model_cfg, loss
 
 
 def train_vqvae(
@@ -160,20 +106,25 @@ def train_vqvae(
     run_dir: Path,
     resume: bool = False,
     overwrite: bool = False,
+    loss: VQLossConfig | None = None,
 ) -> VQVAEResult:
-    """Train stage 1 into `run_dir`, holding its lock. A run that already holds a VQ-VAE needs
-    `resume` (continue it, with its own configs) or `overwrite` (replace it)."""
+    """Train stage 1 into `run_dir` with `loss` (default: MSE and the quantizer's), holding
+    the run's lock. A run that already holds a VQ-VAE needs `resume` (continue it, with its own
+    configs) or `overwrite` (replace it)."""
+    run = RunDir(run_dir)
     device = distributed.init(resolve_device(train.device))
-    data, model_cfg = configs(data, model_cfg, run_dir, resume)  # a bad --data fails first
-    with rundir.training(run_dir, "vqvae", resume, overwrite):
-        return _train(data, model_cfg, train, run_dir, device, resume)
+    # a bad --data fails first
+    data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume)
+    with run.training("vqvae", resume, overwrite):
+        return _train(data, model_cfg, VQLoss(loss), train, run, device, resume)
 
 
 def _train(
     data: DataConfig,
     model_cfg: VQVAEConfig,
+    loss: VQLoss,
     train: TrainConfig,
-    run_dir: Path,
+    run: RunDir,
     device: torch.device,
     resume: bool,
 ) -> VQVAEResult:
@@ -182,26 +133,22 @@ def _train(
     torch.manual_seed(train.seed)  # the initial weights too
     # NHWC weights and inputs: 15-35% faster training on the CPU (bench/RESULTS.md)
     model = VQVAE(model_cfg).to(memory_format=torch.channels_last)
-    helpers: dict[str, torch.nn.Module] = {}
-    if model_cfg.adversarial:
-        disc = PatchDiscriminator(model_cfg.disc_channels, model_cfg.disc_layers)
-        helpers["disc"] = disc.to(memory_format=torch.channels_last)
     stage = Stage(
         name="vqvae",
         model=model,
         train_set=train_set,
-        step=vqvae_step,
+        step=loss.step,
         validate=lambda m: reconstruction_metrics(m, val_set),
         monitor="val_ssim",
         higher_is_better=True,
-        meta={"model": to_dict(model_cfg), "data": to_dict(data)},
-        after_epoch=lambda m: write_figures(m, val_set, run_dir),
-        helpers=helpers,
-        optimizer={"disc": DISC_OPTIMIZER},
+        meta={"model": to_dict(model_cfg), "loss": to_dict(loss.cfg), "data": to_dict(data)},
+        after_epoch=lambda m: write_figures(m, val_set, run),
+        helpers=loss.helpers(),
+        optimizer=loss.optimizers(),
     )
     start = time.perf_counter()
-    result = fit(stage, train, run_dir, device, resume)
-    best = checkpoint.read_meta(run_dir, "vqvae")["metrics"]
+    result = fit(stage, train, run, device, resume)
+    best = checkpoint.read_meta(run, "vqvae")["metrics"]
     return VQVAEResult(
         checkpoint=result.checkpoint,
         val_ssim=best["val_ssim"],

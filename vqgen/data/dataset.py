@@ -22,8 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from vqgen.checkpoint import atomic_write
 from vqgen.errors import DataError
+from vqgen.fileio import atomic_write
 
 SPLITS = ("train", "validate", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

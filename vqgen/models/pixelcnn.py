@@ -32,15 +32,13 @@ and the attention layer `step` on one position with its keys and values cached, 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqgen.conditioning import condition_embedding
 from vqgen.config import ATTENTION_HEAD_CHANNELS, PriorConfig
 
-SLICE_FREQUENCIES = 6  # Fourier features sin/cos(pi 2^f s), f < 6, for the slice position s
 POSITION_CHANNELS = 16  # P, channels of the positional embedding shared by all layers
 
 
@@ -210,28 +208,16 @@ class GatedPixelCNN(nn.Module):
 
     `forward(codes, cond)` gives logits (B, K, h, w) where the logits at (i, j) depend only on
     codes before (i, j) in raster order, on (i, j) itself through the positional embedding `pos`
-    and on cond. Conditioning (PriorConfig.condition):
-        "none"   cond is ignored
-        "label"  cond: (B,) long class labels in [0, num_labels)
-        "slice"  cond: (B,) float slice positions in [0, 1], embedded from Fourier features
+    and on cond, a (B,) tensor as vqgen.conditioning describes it for PriorConfig.condition
+    (ignored for "none").
     """
 
     def __init__(self, cfg: PriorConfig):
         super().__init__()
-        assert cfg.condition != "label" or cfg.num_labels >= 1, "a label prior needs num_labels"
         self.cfg = cfg
         C = cfg.channels
         self.embedding = nn.Embedding(cfg.codebook_size, C)
-        if cfg.condition == "label":
-            self.cond_embedding: nn.Module | None = nn.Embedding(cfg.num_labels, C)
-        elif cfg.condition == "slice":
-            freqs = math.pi * 2.0 ** torch.arange(SLICE_FREQUENCIES)
-            self.register_buffer("slice_freqs", freqs, persistent=False)
-            self.cond_embedding = nn.Sequential(
-                nn.Linear(2 * SLICE_FREQUENCIES + 1, C), nn.SiLU(), nn.Linear(C, C)
-            )
-        else:
-            self.cond_embedding = None
+        self.cond_embedding = condition_embedding(cfg, C)
         conditional = self.cond_embedding is not None
         # small like GPT-2's position embedding: the prior starts close to translation-equivariant
         self.pos = nn.Parameter(0.02 * torch.randn(1, POSITION_CHANNELS, cfg.grid, cfg.grid))
@@ -257,20 +243,11 @@ class GatedPixelCNN(nn.Module):
 
     def embed_condition(self, cond: Tensor | None, batch: int) -> Tensor | None:
         """cond (batch,) -> condition embedding (batch, C); None when the prior is unconditional."""
-        kind = self.cfg.condition
-        if kind == "none":
+        if self.cond_embedding is None:
             return None
+        kind = self.cfg.condition
         assert cond is not None and cond.shape == (batch,), f"condition '{kind}' needs (B,) cond"
-        if kind == "label":
-            assert not (cond.dtype.is_floating_point or cond.dtype == torch.bool), cond.dtype
-            assert not batch or 0 <= cond.min() <= cond.max() < self.cfg.num_labels, "bad label"
-            return self.cond_embedding(cond.long())
-        assert cond.dtype.is_floating_point, cond.dtype
-        assert not batch or 0 <= cond.min() <= cond.max() <= 1, "slice positions outside [0, 1]"
-        s = cond[:, None].to(self.slice_freqs.dtype)  # (B, 1)
-        angles = s * self.slice_freqs  # (B, F)
-        feats = torch.cat([s, angles.sin(), angles.cos()], dim=1).to(self.embedding.weight.dtype)
-        return self.cond_embedding(feats)
+        return self.cond_embedding(cond)
 
     def body(self, emb: Tensor, cond: Tensor | None = None) -> Tensor:
         """Embeddings (B, C, h, w) -> horizontal-stack features (B, C, h, w)."""

@@ -135,6 +135,11 @@ class VQVAE(nn.Module):
             cfg.code_dim, cfg.hidden, cfg.res_blocks, res_channels, cfg.downsample, 1
         )
 
+    @property
+    def last_layer(self) -> Tensor:
+        """The decoder's last weight, where VQGAN's adaptive weight compares gradients."""
+        return self.decoder.net[-1].weight
+
     def encode(self, x: Tensor) -> Tensor:
         """(B, 1, S, S) images in [0, 1] -> (B, D, h, w) encoder outputs z_e."""
         size = self.cfg.size

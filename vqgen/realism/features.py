@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqgen import checkpoint
+from vqgen import fileio
 from vqgen.data.dataset import SliceDataset, cache_dir
 from vqgen.errors import CheckpointError
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
@@ -147,19 +147,19 @@ def extract_features(
 def save_feature_net(net: FeatureNet, path: Path, **meta: Any) -> None:
     """Weights as safetensors, the config (and `meta`, e.g. a cache key) as JSON metadata."""
     payload = {"format": FEATURE_FORMAT, "config": asdict(net.cfg), **meta}
-    checkpoint.save_tensors(path, net.state_dict(), payload)
+    fileio.save_tensors(path, net.state_dict(), payload)
 
 
 def load_feature_net(path: Path) -> FeatureNet:
     """A FeatureNet rebuilt from its stored config, in eval mode on the CPU."""
-    meta = checkpoint.load_tensor_meta(path)
+    meta = fileio.load_tensor_meta(path)
     if meta.get("format") != FEATURE_FORMAT:
         raise CheckpointError(f"{path} is not a vqgen feature net ({FEATURE_FORMAT})")
     try:
         cfg = FeatureNetConfig(**meta["config"])
         cfg.tasks = tuple(cfg.tasks)
         net = FeatureNet(cfg)
-        net.load_state_dict(checkpoint.load_tensors(path))
+        net.load_state_dict(fileio.load_tensors(path))
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: feature net does not match its config ({err})") from None
     return net.eval()
@@ -175,7 +175,7 @@ def cached_feature_net(
     stamp = {"key": key, "seed": seed, "steps": steps}
     if path.is_file():
         with contextlib.suppress(CheckpointError):
-            meta = checkpoint.load_tensor_meta(path)
+            meta = fileio.load_tensor_meta(path)
             if {k: meta.get(k) for k in stamp} == stamp:
                 return load_feature_net(path)
     net = train_feature_net(train_set, seed, steps, device=device).cpu()

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
 
 C2ST_SIZE = 64  # the classifier sees 64 px slices: cheap, and enough to see blur and anatomy
+CLASSIFIER_STEPS = 300  # Adam steps of the classifier, unless a caller gives its own
 
 
 class C2ST(NamedTuple):
@@ -95,7 +96,7 @@ def c2st(
     other: Tensor,
     other_groups: Sequence[str] | None,
     seed: int = 0,
-    steps: int = 300,
+    steps: int | None = None,
     device: Device = "cpu",
 ) -> C2ST:
     """Train a small CNN to tell `other` from `real` on one half of each, score the other half.
@@ -120,6 +121,7 @@ def c2st(
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = _balanced(real, other, real_train, other_train, gen)
     x_test, y_test = _balanced(real, other, real_test, other_test, gen)
+    steps = CLASSIFIER_STEPS if steps is None else steps
     net = _fit_classifier(x_train, y_train, steps, seed, device)
     with torch.no_grad():
         scores = torch.cat([net(b.to(device))[:, 0].cpu() for b in x_test.split(256)])

@@ -1,0 +1,135 @@
+"""The report's sections as typed dicts: what vqgen.evaluate writes to report.json (key for
+key, in this nesting) and vqgen.report_text reads. Plain dicts at run time, so report.json is
+the JSON of these very values. (No `from __future__ import annotations`: evaluated, the
+annotations give each class its true __optional_keys__.)
+
+    report["reconstruction"]["ssim"]["mean"]        # always there
+    report["samples"]["per_label"]["AD"]["memorised"]  # a prior's; per label for a label prior
+    report["realism"]["samples"]["c2st"]["accuracy"]   # absent where realism was "skipped"
+"""
+
+import sys
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, TypedDict
+else:  # a dependency of torch's
+    from typing_extensions import NotRequired, TypedDict
+
+# -- reconstruction ----------------------------------------------------------------------------
+
+# Per-image scores summarised (evaluate.summary); "frac_ge_0.6" is no identifier, hence the form.
+Summary = TypedDict(
+    "Summary",
+    {"mean": float, "std": float, "min": float, "p5": float, "frac_ge_0.6": float},
+)
+
+
+class CodebookUsage(TypedDict):
+    fraction_used: float  # of the codebook, on the split
+    perplexity: float  # exp(entropy) of the code histogram
+
+
+class ReconstructionSection(TypedDict):
+    ssim: Summary  # per slice, scikit-image's SSIM
+    brain_ssim_mean: float  # SSIM within the brain's mask
+    psnr_mean: float  # dB, over the finite values
+    mse_mean: float
+    codebook: CodebookUsage
+
+
+# -- prior and samples -------------------------------------------------------------------------
+
+
+class PriorSection(TypedDict):
+    nll_bits: float  # per code, on the split
+    uniform_bits: float  # log2 of the codebook size
+    unigram_bits: float  # entropy of the train split's code histogram
+    condition: str  # none | label | slice
+
+
+class MeanStd(TypedDict):
+    mean: float
+    std: float
+
+
+class SampleScores(TypedDict):
+    """SSIM of samples to real slices, to train slices (memorisation) and among themselves."""
+
+    n: int
+    nearest_real_ssim: MeanStd  # to the nearest slice of the split
+    nearest_train_ssim_max: float
+    memorised: int  # samples above evaluate.MEMORISED_SSIM to a train slice
+    diversity_pairwise_ssim: float  # among the samples
+    real_pairwise_ssim: float  # among as many slices of the split
+
+
+class SamplesSection(SampleScores):
+    temperature: float
+    top_k: int | None
+    # a label prior's, per class with 2 samples and 2 slices of the split at least
+    per_label: NotRequired[dict[str, SampleScores]]
+
+
+# -- realism -----------------------------------------------------------------------------------
+
+
+class C2STScores(TypedDict):
+    """vqgen.realism.C2ST as a dict."""
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    auc: float
+    n_test: int
+
+
+class SetScores(TypedDict):
+    """How far one set (samples, reconstructions or the floor) is from the split's slices."""
+
+    c2st: C2STScores
+    kid: float
+    kid_std: float
+    fid: float
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+    k: int  # PRDC's nearest neighbours
+    kid_subset_size: int
+    sharpness: float  # high-frequency power relative to real
+
+
+class MsSsimSection(TypedDict):
+    """MS-SSIM of random pairs within each set, and within the split's slices."""
+
+    samples: NotRequired[float]  # where there are samples
+    reconstructions: float
+    floor: float
+    real: float
+
+
+class RealismSection(TypedDict):
+    """Either "skipped" (why), or the scores of each set; "ms_ssim" for slices of 44 px and
+    more; "per_label" (the same, class by class) in the report's top section of a label prior."""
+
+    skipped: NotRequired[str]
+    samples: NotRequired[SetScores]  # where there are samples
+    reconstructions: NotRequired[SetScores]
+    floor: NotRequired[SetScores]  # real train slices: what a perfect model would score
+    ms_ssim: NotRequired[MsSsimSection]
+    per_label: NotRequired[dict[str, "RealismSection"]]
+
+
+# -- the whole -----------------------------------------------------------------------------------
+
+
+class Report(TypedDict):
+    run: str
+    split: str
+    data: str  # DataConfig.source
+    kind: str  # DataConfig.kind
+    images: int  # slices of the split
+    reconstruction: ReconstructionSection
+    prior: NotRequired[PriorSection]  # a run with a prior
+    samples: NotRequired[SamplesSection]  # a run with a prior
+    realism: RealismSection
