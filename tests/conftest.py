@@ -1,11 +1,25 @@
-"""Shared test setup: every test gets its own data cache, and tiny datasets on request."""
+"""Shared test setup: every test gets its own data cache, tiny datasets on request, and a copy
+of one tiny trained run that the whole session trains once."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
-from fixtures import make_adni, make_folder, make_nifti, make_oasis
+import torch
+from fixtures import make_adni, make_folder, make_nifti, make_oasis, run_cli
+from tiny import CPU, PRIOR_2X8, VQVAE_32
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core
+    torch.set_num_threads(1)  # two threads per worker would fight over the cores
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: with one worker per core, a slow test left for the end keeps one core
+    busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +57,39 @@ def tiny_mni152(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mni152, "SUBJECTS", {"train": 3, "validate": 1, "test": 1})
     monkeypatch.setattr(mni152, "SLICES", 4)
+
+
+@pytest.fixture(scope="session")
+def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete run (a VQ-VAE and a label-conditioned prior) on a tiny ADNI layout, trained
+    once per session, on one thread (several times faster for these tiny models on a small,
+    busy CPU). Tests take a copy (`trained_run`), never this."""
+    root = tmp_path_factory.mktemp("trained")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("VQGEN_CACHE", str(root / "cache"))
+            data = make_adni(root, {"train": 5, "test": 2}, slices=2)
+            run = root / "run"
+            args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
+            assert run_cli(None, "train-vqvae", "--data", data, *VQVAE_32, *args)[0] == 0
+            assert run_cli(None, "train-prior", *PRIOR_2X8, "--condition", "label", *args)[0] == 0
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+@pytest.fixture
+def trained_run(trained_run_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's tiny trained run, which a test may change or damage."""
+    return Path(shutil.copytree(trained_run_template, tmp_path / "run"))
+
+
+@pytest.fixture
+def quick_c2st(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train the C2ST's classifier 20 steps instead of 300, for tests of what evaluate writes
+    rather than of how well the C2ST tells sets apart (tests/test_realism.py keeps 300)."""
+    from vqgen.realism import two_sample
+
+    monkeypatch.setattr(two_sample, "CLASSIFIER_STEPS", 20)

@@ -3,26 +3,28 @@ warm-up, exact resume of the discriminator and its optimiser, and NaN in the GAN
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 import torch
 from fixtures import assert_one_line_error, run_cli
-from test_training import CPU_DEVICE, TINY, blobs, interrupt_at, train_cfg
+from tiny import CPU_DEVICE, TINY_VQVAE, blobs, interrupt_at, train_cfg
 
-from vqgen import checkpoint
-from vqgen.config import DataConfig, to_dict
+from vqgen import fileio
+from vqgen.config import DataConfig, VQLossConfig, to_dict
 from vqgen.errors import Interrupted, TrainingError
+from vqgen.losses import VQLoss, adaptive_weight
 from vqgen.models.discriminator import PatchDiscriminator
 from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
 from vqgen.train import Stage, fit
-from vqgen.train_vqvae import adaptive_weight, reconstruction_metrics, vqvae_step
+from vqgen.train_vqvae import reconstruction_metrics
 
-ADVERSARIAL = dataclasses.replace(TINY, adversarial=True, disc_start=4, l1_weight=1.0)
+ADVERSARIAL = VQLossConfig(adversarial=True, disc_start=4, l1_weight=1.0)
+vqvae_step = VQLoss(ADVERSARIAL).step
 
 
-def adversarial_stage(run, step=vqvae_step, cfg=ADVERSARIAL) -> Stage:
+def adversarial_stage(run, step=vqvae_step, cfg=TINY_VQVAE) -> Stage:
     torch.manual_seed(0)
     val_set = blobs(8, seed=1)
     return Stage(
@@ -66,17 +68,19 @@ def test_adaptive_weight_balances_the_gradient_norms():
 def test_the_discriminator_joins_after_its_warm_up_and_is_saved(tmp_path):
     stage = adversarial_stage(tmp_path)
     before = {k: v.clone() for k, v in stage.helpers["disc"].state_dict().items()}
-    fit(stage, train_cfg(max_steps=3, epochs=None), tmp_path, CPU_DEVICE)  # before disc_start
+    fit(
+        stage, train_cfg(max_steps=3, epochs=None), RunDir(tmp_path), CPU_DEVICE
+    )  # before disc_start
     for key, value in stage.helpers["disc"].state_dict().items():
         assert torch.equal(value, before[key]), key
     stage = adversarial_stage(tmp_path)
-    fit(stage, train_cfg(max_steps=8, epochs=None), tmp_path, CPU_DEVICE)
+    fit(stage, train_cfg(max_steps=8, epochs=None), RunDir(tmp_path), CPU_DEVICE)
     after = stage.helpers["disc"].state_dict()
     assert any(not torch.equal(after[k], before[k]) for k in after)
     log = [json.loads(line) for line in (tmp_path / "metrics-vqvae.jsonl").open()]
     steps_with_gan = [r["step"] for r in log if "gan" in r]
     assert steps_with_gan and min(steps_with_gan) == ADVERSARIAL.disc_start + 1
-    state = checkpoint.load_tensors(tmp_path / "train_state-vqvae.safetensors")
+    state = fileio.load_tensors(tmp_path / "train_state-vqvae.safetensors")
     assert any(k.startswith("disc.weights.") for k in state)
     assert any(k.startswith("disc.opt.") for k in state)
 
@@ -84,17 +88,17 @@ def test_the_discriminator_joins_after_its_warm_up_and_is_saved(tmp_path):
 def test_adversarial_resume_is_exact(tmp_path):
     """Ctrl-C before the discriminator joins, resume past it: the same weights, both models."""
     whole = adversarial_stage(tmp_path / "a")
-    fit(whole, train_cfg(), tmp_path / "a", CPU_DEVICE)
+    fit(whole, train_cfg(), RunDir(tmp_path / "a"), CPU_DEVICE)
 
     with pytest.raises(Interrupted):
         fit(
-            adversarial_stage(tmp_path / "b", interrupt_at(3)),
+            adversarial_stage(tmp_path / "b", interrupt_at(3, loss=vqvae_step)),
             train_cfg(),
-            tmp_path / "b",
+            RunDir(tmp_path / "b"),
             CPU_DEVICE,
         )
     resumed = adversarial_stage(tmp_path / "b")
-    fit(resumed, train_cfg(), tmp_path / "b", CPU_DEVICE, resume=True)
+    fit(resumed, train_cfg(), RunDir(tmp_path / "b"), CPU_DEVICE, resume=True)
     for name in ("model", "disc"):
         a, b = whole.models()[name].state_dict(), resumed.models()[name].state_dict()
         for key in a:
@@ -109,10 +113,10 @@ def test_a_gan_loss_that_turns_nan_stops_like_any_nan(tmp_path):
         return vqvae_step(nets, batch, step)
 
     with pytest.raises(TrainingError, match=r"loss became nan at step 6.*step 5"):
-        fit(adversarial_stage(tmp_path, poisoned), train_cfg(), tmp_path, CPU_DEVICE)
+        fit(adversarial_stage(tmp_path, poisoned), train_cfg(), RunDir(tmp_path), CPU_DEVICE)
     assert all(
         v.isfinite().all()
-        for v in checkpoint.load_tensors(tmp_path / "vqvae-last.safetensors").values()
+        for v in fileio.load_tensors(tmp_path / "vqvae-last.safetensors").values()
     )
 
 
@@ -123,9 +127,9 @@ def test_cli_saves_the_adversarial_settings_and_refuses_bad_ones(capsys, tmp_pat
     args += ["--adversarial", "--disc-start", "1", "--l1-weight", "0.5"]
     code, _, err = run_cli(capsys, "train-vqvae", *args, "--disc-weight", "0.2")
     assert code == 0, err
-    model = json.loads((run / "vqvae.json").read_text())["model"]
-    assert (model["adversarial"], model["disc_start"], model["disc_weight"]) == (True, 1, 0.2)
-    assert model["l1_weight"] == 0.5
+    loss = json.loads((run / "vqvae.json").read_text())["loss"]
+    assert (loss["adversarial"], loss["disc_start"], loss["disc_weight"]) == (True, 1, 0.2)
+    assert loss["l1_weight"] == 0.5
     assert any("gan" in line for line in (run / "metrics-vqvae.jsonl").open())
     code, _, err = run_cli(capsys, "train-vqvae", *args, "--overwrite", "--disc-weight", "-1")
     assert_one_line_error(code, err, 2, "--disc-weight")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fixtures import assert_one_line_error, make_adni, make_oasis, run_cli
+from tiny import CPU, PRIOR_3X16, VQVAE_32
+
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
 
 
 def test_missing_dataset_path_is_a_usage_error(capsys, tmp_path):
@@ -96,21 +100,8 @@ def python_says(code: str) -> str:
     return proc.stdout
 
 
-TINY_VQVAE = [
-    "--size",
-    "32",
-    "--hidden",
-    "16",
-    "--codebook-size",
-    "16",
-    "--code-dim",
-    "8",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-]
-TINY_PRIOR = ["--layers", "3", "--channels", "16", "--batch-size", "8", "--device", "cpu"]
+TINY_VQVAE = [*VQVAE_32, "--batch-size", "8", *CPU]
+TINY_PRIOR = [*PRIOR_3X16, "--batch-size", "8", *CPU]
 
 
 @pytest.mark.slow
@@ -156,8 +147,16 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
         "eval_spectrum",
     ):
         assert (run / "figures" / f"{figure}.png").is_file(), figure
+    check_top_k_reaches_sample_and_evaluate(capsys, run)
 
-    # --top-k reaches the sampler: with k = 1 the draw is the argmax, whatever the seed
+    # a label the prior was not trained with is refused in one line
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD")
+    assert_one_line_error(code, err, 2, "--label AD")
+
+
+def check_top_k_reaches_sample_and_evaluate(capsys, run: Path) -> None:
+    """--top-k reaches the sampler of both verbs: with k = 1 the draw is the argmax, whatever
+    the seed; evaluate says how it drew its samples."""
     grids = []
     for seed in ("1", "2"):
         args = ["--n", "2", "--top-k", "1", "--seed", seed, "--out", run / f"k1-{seed}"]
@@ -166,7 +165,6 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
         grids.append((run / f"k1-{seed}" / "grid.png").read_bytes())
     assert grids[0] == grids[1]
 
-    # evaluate draws its samples the same way, and says how it drew them
     drawn = []
     for seed in ("1", "2"):
         out = run / f"eval-k1-{seed}" / "report.json"
@@ -182,15 +180,11 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
     assert drawn[0] == drawn[1]
     assert "at temperature 0.5, top-k 1" in stdout
 
-    # a label the prior was not trained with is refused in one line
-    code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD")
-    assert_one_line_error(code, err, 2, "--label AD")
-
 
 def test_max_steps_alone_sets_the_length_of_the_run(capsys, tmp_path, tiny_mni152):
     """--max-steps without --epochs trains that many steps, however many epochs it takes."""
     run = tmp_path / "run"
-    args = ["--data", "mni152", "--run", run, "--max-steps", "7", *TINY_VQVAE[:-4]]
+    args = ["--data", "mni152", "--run", run, "--max-steps", "7", *VQVAE_32]
     code, out, err = run_cli(capsys, "train-vqvae", *args, "--batch-size", "4", "--device", "cpu")
     assert code == 0, err
     meta = json.loads((run / "vqvae-last.json").read_text())
@@ -248,20 +242,20 @@ def test_a_label_prior_is_scored_for_realism_label_by_label(capsys, tmp_path):
 def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp_path, tiny_mni152):
     """mni152 slices lie between 0.15 and 0.9 of the brain's height: asked for a level below
     its train split's, a prior draws black slices, so sampling keeps to the trained range."""
-    from vqgen import checkpoint
+    from vqgen import checkpoint, conditioning
     from vqgen.config import DataConfig, SampleConfig
     from vqgen.data import load_data
-    from vqgen.inference import build_condition
+    from vqgen.rundir import RunDir
 
     run = tmp_path / "run"
     args = ["--run", run, "--max-steps", "3"]
-    vqvae = ["--data", "mni152", *TINY_VQVAE[:-4], "--batch-size", "4", "--device", "cpu"]
+    vqvae = ["--data", "mni152", *VQVAE_32, "--batch-size", "4", *CPU]
     assert run_cli(capsys, "train-vqvae", *args, *vqvae)[0] == 0
     assert run_cli(capsys, "train-prior", *args, "--condition", "slice", *TINY_PRIOR)[0] == 0
     positions = load_data(DataConfig(source="mni152", size=32), "train").positions
-    prior, meta = checkpoint.load_prior(run)
+    prior, meta = checkpoint.load_prior(RunDir(run))
     low, high = meta["slice_range"]
     assert (low, high) == pytest.approx((float(positions.min()), float(positions.max())))
     assert low > 0.1  # the former fixed range started below the data
-    cond = build_condition(prior, meta, SampleConfig(n=9))
+    cond = conditioning.for_sampling(prior.cfg, meta, SampleConfig(n=9))
     assert float(cond.min()) == pytest.approx(low) and float(cond.max()) == pytest.approx(high)

@@ -7,6 +7,8 @@ import pytest
 from vqgen import demo
 from vqgen.errors import UsageError
 
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
+
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_times_each_phase(tmp_path, tiny_mni152, monkeypatch):

@@ -7,14 +7,14 @@ import json
 
 import torch
 from fixtures import make_oasis, run_cli
+from tiny import CPU, PRIOR_2X8, VQVAE_32
 
-from vqgen import checkpoint
+from vqgen import fileio
 from vqgen.config import DataConfig
 from vqgen.data import SPLITS, load_data, mni152
 from vqgen.data.augment import augment_slices
 
-TINY_VQVAE = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
-CPU = ["--batch-size", "4", "--device", "cpu"]
+BATCH_4_CPU = ["--batch-size", "4", *CPU]
 
 
 def test_augmented_slices_are_seeded_in_range_and_keep_the_background_black():
@@ -53,14 +53,14 @@ def test_train_prior_learns_from_augmented_copies(capsys, tmp_path, tiny_mni152)
     """--augment 2 on mni152: twice as many fresh train subjects beside the train split,
     encoded once and kept in the run; the setting is saved and resumed."""
     run = tmp_path / "run"
-    args = ["--data", "mni152", "--run", run, "--max-steps", "2", *TINY_VQVAE, *CPU]
+    args = ["--data", "mni152", "--run", run, "--max-steps", "2", *VQVAE_32, *BATCH_4_CPU]
     code, _, err = run_cli(capsys, "train-vqvae", *args)
     assert code == 0, err
-    prior = ["--run", run, "--layers", "2", "--channels", "8", "--max-steps", "3", *CPU]
+    prior = ["--run", run, *PRIOR_2X8, "--max-steps", "3", *BATCH_4_CPU]
     code, _, err = run_cli(capsys, "train-prior", *prior, "--augment", "2", "--dropout", "0.1")
     assert code == 0, err
-    extra = checkpoint.load_tensors(run / "codes" / "train-augmented-2.safetensors")
-    train = checkpoint.load_tensors(run / "codes" / "train.safetensors")
+    extra = fileio.load_tensors(run / "codes" / "train-augmented-2.safetensors")
+    train = fileio.load_tensors(run / "codes" / "train.safetensors")
     assert len(extra["codes"]) == 2 * len(train["codes"])
     assert extra["positions"].isfinite().all()  # fresh subjects bring their slice positions
     model = json.loads((run / "prior.json").read_text())["model"]
@@ -70,12 +70,12 @@ def test_train_prior_learns_from_augmented_copies(capsys, tmp_path, tiny_mni152)
 def test_augmented_copies_of_a_folder_dataset(capsys, tmp_path):
     data = make_oasis(tmp_path, {"train": 3, "validate": 1, "test": 1}, slices=4, size=32)
     run = tmp_path / "run"
-    args = ["--data", data, "--run", run, "--max-steps", "2", *TINY_VQVAE, *CPU]
+    args = ["--data", data, "--run", run, "--max-steps", "2", *VQVAE_32, *BATCH_4_CPU]
     assert run_cli(capsys, "train-vqvae", *args)[0] == 0
-    prior = ["--run", run, "--layers", "2", "--channels", "8", "--max-steps", "2", *CPU]
+    prior = ["--run", run, *PRIOR_2X8, "--max-steps", "2", *BATCH_4_CPU]
     code, _, err = run_cli(capsys, "train-prior", *prior, "--augment", "1")
     assert code == 0, err
-    extra = checkpoint.load_tensors(run / "codes" / "train-augmented-1.safetensors")
-    train = checkpoint.load_tensors(run / "codes" / "train.safetensors")
+    extra = fileio.load_tensors(run / "codes" / "train-augmented-1.safetensors")
+    train = fileio.load_tensors(run / "codes" / "train.safetensors")
     assert extra["codes"].shape == train["codes"].shape
     assert not torch.equal(extra["codes"], train["codes"])  # other slices, other codes

@@ -194,6 +194,7 @@ def test_cached_feature_net_retrains_only_when_the_key_changes(vqgen_cache, monk
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("feature_net")  # one worker trains the module's net
 def test_feature_distances_order_the_ladder(splits, ladder, net):
     real = realism.extract_features(net, splits["test"].images)
     scores = {
@@ -209,6 +210,7 @@ def test_feature_distances_order_the_ladder(splits, ladder, net):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("feature_net")  # one worker trains the module's net
 def test_kid_is_near_zero_for_disjoint_real_subjects(splits, ladder, net):
     train = splits["train"]
     half_a, half_b = realism.group_split(train.subjects, seed=0)

@@ -3,11 +3,9 @@ input data give one line and the right exit code, and a refused command changes 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,23 +19,25 @@ import pytest
 import torch
 from fixtures import assert_one_line_error, brain_slice, make_adni, make_oasis, run_cli
 from PIL import Image
+from tiny import (
+    CPU,
+    CPU_DEVICE,
+    NARROW,
+    SMALL_CODEBOOK,
+    VQVAE_32,
+    blobs,
+    interrupt_at,
+    make_stage,
+    snapshot,
+    train_cfg,
+)
 
 import vqgen.sample
-from vqgen import checkpoint, rundir
+from vqgen import checkpoint, fileio, rundir
 from vqgen.data import SPLITS, DataWarning, load_split
+from vqgen.rundir import RunDir
 
-TINY_VQVAE = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
-TINY_PRIOR = ["--layers", "2", "--channels", "8", "--condition", "label"]
-CPU = ["--device", "cpu"]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder`: relative path -> SHA-256, to prove that nothing changed."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
 
 
 @pytest.fixture
@@ -50,30 +50,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# -- one tiny trained run, shared: ADNI layout, VQ-VAE and a label-conditioned prior ------------
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete run (vqvae + label prior) on a tiny ADNI layout, trained once per module."""
-    root = tmp_path_factory.mktemp("shared")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(root / "cache"))
-        data = make_adni(root, {"train": 5, "test": 2}, slices=2)
-        run = root / "run"
-        args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
-        assert run_cli(None, "train-vqvae", "--data", data, *TINY_VQVAE, *args)[0] == 0
-        assert run_cli(None, "train-prior", *TINY_PRIOR, *args)[0] == 0
-    torch.set_num_threads(threads)
-    return run
-
-
 @pytest.fixture
-def run(trained_run: Path, tmp_path: Path) -> Path:
-    """A private copy of the shared run that a test may damage."""
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+def run(trained_run: Path) -> Path:
+    """The session's tiny run (ADNI layout, a label-conditioned prior), a private copy."""
+    return trained_run
 
 
 # -- SIGKILL and SIGINT on a real training process ----------------------------------------------
@@ -84,7 +64,7 @@ def start_training(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]
     data = make_oasis(tmp_path, {"train": 6, "validate": 1, "test": 1}, slices=10, size=32)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "vqgen", "train-vqvae", "--data", str(data), "--run", str(run)]
-    cmd += [*TINY_VQVAE, "--batch-size", "4", "--epochs", "3", *CPU, *extra]
+    cmd += [*VQVAE_32, "--batch-size", "4", "--epochs", "3", *CPU, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the test machine is shared and small
     log = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -107,17 +87,17 @@ def assert_run_files_load(run: Path) -> None:
     """Every checkpoint file parses, the last weights pair with their JSON and train state, and
     the only other files are atomic_write's hidden `.<name>.*.tmp` leftovers."""
     for path in run.glob("*.safetensors"):
-        checkpoint.load_tensors(path)
+        fileio.load_tensors(path)
     for path in run.glob("*.json"):
-        checkpoint.read_json(path)
+        fileio.read_json(path)
     for line in (run / "metrics-vqvae.jsonl").read_text().splitlines():
         json.loads(line)
-    last = checkpoint.read_meta(run, "vqvae", last=True)
-    state = checkpoint.load_tensor_meta(run / "train_state-vqvae.safetensors")
-    assert last["weights_sha256"] == checkpoint.sha256(run / "vqvae-last.safetensors")
+    last = checkpoint.read_meta(RunDir(run), "vqvae", last=True)
+    state = fileio.load_tensor_meta(run / "train_state-vqvae.safetensors")
+    assert last["weights_sha256"] == fileio.sha256(run / "vqvae-last.safetensors")
     assert last["step"] == state["step"]
-    checkpoint.load_vqvae(run, last=True)
-    checkpoint.load_vqvae(run)
+    checkpoint.load_vqvae(RunDir(run), last=True)
+    checkpoint.load_vqvae(RunDir(run))
     for path in run.glob(".*"):  # a temporary file never takes a name a loader would read
         if path.name != rundir.LOCK_NAME:
             assert path.suffix == ".tmp" and path.name.startswith("."), path
@@ -133,7 +113,7 @@ def test_sigkill_mid_training_leaves_loadable_checkpoints_and_resume_continues(
     assert proc.wait(timeout=60) == -signal.SIGKILL
 
     assert_run_files_load(run)
-    saved = checkpoint.read_meta(run, "vqvae", last=True)
+    saved = checkpoint.read_meta(RunDir(run), "vqvae", last=True)
     assert saved["step"] == 15 * saved["epoch"] and saved["epoch"] >= 1
     before = [json.loads(line) for line in (run / "metrics-vqvae.jsonl").read_text().splitlines()]
     validated = [r for r in before if "val_ssim" in r and r["step"] <= saved["step"]]
@@ -142,7 +122,7 @@ def test_sigkill_mid_training_leaves_loadable_checkpoints_and_resume_continues(
     assert code == 0, err
     # the killed process could not release its lock: the kernel did, and the resume says so
     assert "took over the lock of `vqgen train-vqvae` (pid" in err
-    resumed = checkpoint.read_meta(run, "vqvae", last=True)
+    resumed = checkpoint.read_meta(RunDir(run), "vqvae", last=True)
     assert resumed["step"] == 45 > saved["step"]  # the stored schedule: 3 epochs of 15 steps
     assert resumed["epoch"] == 3
     after = [json.loads(line) for line in (run / "metrics-vqvae.jsonl").read_text().splitlines()]
@@ -164,7 +144,7 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
     assert len(errors) == 1 and "Traceback" not in err, err
     assert "--resume" in errors[0] and "vqvae-last.safetensors" in errors[0]
     assert_run_files_load(run)
-    step = checkpoint.read_meta(run, "vqvae", last=True)["step"]
+    step = checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"]
     assert f"interrupted at step {step}:" in errors[0]
     assert 15 <= step < 45
 
@@ -172,8 +152,6 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
 def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, one_thread):
     """A SIGKILL mid-epoch leaves log lines of steps after the last checkpoint (and may tear the
     last one); after --resume every line must parse and no step may be logged twice."""
-    from test_training import CPU_DEVICE, blobs, interrupt_at, make_stage, train_cfg
-
     from vqgen.errors import Interrupted
     from vqgen.train import fit
 
@@ -182,14 +160,20 @@ def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, on
         fit(
             make_stage(tmp_path, train_set, val_set, interrupt_at(7)),
             train_cfg(),
-            tmp_path,
+            RunDir(tmp_path),
             CPU_DEVICE,
         )
     log = tmp_path / "metrics-vqvae.jsonl"
     with log.open("a") as f:  # what the kill would have left had it come two steps later
         f.write(json.dumps({"step": 8, "epoch": 1, "loss": 0.5, "mse": 0.5}) + "\n")
         f.write('{"step": 9, "epoch": 1, "lo')
-    fit(make_stage(tmp_path, train_set, val_set), train_cfg(), tmp_path, CPU_DEVICE, resume=True)
+    fit(
+        make_stage(tmp_path, train_set, val_set),
+        train_cfg(),
+        RunDir(tmp_path),
+        CPU_DEVICE,
+        resume=True,
+    )
     records = [json.loads(line) for line in log.read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(1, 16))
@@ -391,7 +375,10 @@ def test_unknown_label_for_a_label_prior_lists_the_known_ones(capsys, run):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["train-vqvae", "--size", "30", *TINY_VQVAE[2:]], ["--size 30", "--downsample 4"]),
+        (
+            ["train-vqvae", "--size", "30", *NARROW, *SMALL_CODEBOOK],
+            ["--size 30", "--downsample 4"],
+        ),
         (["train-vqvae", "--data", "/nowhere/at/all"], ["/nowhere/at/all", "does not exist"]),
         (["train-prior", "--condition", "colour"], ["--condition"]),
         (["sample", "--temperature", "inf"], ["--temperature", "inf"]),

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from fixtures import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
+
 FORMAT_1 = Path(__file__).parent / "data" / "run-format-1"
 
 

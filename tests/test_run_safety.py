@@ -16,33 +16,36 @@ import nibabel as nib
 import numpy as np
 import pytest
 from fixtures import assert_one_line_error, make_folder, make_nifti, run_cli
-from test_robustness import CPU, TINY_VQVAE, snapshot
-from test_training import (
+from tiny import (
+    CPU,
     CPU_DEVICE,
+    PRIOR_2X8,
+    VQVAE_32_DEFAULT_CODEBOOK,
     blobs,
     critic_stage,
     interrupt_at,
     make_stage,
+    snapshot,
     train_cfg,
     vqvae_step,
 )
 
-from vqgen import checkpoint
+from vqgen import checkpoint, fileio
 from vqgen.data import DataWarning, load_split
 from vqgen.errors import DataError, Interrupted, TrainingError
+from vqgen.rundir import RunDir
 from vqgen.train import fit
 
-TINY = [*TINY_VQVAE[:-4], "--batch-size", "4", *CPU]  # 32 px, 16 codes
-TINY_PRIOR = ["--layers", "2", "--channels", "8", "--batch-size", "4", *CPU]
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
+
+TINY = [*VQVAE_32_DEFAULT_CODEBOOK, "--batch-size", "4", *CPU]
+TINY_PRIOR = [*PRIOR_2X8, "--batch-size", "4", *CPU]
 
 
 @pytest.fixture
-def trained(tmp_path: Path, tiny_mni152, capsys) -> Path:
-    """A finished tiny run: a VQ-VAE and a prior on the shrunken mni152."""
-    run = tmp_path / "run"
-    assert run_cli(capsys, "train-vqvae", "--run", run, "--max-steps", "3", *TINY)[0] == 0
-    assert run_cli(capsys, "train-prior", "--run", run, "--max-steps", "3", *TINY_PRIOR)[0] == 0
-    return run
+def trained(trained_run: Path, tiny_mni152) -> Path:
+    """A finished tiny run (a copy of the session's); the shrunken mni152 for training anew."""
+    return trained_run
 
 
 def hold_lock(run: Path) -> subprocess.Popen:
@@ -51,7 +54,7 @@ def hold_lock(run: Path) -> subprocess.Popen:
         import sys, time
         from pathlib import Path
         from vqgen import rundir
-        with rundir.lock(Path({str(run)!r}), "train-vqvae"):
+        with rundir.RunDir(Path({str(run)!r})).lock("train-vqvae"):
             print("held", flush=True)
             time.sleep(600)
     """)
@@ -103,7 +106,7 @@ def test_divergence_leaves_only_finite_tensors_and_a_true_message(tmp_path, tiny
     saved = sorted(run.glob("*.safetensors"))
     assert ("nothing was saved" in line) == (not saved)
     for path in saved:
-        for key, tensor in checkpoint.load_tensors(path).items():
+        for key, tensor in fileio.load_tensors(path).items():
             if tensor.is_floating_point():
                 assert tensor.isfinite().all(), f"{path.name}: {key}"
 
@@ -122,10 +125,10 @@ def test_non_finite_weights_are_never_saved(tmp_path) -> None:
     stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1), poison_weights)
     expected = r"critic weights became non-finite at step 10; the last good checkpoint \(step 5\)"
     with pytest.raises(TrainingError, match=expected):
-        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
-    state = checkpoint.load_tensors(tmp_path / "train_state-vqvae.safetensors")
+        fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
+    state = fileio.load_tensors(tmp_path / "train_state-vqvae.safetensors")
     assert all(t.isfinite().all() for t in state.values() if t.is_floating_point())
-    assert checkpoint.load_tensor_meta(tmp_path / "train_state-vqvae.safetensors")["step"] == 5
+    assert fileio.load_tensor_meta(tmp_path / "train_state-vqvae.safetensors")["step"] == 5
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
@@ -149,7 +152,7 @@ def test_training_into_a_finished_run_needs_resume_or_overwrite(trained: Path, c
     assert code == 0, err
     assert "--overwrite: removed" in err and "prior.json" in err
     assert not (trained / "prior.json").exists()  # it was trained on the old VQ-VAE's codes
-    assert checkpoint.read_meta(trained, "vqvae")["step"] == 2
+    assert checkpoint.read_meta(RunDir(trained), "vqvae")["step"] == 2
 
 
 # 4. unusable paths: one line, nothing created ----------------------------------------------------
@@ -211,13 +214,21 @@ def test_preview_paths_are_checked_and_no_folder_is_made(tmp_path, capsys, tiny_
 def test_a_budget_stopped_run_resumes_to_its_planned_steps(tmp_path) -> None:
     train_set, val_set = blobs(20), blobs(8, seed=1)  # 5 steps an epoch, 3 epochs: 15 steps
     stage = make_stage(tmp_path, train_set, val_set)
-    first = fit(stage, train_cfg(max_minutes=1e-6), tmp_path, CPU_DEVICE)  # out of time at once
+    first = fit(
+        stage, train_cfg(max_minutes=1e-6), RunDir(tmp_path), CPU_DEVICE
+    )  # out of time at once
     assert first.step < 15
-    resumed = fit(make_stage(tmp_path, train_set, val_set), train_cfg(), tmp_path, CPU_DEVICE, True)
+    resumed = fit(
+        make_stage(tmp_path, train_set, val_set), train_cfg(), RunDir(tmp_path), CPU_DEVICE, True
+    )
     assert resumed.step == 15
     with pytest.warns(UserWarning, match="already complete"):
         again = fit(
-            make_stage(tmp_path, train_set, val_set), train_cfg(), tmp_path, CPU_DEVICE, True
+            make_stage(tmp_path, train_set, val_set),
+            train_cfg(),
+            RunDir(tmp_path),
+            CPU_DEVICE,
+            True,
         )
     assert again.step == 15
 
@@ -232,9 +243,9 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
     cfg = train_cfg(epochs=None, max_minutes=10.0)
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), interrupt_at(9))
     with pytest.raises(Interrupted):
-        fit(stage, cfg, tmp_path, CPU_DEVICE)
+        fit(stage, cfg, RunDir(tmp_path), CPU_DEVICE)
     resumed = fit(
-        make_stage(tmp_path, blobs(20), blobs(8, seed=1)), cfg, tmp_path, CPU_DEVICE, True
+        make_stage(tmp_path, blobs(20), blobs(8, seed=1)), cfg, RunDir(tmp_path), CPU_DEVICE, True
     )
     assert resumed.step == 12
 
@@ -322,7 +333,7 @@ def test_warnings_are_plain_lines(tmp_path, capsys) -> None:
 
 
 def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
-    checkpoint.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    fileio.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
 
 
@@ -343,4 +354,4 @@ def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
     with pytest.raises(
         Interrupted, match=r"second Ctrl-C at step 6; the last good checkpoint \(step 5\)"
     ):
-        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
+        fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)

@@ -19,12 +19,22 @@ from pathlib import Path
 
 import pytest
 from fixtures import make_oasis, run_cli
+from tiny import PRIOR_2X8, VQVAE_32
 
 from vqgen import checkpoint
 from vqgen.cli import main
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, load_config
+from vqgen.config import (
+    DataConfig,
+    PriorConfig,
+    TrainConfig,
+    VQVAEConfig,
+    load_config,
+)
 from vqgen.errors import VqgenError
 from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
+
+pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [*sorted((REPO / "vqgen").rglob("*.py")), REPO / "cli.py"]
@@ -129,6 +139,7 @@ STRING_FIELDS = {
     (DataConfig, "source"),  # the dataset, read by design
     (DataConfig, "kind"),
     (VQVAEConfig, "quantizer"),
+    (PriorConfig, "kind"),
     (PriorConfig, "condition"),
     (TrainConfig, "device"),
 }
@@ -204,9 +215,6 @@ def digest_tree(folder: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
     return tree
 
 
-TINY = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny complete run (vqvae + prior) on an OASIS layout, trained once for this module."""
@@ -216,8 +224,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data = make_oasis(root, {"train": 2, "validate": 1, "test": 1}, slices=4, size=32)
         common = ["--run", root / "run", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
         for args in (
-            ["train-vqvae", "--data", data, *TINY, *common],
-            ["train-prior", "--layers", "2", "--channels", "8", *common],
+            ["train-vqvae", "--data", data, *VQVAE_32, *common],
+            ["train-prior", *PRIOR_2X8, *common],
         ):
             try:
                 main([str(a) for a in args])
@@ -298,8 +306,10 @@ def test_a_symlinked_checkpoint_is_read_but_never_written_through(capsys, world)
     assert code == 0, err
     code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", "--device", "cpu")
     assert code == 0, err
-    model, meta = checkpoint.load_vqvae(run)
-    checkpoint.save_model(run, "vqvae", model, meta, last=False)  # what training would write
+    model, meta = checkpoint.load_vqvae(RunDir(run))
+    checkpoint.save_model(
+        RunDir(run), "vqvae", model, meta, last=False
+    )  # what training would write
 
     assert digest_tree(outside) == before  # the targets are untouched
     for name in ("vqvae.safetensors", "report.json", "samples/grid.png"):
@@ -333,6 +343,8 @@ def test_loading_a_checkpoint_never_unpickles(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     cfg = VQVAEConfig(size=16, hidden=8, res_blocks=1, codebook_size=4, code_dim=2)
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(cfg), {"model": dataclasses.asdict(cfg)}, False)
-    model, _ = checkpoint.load_vqvae(tmp_path)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(cfg), {"model": dataclasses.asdict(cfg)}, False
+    )
+    model, _ = checkpoint.load_vqvae(RunDir(tmp_path))
     assert model.cfg == cfg

@@ -8,69 +8,29 @@ import itertools
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny import (
+    CPU_DEVICE,
+    TINY_VQVAE,
+    blobs,
+    critic_stage,
+    interrupt_at,
+    make_stage,
+    train_cfg,
+    vqvae_step,
+    with_critic,
+)
 
-from vqgen import checkpoint
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig, to_dict
-from vqgen.data import SliceDataset
+from vqgen import checkpoint, fileio
+from vqgen.config import TrainConfig, to_dict
 from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
 from vqgen.schedule import learning_rate
-from vqgen.train import OptimizerSettings, Stage, fit
-from vqgen.train_vqvae import reconstruction_metrics, vqvae_step
-
-CPU_DEVICE = torch.device("cpu")
-TINY = VQVAEConfig(size=16, hidden=16, res_blocks=1, downsample=4, codebook_size=8, code_dim=4)
-
-
-def blobs(n: int, size: int = 16, seed: int = 0) -> SliceDataset:
-    """Smooth bright blobs on black: a stand-in for brain slices."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    centres = torch.rand(n, 2, generator=g) * size * 0.5 + size * 0.25
-    radius = torch.rand(n, generator=g) * size * 0.2 + size * 0.15
-    dist = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2).sqrt()
-    images = (1 - dist / radius[:, None, None]).clamp(0, 1)
-    pixels = (images * 255).round().to(torch.uint8)[:, None]
-    return SliceDataset(
-        pixels=pixels,
-        subjects=[f"s{i}" for i in range(n)],
-        labels=torch.full((n,), -1),
-        positions=torch.full((n,), float("nan")),
-        paths=[f"blob{i}" for i in range(n)],
-    )
-
-
-def make_stage(run: Path, train_set: SliceDataset, val_set: SliceDataset, step=vqvae_step) -> Stage:
-    torch.manual_seed(0)
-    return Stage(
-        name="vqvae",
-        model=VQVAE(TINY),
-        train_set=train_set,
-        step=step,
-        validate=lambda m: reconstruction_metrics(m, val_set),
-        monitor="val_ssim",
-        higher_is_better=True,
-        meta={"model": to_dict(TINY), "data": to_dict(DataConfig(size=16))},
-    )
-
-
-def train_cfg(**overrides) -> TrainConfig:
-    return TrainConfig(
-        **{
-            "epochs": 3,
-            "batch_size": 4,
-            "lr": 3e-3,
-            "warmup_steps": 2,
-            "device": "cpu",
-            "log_every": 1,
-            **overrides,
-        }
-    )
+from vqgen.train import OptimizerSettings, fit
+from vqgen.train_vqvae import reconstruction_metrics
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -82,75 +42,72 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
-    model = VQVAE(TINY).eval()
-    checkpoint.save_model(tmp_path, "vqvae", model, {"model": to_dict(TINY)}, last=False)
-    loaded, meta = checkpoint.load_vqvae(tmp_path)
+    model = VQVAE(TINY_VQVAE).eval()
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", model, {"model": to_dict(TINY_VQVAE)}, last=False
+    )
+    loaded, meta = checkpoint.load_vqvae(RunDir(tmp_path))
     x = blobs(3).images
     assert torch.equal(model(x)[0], loaded(x)[0])
-    assert meta["weights_sha256"] == checkpoint.sha256(tmp_path / "vqvae.safetensors")
+    assert meta["weights_sha256"] == fileio.sha256(tmp_path / "vqvae.safetensors")
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(TINY_VQVAE), {"model": to_dict(TINY_VQVAE)}, last=False
+    )
     meta = json.loads((tmp_path / "vqvae.json").read_text())
     meta["model"]["codebook_size"] = 16
     (tmp_path / "vqvae.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"does not match its config.*shape"):
-        checkpoint.load_vqvae(tmp_path)
+        checkpoint.load_vqvae(RunDir(tmp_path))
 
 
 def test_unknown_config_key_is_named(tmp_path):
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(TINY_VQVAE), {"model": to_dict(TINY_VQVAE)}, last=False
+    )
     meta = json.loads((tmp_path / "vqvae.json").read_text())
     meta["model"]["colour"] = "red"
     (tmp_path / "vqvae.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="unknown key 'colour'"):
-        checkpoint.load_vqvae(tmp_path)
+        checkpoint.load_vqvae(RunDir(tmp_path))
 
 
 def test_truncated_weights_are_refused(tmp_path):
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(TINY_VQVAE), {"model": to_dict(TINY_VQVAE)}, last=False
+    )
     weights = tmp_path / "vqvae.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        checkpoint.load_vqvae(tmp_path)
+        checkpoint.load_vqvae(RunDir(tmp_path))
 
 
 def test_prior_checkpoint_in_place_of_vqvae_is_refused(tmp_path):
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(TINY_VQVAE), {"model": to_dict(TINY_VQVAE)}, last=False
+    )
     meta = json.loads((tmp_path / "vqvae.json").read_text())
     meta["stage"] = "prior"
     (tmp_path / "vqvae.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="holds a 'prior' model"):
-        checkpoint.load_vqvae(tmp_path)
+        checkpoint.load_vqvae(RunDir(tmp_path))
 
 
 def test_training_improves_and_keeps_best_and_last(tmp_path):
     val_set = blobs(8, seed=1)
     torch.manual_seed(0)
-    before = reconstruction_metrics(VQVAE(TINY), val_set)
+    before = reconstruction_metrics(VQVAE(TINY_VQVAE), val_set)
     cfg = train_cfg(epochs=10, lr=1e-2)
-    result = fit(make_stage(tmp_path, blobs(24), val_set), cfg, tmp_path, CPU_DEVICE)
+    result = fit(make_stage(tmp_path, blobs(24), val_set), cfg, RunDir(tmp_path), CPU_DEVICE)
     assert result.best > before["val_ssim"] + 0.1
     assert min(r["val_mse"] for r in result.history) < 0.8 * before["val_mse"]
     for name in ("vqvae", "vqvae-last"):
         assert (tmp_path / f"{name}.safetensors").is_file()
     lines = (tmp_path / "metrics-vqvae.jsonl").read_text().splitlines()
     assert sum("val_ssim" in line for line in lines) == 10  # one validation line per epoch
-
-
-def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT):
-    """A training step that sends this process `signum` (Ctrl-C by default) at a given call."""
-    calls = {"n": 0}
-
-    def step(nets, batch, step_index):
-        calls["n"] += 1
-        if calls["n"] == step_to_stop:
-            os.kill(os.getpid(), signum)
-        return vqvae_step(nets, batch, step_index)
-
-    return step
 
 
 @pytest.mark.parametrize(
@@ -163,17 +120,20 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
     between its rename and the train state's: --resume reads only the train state."""
     train_set, val_set = blobs(20), blobs(8, seed=1)
     whole = fit(
-        make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a", CPU_DEVICE
+        make_stage(tmp_path / "a", train_set, val_set),
+        train_cfg(),
+        RunDir(tmp_path / "a"),
+        CPU_DEVICE,
     )
 
     with pytest.raises(Interrupted, match="--resume"):
         fit(
             make_stage(tmp_path / "b", train_set, val_set, interrupt_at(7, signum)),
             train_cfg(),
-            tmp_path / "b",
+            RunDir(tmp_path / "b"),
             CPU_DEVICE,
         )
-    state = checkpoint.load_tensor_meta(tmp_path / "b" / "train_state-vqvae.safetensors")
+    state = fileio.load_tensor_meta(tmp_path / "b" / "train_state-vqvae.safetensors")
     assert state["step"] == 7 and state["skip"] == 2  # mid-epoch: 5 steps per epoch
     if stale_last:
         stale = tmp_path / "b" / "vqvae.safetensors"  # the best weights, from step 5
@@ -181,14 +141,14 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
     resumed = fit(
         make_stage(tmp_path / "b", train_set, val_set),
         train_cfg(),
-        tmp_path / "b",
+        RunDir(tmp_path / "b"),
         CPU_DEVICE,
         resume=True,
     )
 
     assert resumed.step == whole.step
-    a = checkpoint.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
-    b = checkpoint.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
+    a = fileio.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
+    b = fileio.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
@@ -204,63 +164,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), poisoned)
     with pytest.raises(TrainingError, match="loss became nan at step 7"):
-        fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
-    meta = checkpoint.read_meta(tmp_path, "vqvae", last=True)
+        fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
+    meta = checkpoint.read_meta(RunDir(tmp_path), "vqvae", last=True)
     assert meta["step"] == 5  # the end of the first epoch: the last good state
-    assert meta["weights_sha256"] == checkpoint.sha256(tmp_path / "vqvae-last.safetensors")
+    assert meta["weights_sha256"] == fileio.sha256(tmp_path / "vqvae-last.safetensors")
 
 
 def test_max_steps_stops_early(tmp_path):
     result = fit(
         make_stage(tmp_path, blobs(20), blobs(4, seed=1)),
         train_cfg(max_steps=3),
-        tmp_path,
+        RunDir(tmp_path),
         CPU_DEVICE,
     )
     assert result.step == 3
 
 
 def test_checkpoint_files_get_the_usual_permissions(tmp_path):
-    checkpoint.save_model(tmp_path, "vqvae", VQVAE(TINY), {"model": to_dict(TINY)}, last=False)
+    checkpoint.save_model(
+        RunDir(tmp_path), "vqvae", VQVAE(TINY_VQVAE), {"model": to_dict(TINY_VQVAE)}, last=False
+    )
     mode = (tmp_path / "vqvae.safetensors").stat().st_mode & 0o777
-    assert mode == 0o666 & ~checkpoint.UMASK
-
-
-class Critic(torch.nn.Module):
-    """A helper trained beside the VQ-VAE, as a discriminator would be: it scores the
-    reconstructions, so its loss reaches back into the VQ-VAE's graph."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.score = torch.nn.Linear(1, 1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.score(images.mean(dim=(1, 2, 3))[:, None])
-
-
-def vqvae_alone(nets, batch, step):
-    images = batch[0]
-    recon, q = nets["model"](images)
-    return {"model": F.mse_loss(recon, images) + q.loss}, {}
-
-
-def with_critic(nets, batch, step):
-    """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
-    its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
-    images = batch[0]
-    recon, q = nets["model"](images)  # one forward: in training it also moves the codebook
-    target = images.mean(dim=(1, 2, 3))[:, None]
-    critic = F.mse_loss(nets["critic"](recon), target)
-    return {"model": F.mse_loss(recon, images) + q.loss, "critic": critic}, {
-        "critic": critic.item()
-    }
-
-
-def critic_stage(run: Path, train_set, val_set, step=with_critic) -> Stage:
-    stage = make_stage(run, train_set, val_set, step)
-    torch.manual_seed(1)
-    stage.helpers = {"critic": Critic()}
-    return stage
+    assert mode == 0o666 & ~fileio.UMASK
 
 
 def test_a_helper_model_trains_on_its_own_loss_only(tmp_path):
@@ -268,19 +193,22 @@ def test_a_helper_model_trains_on_its_own_loss_only(tmp_path):
     helper learns, and both are in the train state."""
     train_set, val_set = blobs(20), blobs(8, seed=1)
     alone = fit(
-        make_stage(tmp_path / "a", train_set, val_set), train_cfg(), tmp_path / "a", CPU_DEVICE
+        make_stage(tmp_path / "a", train_set, val_set),
+        train_cfg(),
+        RunDir(tmp_path / "a"),
+        CPU_DEVICE,
     )
     stage = critic_stage(tmp_path / "b", train_set, val_set)
     before = copy.deepcopy(stage.helpers["critic"].state_dict())
-    beside = fit(stage, train_cfg(), tmp_path / "b", CPU_DEVICE)
+    beside = fit(stage, train_cfg(), RunDir(tmp_path / "b"), CPU_DEVICE)
     assert beside.step == alone.step
-    a = checkpoint.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
-    b = checkpoint.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
+    a = fileio.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
+    b = fileio.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     after = stage.helpers["critic"].state_dict()
     assert not torch.equal(before["score.weight"], after["score.weight"])
-    state = checkpoint.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
+    state = fileio.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
     assert torch.equal(state["critic.weights.score.weight"], after["score.weight"])
     assert any(k.startswith("critic.opt.") for k in state)
 
@@ -288,7 +216,7 @@ def test_a_helper_model_trains_on_its_own_loss_only(tmp_path):
 def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
     train_set, val_set = blobs(20), blobs(8, seed=1)
     whole = critic_stage(tmp_path / "a", train_set, val_set)
-    fit(whole, train_cfg(), tmp_path / "a", CPU_DEVICE)
+    fit(whole, train_cfg(), RunDir(tmp_path / "a"), CPU_DEVICE)
 
     def interrupted(nets, batch, step, calls={"n": 0}):  # noqa: B006 - a counter across calls
         calls["n"] += 1
@@ -300,18 +228,18 @@ def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
         fit(
             critic_stage(tmp_path / "b", train_set, val_set, interrupted),
             train_cfg(),
-            tmp_path / "b",
+            RunDir(tmp_path / "b"),
             CPU_DEVICE,
         )
     resumed = critic_stage(tmp_path / "b", train_set, val_set)
     torch.nn.init.zeros_(resumed.helpers["critic"].score.weight)  # must come back from the state
-    fit(resumed, train_cfg(), tmp_path / "b", CPU_DEVICE, resume=True)
+    fit(resumed, train_cfg(), RunDir(tmp_path / "b"), CPU_DEVICE, resume=True)
     for key, value in whole.helpers["critic"].state_dict().items():
         torch.testing.assert_close(
             value, resumed.helpers["critic"].state_dict()[key], rtol=0, atol=0
         )
-    a = checkpoint.load_tensors(tmp_path / "a" / "train_state-vqvae.safetensors")
-    b = checkpoint.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
+    a = fileio.load_tensors(tmp_path / "a" / "train_state-vqvae.safetensors")
+    b = fileio.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
     for key in a:
         if key.startswith("critic.opt."):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
@@ -324,7 +252,7 @@ def test_each_model_takes_its_own_learning_rate_scale(tmp_path):
     stage.optimizer = {"critic": OptimizerSettings(lr_scale=0.0, betas=(0.5, 0.9))}
     critic = copy.deepcopy(stage.helpers["critic"].state_dict())
     vqvae = copy.deepcopy(stage.model.state_dict())
-    fit(stage, train_cfg(), tmp_path, CPU_DEVICE)
+    fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
     for key, value in stage.helpers["critic"].state_dict().items():
         assert torch.equal(value, critic[key]), key
     assert any(not torch.equal(v, vqvae[k]) for k, v in stage.model.state_dict().items())

@@ -1,0 +1,147 @@
+"""Tiny settings and stand-ins that several test modules share, each defined once by name.
+
+CLI argument lists are named for what they give, and combined by name, never sliced:
+    [*VQVAE_32, *CPU]   a 32 px VQ-VAE with 16 codes of 8 dimensions, on the CPU
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
+from vqgen.data import SliceDataset
+from vqgen.losses import VQLoss
+from vqgen.models.vqvae import VQVAE
+from vqgen.train import Stage
+from vqgen.train_vqvae import reconstruction_metrics
+
+# -- CLI arguments -------------------------------------------------------------------------------
+
+CPU = ["--device", "cpu"]
+SIZE_32 = ["--size", "32"]
+NARROW = ["--hidden", "16"]  # channels of the VQ-VAE's trunk
+SMALL_CODEBOOK = ["--codebook-size", "16", "--code-dim", "8"]
+VQVAE_32 = [*SIZE_32, *NARROW, *SMALL_CODEBOOK]  # 32 px, 16 codes of 8 dimensions
+VQVAE_32_DEFAULT_CODEBOOK = [*SIZE_32, *NARROW]  # 32 px, the default codebook
+PRIOR_2X8 = ["--layers", "2", "--channels", "8"]
+PRIOR_3X16 = ["--layers", "3", "--channels", "16"]
+
+# -- in-process training -------------------------------------------------------------------------
+
+CPU_DEVICE = torch.device("cpu")
+TINY_VQVAE = VQVAEConfig(
+    size=16, hidden=16, res_blocks=1, downsample=4, codebook_size=8, code_dim=4
+)
+vqvae_step = VQLoss(VQLossConfig()).step  # MSE and the quantizer's loss
+
+
+def blobs(n: int, size: int = 16, seed: int = 0) -> SliceDataset:
+    """Smooth bright blobs on black: a stand-in for brain slices."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centres = torch.rand(n, 2, generator=g) * size * 0.5 + size * 0.25
+    radius = torch.rand(n, generator=g) * size * 0.2 + size * 0.15
+    dist = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2).sqrt()
+    images = (1 - dist / radius[:, None, None]).clamp(0, 1)
+    pixels = (images * 255).round().to(torch.uint8)[:, None]
+    return SliceDataset(
+        pixels=pixels,
+        subjects=[f"s{i}" for i in range(n)],
+        labels=torch.full((n,), -1),
+        positions=torch.full((n,), float("nan")),
+        paths=[f"blob{i}" for i in range(n)],
+    )
+
+
+def make_stage(run: Path, train_set: SliceDataset, val_set: SliceDataset, step=vqvae_step) -> Stage:
+    torch.manual_seed(0)
+    return Stage(
+        name="vqvae",
+        model=VQVAE(TINY_VQVAE),
+        train_set=train_set,
+        step=step,
+        validate=lambda m: reconstruction_metrics(m, val_set),
+        monitor="val_ssim",
+        higher_is_better=True,
+        meta={"model": to_dict(TINY_VQVAE), "data": to_dict(DataConfig(size=16))},
+    )
+
+
+def train_cfg(**overrides) -> TrainConfig:
+    return TrainConfig(
+        **{
+            "epochs": 3,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "warmup_steps": 2,
+            "device": "cpu",
+            "log_every": 1,
+            **overrides,
+        }
+    )
+
+
+def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT, loss=vqvae_step):
+    """The training step `loss` that sends this process `signum` (Ctrl-C by default) at a
+    given call."""
+    calls = {"n": 0}
+
+    def step(nets, batch, step_index):
+        calls["n"] += 1
+        if calls["n"] == step_to_stop:
+            os.kill(os.getpid(), signum)
+        return loss(nets, batch, step_index)
+
+    return step
+
+
+class Critic(torch.nn.Module):
+    """A helper trained beside the VQ-VAE, as a discriminator would be: it scores the
+    reconstructions, so its loss reaches back into the VQ-VAE's graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score = torch.nn.Linear(1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score(images.mean(dim=(1, 2, 3))[:, None])
+
+
+def vqvae_alone(nets, batch, step):
+    images = batch[0]
+    recon, q = nets["model"](images)
+    return {"model": F.mse_loss(recon, images) + q.loss}, {}
+
+
+def with_critic(nets, batch, step):
+    """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
+    its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
+    images = batch[0]
+    recon, q = nets["model"](images)  # one forward: in training it also moves the codebook
+    target = images.mean(dim=(1, 2, 3))[:, None]
+    critic = F.mse_loss(nets["critic"](recon), target)
+    return {"model": F.mse_loss(recon, images) + q.loss, "critic": critic}, {
+        "critic": critic.item()
+    }
+
+
+def critic_stage(run: Path, train_set, val_set, step=with_critic) -> Stage:
+    stage = make_stage(run, train_set, val_set, step)
+    torch.manual_seed(1)
+    stage.helpers = {"critic": Critic()}
+    return stage
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder`: relative path -> SHA-256, to prove that nothing changed."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
