@@ -155,10 +155,10 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
     train_set, samples, cond, groups = load_data(data, "train"), None, None, []
     if prior is not None:
         report["prior"] = prior_section(run, vqvae, data, prior, prior_meta, codes, dataset)
-        report["samples"], samples, cond = samples_section(
-            vqvae, prior, prior_meta, cfg.sampling, dataset, train_set, figures, dev
-        )
         groups = prior_groups(prior, prior_meta)
+        report["samples"], samples, cond = samples_section(
+            vqvae, prior, prior_meta, groups, cfg.sampling, dataset, train_set, figures, dev
+        )
     report["realism"] = realism_report(
         recon, samples, cond, dataset, train_set, groups, cfg.seed, dev, figures
     )
@@ -229,6 +229,7 @@ def samples_section(
     vqvae: VQVAE,
     prior: nn.Module,
     prior_meta: dict[str, Any],
+    groups: list[conditioning.Group],
     cfg: SampleConfig,
     dataset: SliceDataset,
     train_set: SliceDataset,
@@ -236,14 +237,13 @@ def samples_section(
     device: torch.device,
 ) -> tuple[SamplesSection, Tensor, Tensor | None]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
-    split and the train split (memorisation), per label too, and draw the figure. Returns the
+    split and the train split (memorisation), per group too, and draw the figure. Returns the
     section, the samples and their condition. `prior_meta` is the prior's prior.json."""
     cond = conditioning.for_sampling(prior.cfg, prior_meta, cfg)
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
     scores, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
     section: SamplesSection = {**scores, "temperature": cfg.temperature, "top_k": cfg.top_k}
-    groups = prior_groups(prior, prior_meta)
     if groups:  # a group needs 2 samples and 2 real slices for its pairwise SSIM
         section["per_label"] = {
             group.name: sample_report(group.samples, group.split.images, train_images, cfg.seed)[0]
