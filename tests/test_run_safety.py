@@ -155,6 +155,42 @@ def test_training_into_a_finished_run_needs_resume_or_overwrite(trained: Path, c
     assert checkpoint.read_meta(RunDir(trained), "vqvae")["step"] == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "exit_code"),
+    [
+        (["train-vqvae", "--lr", "30", "--max-steps", "5", *TINY], 1),  # diverges at once
+        (["train-vqvae", "--data", "FEW", "--max-steps", "5", *TINY], 2),  # too few images
+    ],
+    ids=["diverges", "too-few-images"],
+)
+def test_an_overwrite_that_fails_before_saving_keeps_everything(
+    trained: Path, tmp_path, capsys, args, exit_code
+) -> None:
+    """--overwrite sets the old models aside until the new training saves: a command that
+    fails first leaves the run as it was (the VQ-VAE, the prior, the code grids)."""
+    few = make_folder(tmp_path, n=2)
+    args = [str(few) if a == "FEW" else a for a in args]
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, *args[:1], "--run", trained, "--overwrite", *args[1:])
+    assert code == exit_code, err
+    assert "Traceback" not in err
+    assert snapshot(trained) == before
+    assert not (trained / ".replaced").exists()
+
+
+def test_a_prior_overwrite_refused_by_the_data_keeps_the_prior(tmp_path, tiny_mni152, capsys):
+    """`train-prior --overwrite --condition label` on mni152, which has no labels, is refused
+    after the prior was set aside: the prior comes back."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train-vqvae", "--run", run, "--max-steps", "2", *TINY)[0] == 0
+    assert run_cli(capsys, "train-prior", "--run", run, "--max-steps", "2", *TINY_PRIOR)[0] == 0
+    before = snapshot(run)
+    args = ["--run", run, "--overwrite", "--condition", "label", "--max-steps", "2", *TINY_PRIOR]
+    code, _, err = run_cli(capsys, "train-prior", *args)
+    assert_one_line_error(code, err, 2, "--condition label")
+    assert snapshot(run) == before
+
+
 # 4. unusable paths: one line, nothing created ----------------------------------------------------
 
 
@@ -270,7 +306,34 @@ def test_sample_replaces_its_own_earlier_files_only(trained: Path, capsys) -> No
     assert code == 0, err
     assert "removed 7 earlier sample file(s)" in err  # 6 samples and the grid
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["grid.png", "notes.txt", "sample_0000.png", "sample_0001.png"]
+    manifest = ".vqgen-samples.json"  # what it wrote, for the next `sample` to replace
+    assert names == [manifest, "grid.png", "notes.txt", "sample_0000.png", "sample_0001.png"]
+
+
+def test_sample_into_a_folder_of_the_users_never_deletes_their_files(
+    trained: Path, tmp_path, capsys
+) -> None:
+    """In an --out folder, `sample` removes only what its manifest says it wrote there, and
+    refuses to write over a file of the user's."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "sample_0099.png").write_bytes(b"my own slice")
+    args = ["sample", "--run", trained, "--out", out, *CPU]
+    assert run_cli(capsys, *args, "--n", "3")[0] == 0
+    code, _, err = run_cli(capsys, *args, "--n", "2")
+    assert code == 0, err
+    assert "removed 4 earlier sample file(s)" in err  # its 3 samples and its grid
+    names = sorted(p.name for p in out.iterdir())
+    ours = ["grid.png", "sample_0000.png", "sample_0001.png"]
+    assert names == [".vqgen-samples.json", *ours, "sample_0099.png"]
+    assert (out / "sample_0099.png").read_bytes() == b"my own slice"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "grid.png").write_bytes(b"my own grid")
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--out", theirs, *CPU)
+    assert_one_line_error(code, err, 2, str(theirs), "grid.png", "did not write")
+    assert sorted(p.name for p in theirs.iterdir()) == ["grid.png"]
+    assert (theirs / "grid.png").read_bytes() == b"my own grid"
 
 
 # 7. unreadable files are dropped before the split ------------------------------------------------

@@ -93,9 +93,8 @@ def run_demo(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
     run = RunDir(run_dir)
-    with run.lock("demo"):  # the verbs below take it again, as its holder
-        run.guard_stage("vqvae", resume=False, overwrite=overwrite)
-        return _pipeline(run_dir, minutes, device, seed)
+    with run.lock("demo"), run.replacing("vqvae", resume=False, overwrite=overwrite):
+        return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again
 
 
 def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResult:

@@ -5,7 +5,7 @@ replace.
     run.weights("vqvae")          # checkpoints/demo/vqvae.safetensors
     run.codes("train")            # checkpoints/demo/codes/train.safetensors
     with run.training("prior", resume=False, overwrite=False):
-        ...
+        ...  # train; --overwrite's old files come back if this fails before its first save
 
 Every module asks a RunDir for the paths it reads and writes; none spells one out. A stage is
 "vqvae" or "prior"; a code level, where a run has more than one, is named by `level`, and the
@@ -39,6 +39,7 @@ from vqgen.errors import RunLockedError, UsageError
 from vqgen.fileio import UMASK
 
 LOCK_NAME = ".vqgen.lock"
+REPLACED_NAME = ".replaced"  # what --overwrite replaces, until the new training has saved
 TRAIN_HINTS = {"vqvae": "run `vqgen train-vqvae` first", "prior": "run `vqgen train-prior` first"}
 _held: dict[Path, int] = {}  # run directories this process holds, with how deep it holds them
 
@@ -140,35 +141,53 @@ class RunDir:
 
     @contextlib.contextmanager
     def training(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
-        """While a stage trains into the run: rank 0 holds the lock and applies `guard_stage`,
-        and the other ranks wait for it before they read the run."""
+        """While a stage trains into the run: rank 0 holds the lock and replaces what the run
+        holds only as `replacing` allows, and the other ranks wait for it before they read
+        the run."""
         main = distributed.is_main()
-        with _lock(self, f"train-{stage}", enabled=main):
-            if main:
-                self.guard_stage(stage, resume, overwrite)
+        replacing = self.replacing(stage, resume, overwrite) if main else contextlib.nullcontext()
+        with _lock(self, f"train-{stage}", enabled=main), replacing:
             distributed.barrier()
             yield
 
-    def guard_stage(self, stage: str, resume: bool, overwrite: bool) -> None:
+    @contextlib.contextmanager
+    def replacing(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
         """Refuse to train a stage into a run that already holds one, unless the user said
-        which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior and
-        code grids made from it, which no longer fit)."""
+        which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior
+        and code grids made from it, which no longer fit).
+
+        What --overwrite replaces is set aside in RUN/.replaced, not deleted, until the new
+        training has saved a checkpoint: a command that fails before that (a bad option, data
+        it cannot use, a first step that diverges, Ctrl-C) puts it all back.
+        """
         existing = [p for p in self.stage_files(stage) if p.exists()]
         if resume or not existing:
+            yield
             return
         if not overwrite:
             raise UsageError(
                 f"{self} already holds a {stage} ({existing[0].name}); continue it with "
                 "--resume or replace it with --overwrite"
             )
-        gone = existing
+        old = existing
         if stage == "vqvae":
-            gone += [p for p in self.stage_files("prior") if p.exists()]
-            shutil.rmtree(self.codes_dir, ignore_errors=True)
-        for p in gone:
-            p.unlink()
-        removed = ", ".join(sorted(p.name for p in gone))
-        warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=2)
+            old += [p for p in [*self.stage_files("prior"), self.codes_dir] if p.exists()]
+        aside = self.root / REPLACED_NAME
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        for p in old:
+            os.replace(p, aside / p.name)
+        try:
+            yield
+        except BaseException:
+            if not self.meta(stage, last=True).exists():  # nothing new was saved: put it back
+                for p in old:  # over the new metrics log, if it began one
+                    os.replace(aside / p.name, p)
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+        removed = ", ".join(sorted(p.name for p in old))
+        warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
 
 
 def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:

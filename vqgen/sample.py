@@ -15,14 +15,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqgen import checkpoint, plots
+from vqgen import checkpoint, fileio, plots
 from vqgen.conditioning import for_sampling
 from vqgen.config import SampleConfig
+from vqgen.errors import UsageError
 from vqgen.inference import draw, make_output_dir, resolve_device, write_png
 from vqgen.rundir import RunDir
 
-SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # what `sample` writes, and all it removes
+SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # the names `sample` writes
 GRID_NAME = "grid.png"
+MANIFEST = ".vqgen-samples.json"  # the files the last `sample` wrote into a folder
 
 
 @dataclass
@@ -38,7 +40,9 @@ def sample(
     run_dir: Path, cfg: SampleConfig, out_dir: Path | None = None, device: str = "auto"
 ) -> SampleResult:
     """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples),
-    replacing the samples an earlier `sample` left there (and only those)."""
+    replacing the samples an earlier `sample` left there, and only those: the files its
+    manifest lists (in run/samples, every sample_NNNN.png and grid.png is vqgen's). A file
+    it would write over that vqgen did not write is refused before any work."""
     run = RunDir(run_dir).check_exists()
     with run.lock("sample"):
         return _sample(run, cfg, out_dir or run.samples, resolve_device(device))
@@ -49,16 +53,35 @@ def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) ->
     prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
     cond = for_sampling(prior.cfg, prior_meta, cfg)
     make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
+    paths = [out_dir / f"sample_{i:04d}.png" for i in range(cfg.n)]
+    earlier = earlier_samples(out_dir, out_dir == run.samples, [*paths, out_dir / GRID_NAME])
     start = time.perf_counter()
     images, codes = draw(vqvae, prior, cond, cfg, dev)
     seconds = time.perf_counter() - start
-    earlier = sorted(out_dir.glob(SAMPLE_GLOB)) + sorted(out_dir.glob(GRID_NAME))
     for path in earlier:
-        path.unlink()
+        path.unlink(missing_ok=True)
     if earlier:
         warnings.warn(f"removed {len(earlier)} earlier sample file(s) from {out_dir}", stacklevel=2)
-    paths = [out_dir / f"sample_{i:04d}.png" for i in range(cfg.n)]
     for image, path in zip(images, paths, strict=True):
         write_png(image, path)
     grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
+    fileio.write_json(out_dir / MANIFEST, {"files": [p.name for p in [*paths, grid]]})
     return SampleResult(images, codes, paths, grid, seconds)
+
+
+def earlier_samples(out_dir: Path, in_run: bool, new: list[Path]) -> list[Path]:
+    """The files an earlier `sample` wrote into `out_dir`, which this one replaces: those its
+    manifest lists, and in the run's own samples folder every sample_NNNN.png and grid.png.
+    Refuses, naming it, a file this `sample` would write over that vqgen did not write."""
+    manifest = out_dir / MANIFEST
+    listed = fileio.read_json(manifest).get("files", []) if manifest.is_file() else []
+    earlier = {out_dir / name for name in listed if isinstance(name, str) and "/" not in name}
+    if in_run:
+        earlier |= {*out_dir.glob(SAMPLE_GLOB), *out_dir.glob(GRID_NAME)}
+    foreign = [p for p in new if p.exists() and p not in earlier]
+    if foreign:
+        raise UsageError(
+            f"--out {out_dir} holds {foreign[0].name}, which `vqgen sample` did not write; "
+            "move it or choose another --out"
+        )
+    return sorted(p for p in earlier if p.is_file())
