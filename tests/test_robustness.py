@@ -366,6 +366,7 @@ def test_unknown_label_for_a_label_prior_lists_the_known_ones(capsys, run):
     code, _, err = run_cli(capsys, "sample", "--run", run, "--label", "AD", "--n", "2", *CPU)
     assert code == 0, err
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        ".vqgen-samples.json",  # the digests of what it wrote, for the next `sample`
         "grid.png",
         "sample_0000.png",
         "sample_0001.png",

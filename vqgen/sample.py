@@ -24,7 +24,7 @@ from vqgen.rundir import RunDir
 
 SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # the names `sample` writes
 GRID_NAME = "grid.png"
-MANIFEST = ".vqgen-samples.json"  # the files the last `sample` wrote into a folder
+MANIFEST = ".vqgen-samples.json"  # digests of the files the last `sample` wrote there
 
 
 @dataclass
@@ -40,9 +40,10 @@ def sample(
     run_dir: Path, cfg: SampleConfig, out_dir: Path | None = None, device: str = "auto"
 ) -> SampleResult:
     """Sample `cfg.n` new slices from a trained run; PNGs go to `out_dir` (default run/samples),
-    replacing the samples an earlier `sample` left there, and only those: the files its
-    manifest lists (in run/samples, every sample_NNNN.png and grid.png is vqgen's). A file
-    it would write over that vqgen did not write is refused before any work."""
+    replacing the samples an earlier `sample` left there, and only those: the files whose
+    digests its manifest lists (in run/samples, every sample_NNNN.png and grid.png is
+    vqgen's). A file it would write over that vqgen did not write is refused before any
+    work."""
     run = RunDir(run_dir).check_exists()
     with run.lock("sample"):
         return _sample(run, cfg, out_dir or run.samples, resolve_device(device))
@@ -65,23 +66,24 @@ def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) ->
     for image, path in zip(images, paths, strict=True):
         write_png(image, path)
     grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
-    fileio.write_json(out_dir / MANIFEST, {"files": [p.name for p in [*paths, grid]]})
+    fileio.write_json(out_dir / MANIFEST, {"sha256": [fileio.sha256(p) for p in [*paths, grid]]})
     return SampleResult(images, codes, paths, grid, seconds)
 
 
 def earlier_samples(out_dir: Path, in_run: bool, new: list[Path]) -> list[Path]:
-    """The files an earlier `sample` wrote into `out_dir`, which this one replaces: those its
-    manifest lists, and in the run's own samples folder every sample_NNNN.png and grid.png.
-    Refuses, naming it, a file this `sample` would write over that vqgen did not write."""
+    """The files an earlier `sample` wrote into `out_dir`, which this one replaces: every
+    sample_NNNN.png and grid.png there whose SHA-256 its manifest lists (in the run's own
+    samples folder, every one). The manifest holds digests, not names: nothing in it can point
+    anywhere else. Refuses, naming it, a file this `sample` would write over that vqgen did
+    not write."""
     manifest = out_dir / MANIFEST
-    listed = fileio.read_json(manifest).get("files", []) if manifest.is_file() else []
-    earlier = {out_dir / name for name in listed if isinstance(name, str) and "/" not in name}
-    if in_run:
-        earlier |= {*out_dir.glob(SAMPLE_GLOB), *out_dir.glob(GRID_NAME)}
+    ours = set(fileio.read_json(manifest).get("sha256", [])) if manifest.is_file() else set()
+    candidates = sorted({*out_dir.glob(SAMPLE_GLOB), *out_dir.glob(GRID_NAME)})
+    earlier = [p for p in candidates if p.is_file() and (in_run or fileio.sha256(p) in ours)]
     foreign = [p for p in new if p.exists() and p not in earlier]
     if foreign:
         raise UsageError(
             f"--out {out_dir} holds {foreign[0].name}, which `vqgen sample` did not write; "
             "move it or choose another --out"
         )
-    return sorted(p for p in earlier if p.is_file())
+    return earlier
