@@ -21,10 +21,10 @@ from vqgen.train import Stage, fit
 from vqgen.train_vqvae import reconstruction_metrics
 
 ADVERSARIAL = VQLossConfig(adversarial=True, disc_start=4, l1_weight=1.0)
-vqvae_step = VQLoss(ADVERSARIAL).step
+adversarial_step = VQLoss(ADVERSARIAL).step
 
 
-def adversarial_stage(run, step=vqvae_step, cfg=TINY_VQVAE) -> Stage:
+def adversarial_stage(run, step=adversarial_step, cfg=TINY_VQVAE) -> Stage:
     torch.manual_seed(0)
     val_set = blobs(8, seed=1)
     return Stage(
@@ -92,7 +92,7 @@ def test_adversarial_resume_is_exact(tmp_path):
 
     with pytest.raises(Interrupted):
         fit(
-            adversarial_stage(tmp_path / "b", interrupt_at(3, loss=vqvae_step)),
+            adversarial_stage(tmp_path / "b", interrupt_at(3, loss=adversarial_step)),
             train_cfg(),
             RunDir(tmp_path / "b"),
             CPU_DEVICE,
@@ -110,7 +110,7 @@ def test_a_gan_loss_that_turns_nan_stops_like_any_nan(tmp_path):
         if step == 6:  # the discriminator has trained two steps and is saved at step 5
             for p in nets["disc"].parameters():
                 p.data.fill_(float("nan"))
-        return vqvae_step(nets, batch, step)
+        return adversarial_step(nets, batch, step)
 
     with pytest.raises(TrainingError, match=r"loss became nan at step 6.*step 5"):
         fit(adversarial_stage(tmp_path, poisoned), train_cfg(), RunDir(tmp_path), CPU_DEVICE)

@@ -140,7 +140,7 @@ def test_unconditional_prior_ignores_cond() -> None:
     ],
 )
 def test_bad_cond_fails_an_assertion(condition: str, cond: torch.Tensor | None, match: str) -> None:
-    """The CLI refuses these first (SampleConfig, build_condition); the model asserts."""
+    """The CLI refuses these first (SampleConfig, conditioning.for_sampling); the model asserts."""
     net = tiny_prior(condition)
     with pytest.raises(AssertionError):
         net(torch.zeros(2, G, G, dtype=torch.long), cond)
