@@ -58,13 +58,13 @@ def main() -> None:
         "sample C2ST | sample KID | sample sharpness | nearest-real SSIM | memorised |"
     )
     print(
-        f"| {name} | {rec['brain_ssim_mean']:.3f} | {c['c2st']['accuracy']:.2f} | "
+        f"| {name} | {rec['brain_ssim_mean']:.3f} | {c['c2st']['full']['accuracy']:.2f} | "
         f"{c['kid']:.3f} | {c['sharpness']:.2f} | {r['prior']['nll_bits']:.2f} | "
-        f"{s['c2st']['accuracy']:.2f} | {s['kid']:.3f} | {s['sharpness']:.2f} | "
+        f"{s['c2st']['full']['accuracy']:.2f} | {s['kid']:.3f} | {s['sharpness']:.2f} | "
         f"{samples['nearest_real_ssim']['mean']:.3f} | {samples['memorised']} |"
     )
     print(
-        f"floor (real train slices): C2ST {f['c2st']['accuracy']:.2f}, KID {f['kid']:.3f}, "
+        f"floor (real train slices): C2ST {f['c2st']['full']['accuracy']:.2f}, KID {f['kid']:.3f}, "
         f"sharpness {f['sharpness']:.2f}"
     )
 

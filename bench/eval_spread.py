@@ -29,25 +29,30 @@ def main() -> None:
             out = Path(tmp) / f"report-{seed}.json"
             report = evaluate(args.run, EvalConfig(seed=seed), out)
             for name, section in report["realism"].items():
+                if name == "reference":
+                    continue
                 if name == "ms_ssim":
                     for set_name, value in section.items():
                         values.setdefault(("ms_ssim", set_name), []).append(value)
                     continue
-                values.setdefault(("c2st", name), []).append(section["c2st"]["accuracy"])
+                for scale in ("full", "half"):
+                    accuracy = section["c2st"][scale]["accuracy"]
+                    values.setdefault((f"c2st {scale}", name), []).append(accuracy)
                 for measure in MEASURES:
                     values.setdefault((measure, name), []).append(section[measure])
     sets = ["samples", "reconstructions", "floor"]
     print(f"| measure | {' | '.join(sets)} |")
     print("|---" * (len(sets) + 1) + "|")
-    for measure in ("c2st", *MEASURES, "ms_ssim"):
+    for measure in ("c2st full", "c2st half", *MEASURES, "ms_ssim"):
         cells = []
         for name in sets:
             v = values.get((measure, name), [])
             cells.append(f"{statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}" if v else "-")
         print(f"| {measure} | {' | '.join(cells)} |")
     for name in sets:
-        each = ", ".join(f"{v:.2f}" for v in values.get(("c2st", name), []))
-        print(f"C2ST accuracy of {name}, seed by seed: {each}")
+        for scale in ("full", "half"):
+            each = ", ".join(f"{v:.3f}" for v in values.get((f"c2st {scale}", name), []))
+            print(f"C2ST accuracy of {name} at {scale} scale, seed by seed: {each}")
     if ("ms_ssim", "real") in values:
         v = values[("ms_ssim", "real")]
         print(f"\nMS-SSIM of real pairs: {statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}")

@@ -49,7 +49,7 @@ s, re = r["samples"], r["realism"]
 c, f = re["samples"], re["floor"]
 print(f"| {name} | {meta['step']} | {float(took):.0f} | {r['prior']['nll_bits']:.3f} | {falling} | "
       f"{s['nearest_real_ssim']['mean']:.3f} | {s['memorised']} | "
-      f"{c['c2st']['accuracy']:.2f} (floor {f['c2st']['accuracy']:.2f}) | "
+      f"{c['c2st']['full']['accuracy']:.2f} (floor {f['c2st']['full']['accuracy']:.2f}) | "
       f"{c['kid']:.3f} (floor {f['kid']:.3f}) | {c['sharpness']:.2f} |", flush=True)
 PY
 }

@@ -43,7 +43,7 @@ def main() -> None:
         print(
             f"| {args.run.name} | {float(temperature):g} | {top_k or '-'} | "
             f"{s['nearest_real_ssim']['mean']:.3f} | {s['memorised']} | "
-            f"{c['c2st']['accuracy']:.2f} (floor {f['c2st']['accuracy']:.2f}) | "
+            f"{c['c2st']['full']['accuracy']:.2f} (floor {f['c2st']['full']['accuracy']:.2f}) | "
             f"{c['kid']:.3f} ± {c['kid_std']:.3f} | {c['fid']:.1f} | {c['precision']:.2f} | "
             f"{c['recall']:.2f} | {c['sharpness']:.2f} | "
             f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f} |",

@@ -47,7 +47,7 @@ steps = json.load(open(f"{run}/vqvae-last.json"))["step"]
 rec, re = r["reconstruction"], r["realism"]
 c, f = re["reconstructions"], re["floor"]
 print(f"| {name} | {steps} | {rec['ssim']['mean']:.3f} | {rec['brain_ssim_mean']:.3f} | "
-      f"{c['sharpness']:.2f} | {c['c2st']['accuracy']:.2f} (floor {f['c2st']['accuracy']:.2f}) | "
+      f"{c['sharpness']:.2f} | {c['c2st']['full']['accuracy']:.2f} (floor {f['c2st']['full']['accuracy']:.2f}) | "
       f"{c['kid']:.3f} (floor {f['kid']:.3f}) | {c['fid']:.1f} |", flush=True)
 PY
 }

@@ -57,6 +57,7 @@ def tiny_mni152(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mni152, "SUBJECTS", {"train": 3, "validate": 1, "test": 1})
     monkeypatch.setattr(mni152, "SLICES", 4)
+    monkeypatch.setattr(mni152, "EVALUATION_SUBJECTS", 2)
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +89,9 @@ def trained_run(trained_run_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def quick_c2st(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Train the C2ST's classifier 20 steps instead of 300, for tests of what evaluate writes
-    rather than of how well the C2ST tells sets apart (tests/test_realism.py keeps 300)."""
+    """Train the C2ST's classifiers one short round each, for tests of what evaluate writes
+    rather than of how well the C2ST tells sets apart (tests/test_realism.py keeps the rest)."""
     from vqgen.realism import two_sample
 
-    monkeypatch.setattr(two_sample, "CLASSIFIER_STEPS", 20)
+    monkeypatch.setattr(two_sample, "MAX_ROUNDS", 1)
+    monkeypatch.setattr(two_sample, "ROUND_SLICES", 64)

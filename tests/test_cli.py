@@ -131,11 +131,14 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
     assert report["images"] > 0
     assert {"reconstruction", "prior", "samples", "realism"} <= set(report)
     realism = report["realism"]  # each set beside the floor: real train slices
-    assert set(realism) == {"samples", "reconstructions", "floor"}  # no MS-SSIM at 32 px
+    assert set(realism) == {"samples", "reconstructions", "floor", "reference"}  # no MS-SSIM
+    assert realism["reference"]["evaluation_subjects"] == 0  # a real dataset: the split alone
     for name in ("samples", "reconstructions", "floor"):
-        assert 0 <= realism[name]["c2st"]["accuracy"] <= 1
+        for scale in ("full", "half"):
+            assert 0 <= realism[name]["c2st"][scale]["accuracy"] <= 1
         assert {"kid", "fid", "precision", "recall", "sharpness"} <= set(realism[name])
-    assert "C2ST accuracy" in out and "## Realism" in (run / "report.md").read_text()
+    assert realism["reconstructions"]["c2st"]["paired"]
+    assert "C2ST full scale" in out and "## Realism" in (run / "report.md").read_text()
     assert (run / "report.md").is_file()
     for figure in (
         "vqvae_curves",
@@ -233,7 +236,7 @@ def test_a_label_prior_is_scored_for_realism_label_by_label(capsys, tmp_path):
     per_label = json.loads((run / "report.json").read_text())["realism"]["per_label"]
     assert set(per_label) == {"NC", "AD"}  # 16 test slices of 2 patients each, 8 samples each
     for section in per_label.values():
-        assert 0 <= section["samples"]["c2st"]["accuracy"] <= 1
+        assert 0 <= section["samples"]["c2st"]["full"]["accuracy"] <= 1
         assert {"kid", "sharpness"} <= set(section["floor"])
     assert "### Label AD" in (run / "report.md").read_text()
     assert "label AD, C2ST" in out

@@ -7,7 +7,8 @@ import pytest
 import torch
 from fixtures import load_splits
 
-from vqgen.data import load_split, mni152
+from vqgen.config import DataConfig
+from vqgen.data import load_reference, load_split, mni152
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("tiny_mni152")
@@ -61,3 +62,24 @@ def test_settings_change_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
     small = load_split("mni152", "test", size=SIZE)
     monkeypatch.setattr(mni152, "SLICES", mni152.SLICES + 1)
     assert len(load_split("mni152", "test", size=SIZE)) == len(small) + mni152.SUBJECTS["test"]
+
+
+def test_evaluation_subjects_are_fresh_and_their_own_per_split() -> None:
+    """evaluate's reference: the split and subjects of a stream no split, no other split's
+    reference and no augmentation of the prior (fresh_train_subjects) draws from."""
+    data = DataConfig(source="mni152", size=SIZE)
+    splits = load_splits("mni152", size=SIZE)
+    test_ref, validate_ref = load_reference(data, "test"), load_reference(data, "validate")
+    n = mni152.EVALUATION_SUBJECTS * mni152.SLICES
+    assert len(test_ref) == len(splits["test"]) + n
+    assert torch.equal(test_ref.pixels[: len(splits["test"])], splits["test"].pixels)
+    extra = test_ref.pixels[len(splits["test"]) :]
+    assert all(s.startswith("mni152-test-eval-") for s in test_ref.subjects[-n:])
+    others = [ds.pixels for ds in splits.values()]
+    others += [validate_ref.pixels[-n:], mni152.fresh_train_subjects(2, 0, SIZE, 0).pixels]
+    for other in others:
+        assert torch.cdist(extra.flatten(1).float(), other.flatten(1).float()).min() > 0
+    assert torch.equal(load_reference(data, "test").pixels, test_ref.pixels)  # seeded
+    assert torch.equal(load_reference(data, "train").pixels, splits["train"].pixels)
+    with pytest.raises(ValueError, match="beside validate or test"):
+        mni152.evaluation_subjects("train", SIZE, 0)

@@ -15,7 +15,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from vqgen import realism
 from vqgen.data import SliceDataset, load_split
-from vqgen.realism import features, two_sample
+from vqgen.realism import features
 
 LADDER = ("real", "blur1", "blur2", "noise")  # most to least realistic
 
@@ -55,78 +55,6 @@ def small_train_set(n: int = 32, positions: bool = True, labels: bool = False) -
         kind="toy",
         split="train",
     )
-
-
-# --- subject split -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("fraction", [0.5, 0.25, 0.9])
-def test_group_split_keeps_each_subject_on_one_side(splits, fraction):
-    subjects = splits["train"].subjects
-    train, test = realism.group_split(subjects, seed=3, fraction=fraction)
-    seen_train = {subjects[i] for i in train}
-    seen_test = {subjects[i] for i in test}
-    assert not seen_train & seen_test
-    assert sorted(torch.cat([train, test]).tolist()) == list(range(len(subjects)))
-    assert len(seen_train) == round(fraction * 48)
-    again = realism.group_split(subjects, seed=3, fraction=fraction)
-    assert torch.equal(again[0], train) and torch.equal(again[1], test)
-
-
-def test_c2st_splits_real_slices_by_subject(splits, monkeypatch):
-    calls = []
-    real_split = realism.group_split
-
-    def spy(groups, seed, fraction=0.5):
-        calls.append(list(groups))
-        return real_split(groups, seed, fraction)
-
-    monkeypatch.setattr(two_sample, "group_split", spy)
-    test = splits["test"]
-    realism.c2st(test.images[:96], test.subjects[:96], test.images[96:], None, seed=0, steps=2)
-    assert calls == [test.subjects[:96]]  # real split by its subjects, the groupless set not
-
-
-def test_group_split_needs_two_subjects():
-    with pytest.raises(ValueError, match="at least 2 distinct groups"):
-        realism.group_split(["a"] * 5, seed=0)
-
-
-# --- classifier two-sample test ------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_c2st_accuracy_rises_with_blur(splits, ladder):
-    test, validate = splits["test"], splits["validate"]
-    result = {
-        name: realism.c2st(test.images, test.subjects, x, validate.subjects, seed=0)
-        for name, x in ladder.items()
-    }
-    acc = [result[name].accuracy for name in LADDER]
-    assert acc[0] < 0.7 and result["real"].ci_low < 0.55  # validate vs test: near chance
-    assert result["blur1"].ci_low > result["real"].ci_high  # a 1-pixel blur is seen
-    assert acc[0] < acc[1] <= acc[2] <= acc[3] and acc[3] > 0.95
-    assert result["blur1"].auc > 0.95
-
-
-@pytest.mark.slow
-def test_c2st_floor_for_halves_of_one_split(splits):
-    """Two halves of the train split, 24 subjects each: at chance, over three subject splits.
-    One split alone strays by ~0.05 (which subjects fall in which half), more than the
-    binomial interval says; split by slice instead, the CNN would learn the subjects."""
-    train = splits["train"]
-    floors = [realism.real_floor(train.images, train.subjects, seed=s) for s in range(3)]
-    assert abs(np.mean([f.accuracy for f in floors]) - 0.5) < 0.06
-    assert abs(np.mean([f.auc for f in floors]) - 0.5) < 0.08
-
-
-def test_c2st_is_seeded_and_balanced(splits):
-    test = splits["test"]
-    args = (test.images[:96], test.subjects[:96], blur(test.images[96:150], 1.0), None)
-    first = realism.c2st(*args, seed=1, steps=20)
-    assert first == realism.c2st(*args, seed=1, steps=20)
-    assert first.n_test == 2 * 27  # the smaller held-out half, once per class
-    assert first.ci_low <= first.accuracy <= first.ci_high
 
 
 # --- feature network -----------------------------------------------------------------------
@@ -212,14 +140,18 @@ def test_feature_distances_order_the_ladder(splits, ladder, net):
 @pytest.mark.slow
 @pytest.mark.xdist_group("feature_net")  # one worker trains the module's net
 def test_kid_is_near_zero_for_disjoint_real_subjects(splits, ladder, net):
+    """Halves of the train split's 48 subjects, four ways: one split alone strays from 0 to
+    0.34 (which subjects fall in which half), a 1-pixel blur scores ~2.2."""
     train = splits["train"]
-    half_a, half_b = realism.group_split(train.subjects, seed=0)
     features = realism.extract_features(net, train.images)
-    floor = realism.feature_distances(features[half_a], features[half_b])
+    floors = []
+    for seed in range(4):
+        half = realism.assign_folds(train.subjects, 2, seed=seed) == 0
+        floors.append(realism.feature_distances(features[half], features[~half]))
     real = realism.extract_features(net, splits["test"].images)
     blurred = realism.feature_distances(real, realism.extract_features(net, ladder["blur1"]))
-    assert abs(floor["kid"]) < 0.15 * blurred["kid"]
-    assert floor["precision"] > 0.7 and floor["recall"] > 0.7
+    assert abs(np.mean([f["kid"] for f in floors])) < 0.15 * blurred["kid"]
+    assert min(f["precision"] for f in floors) > 0.7 and min(f["recall"] for f in floors) > 0.7
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance`")

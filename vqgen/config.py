@@ -189,7 +189,7 @@ class TrainConfig:
 
 
 # Samples `evaluate` draws: the C2ST and KID need a few hundred a side to be stable.
-EVAL_SAMPLES = 192
+EVAL_SAMPLES = 256
 
 # Each stage's defaults; the CLI shows and uses these.
 VQVAE_TRAINING = TrainConfig(epochs=8)

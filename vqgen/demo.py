@@ -47,7 +47,7 @@ DEMO_PRIOR = PriorConfig(channels=32, layers=8, condition="slice")
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
 VQVAE_SHARE = 0.45  # of the training time; the prior gets the rest
-REPORT_RESERVE_S = 40.0  # sampling and the test-split report with its realism metrics (~34 s)
+REPORT_RESERVE_S = 70.0  # sampling and the test-split report with its realism metrics (~65 s)
 SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
 COPY_S = 4.0  # and for each copy, making its 48 fresh subjects and encoding them
 MIN_TRAINING_S = 30.0  # a smaller budget is refused

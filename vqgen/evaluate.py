@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
 from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig, load_config
-from vqgen.data import SPLITS, SliceDataset, load_data
+from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
 from vqgen.errors import UsageError
 from vqgen.inference import (
     CodeSet,
@@ -35,9 +35,12 @@ from vqgen.inference import (
 )
 from vqgen.models.vqvae import VQVAE
 from vqgen.report import (
+    C2STScales,
+    C2STScores,
     PriorSection,
     RealismSection,
     ReconstructionSection,
+    Reference,
     Report,
     SampleScores,
     SamplesSection,
@@ -159,8 +162,9 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
         report["samples"], samples, cond = samples_section(
             vqvae, prior, prior_meta, groups, cfg.sampling, dataset, train_set, figures, dev
         )
+    reference = load_reference(data, cfg.split)
     report["realism"] = realism_report(
-        recon, samples, cond, dataset, train_set, groups, cfg.seed, dev, figures
+        recon, samples, cond, dataset, reference, train_set, groups, cfg.seed, dev, figures
     )
     fileio.write_json(out, report)
     fileio.write_text(out.with_suffix(".md"), render_markdown(report))
@@ -265,21 +269,26 @@ def realism_report(
     samples: Tensor | None,
     cond: Tensor | None,
     dataset: SliceDataset,
+    reference: SliceDataset,
     train_set: SliceDataset,
     groups: list[conditioning.Group],
     seed: int,
     device: torch.device,
     figures: Path,
 ) -> RealismSection:
-    """The realism section of the whole split (with the spectrum figure), then of each group
-    under "per_label": every group, skipped where it has too few slices."""
+    """The realism section of the whole split against `reference` (load_reference: the split,
+    with mni152's evaluation subjects), with the spectrum figure; then of each group under
+    "per_label", against the group's slices of the split: every group, skipped where it has
+    too few slices."""
     net = feature_net(train_set, device)
     realism_of = functools.partial(realism_section, net=net, seed=seed, device=device)
-    section = realism_of(recon, samples, dataset, train_set, figures=figures)
+    section = realism_of(recon, samples, dataset, reference, train_set, figures=figures)
     if groups:
         assert samples is not None and cond is not None, "groups come with a prior's samples"
         section["per_label"] = {
-            group.name: realism_of(recon[group.in_split], group.samples, group.split, group.train)
+            group.name: realism_of(
+                recon[group.in_split], group.samples, group.split, group.split, group.train
+            )
             for group in group_sets(groups, samples, cond, dataset, train_set)
         }
     return section
@@ -294,53 +303,121 @@ def feature_net(train_set: SliceDataset, device: torch.device | str = "cpu") -> 
     return realism.cached_feature_net(train_set, key, steps=steps, device=device)
 
 
+def spread_pick(subjects: list[str], n: int, seed: int) -> list[int]:
+    """`n` slice indices spread over as many subjects as there are: one slice of each subject
+    (in a seeded order) per round, each subject's slices in a seeded order too."""
+    rng = np.random.default_rng(seed)
+    by_subject: dict[str, list[int]] = {}
+    for i, name in enumerate(subjects):
+        by_subject.setdefault(name, []).append(i)
+    queues = [rng.permutation(by_subject[name]).tolist() for name in sorted(by_subject)]
+    queues = [queues[i] for i in rng.permutation(len(queues))]
+    picks: list[int] = []
+    for round_ in range(max(map(len, queues), default=0)):
+        picks += [queue[round_] for queue in queues if round_ < len(queue)]
+    return picks[:n]
+
+
+def c2st_scales(
+    real: SliceDataset,
+    images: Tensor,
+    groups: list[str] | None,
+    paired: bool,
+    seed: int,
+    device: torch.device,
+) -> C2STScales:
+    """The C2ST of `images` against `real` at full scale and after a 2x average-pool."""
+
+    def at(scale: int) -> C2STScores:
+        test = realism.c2st(
+            real.images,
+            real.subjects,
+            images,
+            groups,
+            seed,
+            paired=paired,
+            scale=scale,
+            device=device,
+        )
+        return test._asdict()  # type: ignore[return-value]
+
+    return {"full": at(1), "half": at(2), "paired": paired}
+
+
 def realism_section(
     recon: Tensor,
     samples: Tensor | None,
     dataset: SliceDataset,
+    reference: SliceDataset,
     train_set: SliceDataset,
     net: realism.FeatureNet,
     seed: int,
     device: torch.device,
     figures: Path | None = None,
 ) -> RealismSection:
-    """Can reconstructions and samples be told from the split's real slices? C2ST, KID, FID,
+    """Can reconstructions and samples be told from real slices? C2ST at two scales, KID, FID,
     precision/recall/density/coverage (features of a net trained on the train split), the
     sharpness ratio and MS-SSIM diversity (vqgen.realism), each beside its floor: the same
-    figures for real train slices, as many as there are samples, from many subjects as samples
-    are. `net` is the train split's `feature_net`. Writes the power-spectrum figure into
-    `figures`, if given."""
-    real, groups = dataset.images, dataset.subjects
-    smallest = min(len(real), len(train_set), len(real) if samples is None else len(samples))
-    if len(set(groups)) < 2 or smallest < REALISM_MIN_SLICES:
+    figures for real train slices, as many as there are samples, spread over as many subjects
+    as the train split has. Samples and the floor are compared with `reference`; the
+    reconstructions with the split's slices they were made from, paired. `net` is the train
+    split's `feature_net`. Writes the power-spectrum figure into `figures`, if given."""
+    real = reference.images
+    subjects = len(set(dataset.subjects))
+    smallest = min(len(dataset), len(train_set), len(dataset) if samples is None else len(samples))
+    if subjects < 2 or smallest < REALISM_MIN_SLICES:
         return {
             "skipped": f"needs {REALISM_MIN_SLICES} slices a set and 2 subjects in the split; "
-            f"got {smallest} slices and {len(set(groups))} subject(s)"
+            f"got {smallest} slices and {subjects} subject(s)"
         }
-    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
-    pick = pick[: len(samples) if samples is not None else len(real)].tolist()
+    pick = spread_pick(train_set.subjects, len(dataset if samples is None else samples), seed)
     floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
-    real_features = realism.extract_features(net, real, device)
+    features_of = {"reference": realism.extract_features(net, real, device)}
+    features_of["split"] = realism.extract_features(net, dataset.images, device)
 
-    def score(images: Tensor, image_groups: list[str] | None) -> SetScores:
-        c2st = realism.c2st(real, groups, images, image_groups, seed, device=device)
+    def score(images: Tensor, c2st: C2STScales) -> SetScores:  # recon.: beside their own
+        against = dataset.images if c2st["paired"] else real
         features = realism.extract_features(net, images, device)
+        reals = features_of["split" if c2st["paired"] else "reference"]
         return {
-            "c2st": c2st._asdict(),
-            **realism.feature_distances(real_features, features, seed=seed),
-            "sharpness": realism.sharpness_ratio(images, real),
+            "c2st": c2st,
+            **realism.feature_distances(reals, features, seed=seed),
+            "sharpness": realism.sharpness_ratio(images, against),
         }
 
-    sets = {"reconstructions": (recon, groups), "floor": (floor, floor_groups)}
+    sets = {
+        "reconstructions": (recon, c2st_scales(dataset, recon, None, True, seed, device)),
+        "floor": (floor, c2st_scales(reference, floor, floor_groups, False, seed, device)),
+    }
     if samples is not None:
-        sets = {"samples": (samples, None), **sets}
+        sets = {
+            "samples": (samples, c2st_scales(reference, samples, None, False, seed, device)),
+            **sets,
+        }
     section: RealismSection = {name: score(*pair) for name, pair in sets.items()}
+    section["reference"] = reference_summary(reference, dataset)
+    images = {name: x for name, (x, _) in sets.items()}
     if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:
-        diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, (x, _) in sets.items()}
+        diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, x in images.items()}
         section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}
     if figures is not None:
-        spectra = {"real": real, **{name: x for name, (x, _) in sets.items()}}
-        spectra["real train (floor)"] = spectra.pop("floor")
-        spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
-        plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
+        spectrum_figure(real, images, figures / "eval_spectrum.png", f"{dataset.split} split")
     return section
+
+
+def reference_summary(reference: SliceDataset, dataset: SliceDataset) -> Reference:
+    """How many slices and subjects the reference has, and how many are not the split's."""
+    subjects = set(reference.subjects)
+    return {
+        "slices": len(reference),
+        "subjects": len(subjects),
+        "evaluation_subjects": len(subjects - set(dataset.subjects)),
+    }
+
+
+def spectrum_figure(real: Tensor, images: dict[str, Tensor], out: Path, caption: str) -> None:
+    """The radial power spectra of the real slices and of each set, in one figure."""
+    spectra = {"real": real, **images}
+    spectra["real train (floor)"] = spectra.pop("floor")
+    spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
+    plots.spectrum_figure(spectra, out, caption)

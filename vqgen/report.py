@@ -5,7 +5,7 @@ annotations give each class its true __optional_keys__.)
 
     report["reconstruction"]["ssim"]["mean"]        # always there
     report["samples"]["per_label"]["AD"]["memorised"]  # a prior's; per label for a label prior
-    report["realism"]["samples"]["c2st"]["accuracy"]   # absent where realism was "skipped"
+    report["realism"]["samples"]["c2st"]["full"]["accuracy"]   # absent where realism was "skipped"
 """
 
 import sys
@@ -79,14 +79,29 @@ class C2STScores(TypedDict):
     accuracy: float
     ci_low: float
     ci_high: float
+    accuracy_std: float
     auc: float
-    n_test: int
+    auc_std: float
+    n_real: int
+    n_other: int
+    folds: int
+    rounds: float
+    side: int
+
+
+class C2STScales(TypedDict):
+    """The C2ST at the slices' own resolution (noise, texture) and after a 2x average-pool
+    (anatomy); reconstructions are paired with their real slices."""
+
+    full: C2STScores
+    half: C2STScores
+    paired: bool
 
 
 class SetScores(TypedDict):
-    """How far one set (samples, reconstructions or the floor) is from the split's slices."""
+    """How far one set (samples, reconstructions or the floor) is from the real reference."""
 
-    c2st: C2STScores
+    c2st: C2STScales
     kid: float
     kid_std: float
     fid: float
@@ -97,6 +112,15 @@ class SetScores(TypedDict):
     k: int  # PRDC's nearest neighbours
     kid_subset_size: int
     sharpness: float  # high-frequency power relative to real
+
+
+class Reference(TypedDict):
+    """The real slices that samples and the floor are compared with: the split, with mni152's
+    evaluation subjects beside validate and test."""
+
+    slices: int
+    subjects: int
+    evaluation_subjects: int  # of those, the mni152 evaluation subjects (0 for real data)
 
 
 class MsSsimSection(TypedDict):
@@ -116,6 +140,7 @@ class RealismSection(TypedDict):
     samples: NotRequired[SetScores]  # where there are samples
     reconstructions: NotRequired[SetScores]
     floor: NotRequired[SetScores]  # real train slices: what a perfect model would score
+    reference: NotRequired[Reference]  # the real slices the sets are compared with
     ms_ssim: NotRequired[MsSsimSection]
     per_label: NotRequired[dict[str, "RealismSection"]]
 

@@ -23,6 +23,7 @@ from vqgen.data.dataset import (
     cache_dir,
     cache_key,
     cached,
+    concat,
     preprocess,
 )
 from vqgen.errors import DataError, UsageError
@@ -35,6 +36,7 @@ __all__ = [
     "cache_dir",
     "detect_kind",
     "load_data",
+    "load_reference",
     "load_split",
     "preprocess",
     "resolve",
@@ -122,3 +124,28 @@ def load_data(data: DataConfig, split: str) -> SliceDataset:
     return load_split(
         data.source, split, kind=data.kind, size=data.size, seed=data.seed, strict=data.strict
     )
+
+
+def load_reference(data: DataConfig, split: str) -> SliceDataset:
+    """The real slices that evaluate's realism measures compare with: the split itself, and
+    for mni152's validate and test also its evaluation subjects (mni152.evaluation_subjects),
+    which give the two-sample tests over 1,000 real slices. Real datasets: the split alone."""
+    dataset = load_data(data, split)
+    if resolve(data.source, data.kind)[0] != "mni152" or split == "train":
+        return dataset
+    settings = {**mni152.settings(), "evaluation_subjects": mni152.EVALUATION_SUBJECTS}
+    key = cache_key(
+        [],
+        None,
+        kind="mni152",
+        split=f"{split}-eval",
+        size=data.size,
+        seed=data.seed,
+        generator=settings,
+    )
+    extra = cached(
+        f"mni152-{split}-eval-{data.size}px",
+        key,
+        lambda: mni152.evaluation_subjects(split, data.size, data.seed),
+    )
+    return concat(dataset, extra)

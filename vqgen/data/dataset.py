@@ -84,6 +84,20 @@ class SliceDataset(torch.utils.data.Dataset):
         return self.pixels[i].float() / 255, self.labels[i], self.positions[i]
 
 
+def concat(first: SliceDataset, second: SliceDataset) -> SliceDataset:
+    """The slices of `first`, then those of `second` (same size, same kind of labels)."""
+    if first.pixels.shape[1:] != second.pixels.shape[1:] or first.label_names != second.label_names:
+        raise ValueError("concat needs datasets of one size and one set of label names")
+    return dataclasses.replace(
+        first,
+        pixels=torch.cat([first.pixels, second.pixels]),
+        subjects=first.subjects + second.subjects,
+        labels=torch.cat([first.labels, second.labels]),
+        positions=torch.cat([first.positions, second.positions]),
+        paths=first.paths + second.paths,
+    )
+
+
 def make_dataset(
     pixels: np.ndarray,
     subjects: Sequence[str],

@@ -8,7 +8,8 @@ multiplicative bias field and noise. Slices are sampled straight at the requeste
 one `grid_sample` call per subject.
 
 Subjects of different splits come from disjoint seed streams (SeedSequence([seed, split,
-subject])), so no subject is in two splits and a seed always gives the same slices.
+subject])), so no subject is in two splits and a seed always gives the same slices. The
+evaluation subjects that `evaluate` scores beside validate and test have streams of their own.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ MASK_THRESHOLD = 0.2  # brain = scaled T1 above this, as in nilearn's load_mni15
 MARGIN = 4  # voxels of background kept around the brain when cropping the template
 VENTRICLES_MNI = np.array([0.0, -15.0, 12.0], np.float32)  # centre of the lateral ventricles
 FRESH_SUBJECTS = 100_000  # numbers of the extra train subjects start here (fresh_train_subjects)
+EVALUATION_SUBJECTS = 96  # scored beside validate or test: 2,496 real slices with them
 GENERATOR_VERSION = 2  # bump when the generator changes, so cached slices are rebuilt
 
 
@@ -198,13 +200,34 @@ def fresh_train_subjects(count: int, first: int, size: int, seed: int) -> SliceD
     )
 
 
-def _subjects(split: str, numbers: range, size: int, seed: int) -> SliceDataset:
-    index = SPLITS.index(split)
+def evaluation_subjects(split: str, size: int, seed: int) -> SliceDataset:
+    """EVALUATION_SUBJECTS virtual subjects that `evaluate` scores beside the `split`'s own
+    (validate or test), from a seed stream of their own: never trained on, validated on or
+    used to augment the prior, and different for validate and test."""
+    if split not in ("validate", "test"):
+        raise ValueError(f"evaluation subjects come beside validate or test, not {split}")
+    stream = len(SPLITS) + SPLITS.index(split)
+    return _subjects(split, range(EVALUATION_SUBJECTS), size, seed, stream, "-eval")
+
+
+def _subjects(
+    split: str,
+    numbers: range,
+    size: int,
+    seed: int,
+    stream: int | None = None,
+    tag: str = "",
+) -> SliceDataset:
+    """Virtual subjects `numbers` of the seed stream `stream` (default: the split's index).
+    Each has SLICES slices: its intensity is normalised over all of them, so a subject of fewer
+    slices would look different (a C2ST told 1-slice subjects from 24-slice ones 58% of the
+    time)."""
+    index = SPLITS.index(split) if stream is None else stream
     slices, positions, subjects, paths = [], [], [], []
     for s in numbers:
         rng = np.random.default_rng(np.random.SeedSequence([seed, index, s]))
         images, pos, z_mm = subject(rng, SLICES, size)
-        name = f"mni152-{split}-{s:03d}"
+        name = f"mni152-{split}{tag}-{s:03d}"
         slices += [preprocess(image, size) for image in images]
         positions.append(pos)
         subjects += [name] * SLICES

@@ -26,18 +26,18 @@ from vqgen.realism.features import (
     train_feature_net,
 )
 from vqgen.realism.spectrum import radial_power_spectrum, sharpness_ratio
-from vqgen.realism.two_sample import C2ST, c2st, group_split, real_floor
+from vqgen.realism.two_sample import C2ST, assign_folds, c2st, real_floor
 
 __all__ = [
     "C2ST",
     "MS_SSIM_BETAS",
     "FeatureNet",
     "FeatureNetConfig",
+    "assign_folds",
     "c2st",
     "cached_feature_net",
     "extract_features",
     "feature_distances",
-    "group_split",
     "load_feature_net",
     "ms_ssim_diversity",
     "radial_power_spectrum",

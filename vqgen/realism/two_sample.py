@@ -1,8 +1,21 @@
 """Classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017, https://arxiv.org/abs/1610.06545):
-can a small CNN, trained on half of two sets, tell them apart on the other half?"""
+can a small CNN tell two sets of slices apart on subjects it never saw?
+
+    c2st(real, real.subjects, samples, None)               # samples: their own random folds
+    c2st(real, real.subjects, recon, None, paired=True)     # recon[i] is made from real[i]
+    c2st(real, real.subjects, recon, None, paired=True, scale=2)   # after a 2x average-pool
+
+k-fold cross-validation by subject: each fold's classifier trains on the other folds (early
+stopped on a fifth of their subjects) and scores its own fold, so every slice is scored once,
+by a classifier that never saw its subject. A set derived from the real slices (`paired`) goes
+to the folds with its real subjects: a perfect reconstruction then scores 0.5, never below.
+At full scale the classifier sees noise and texture; after a 2x pool (`scale=2`), anatomy.
+"""
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -13,81 +26,181 @@ from torch import Tensor, nn
 
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
 
-C2ST_SIZE = 64  # the classifier sees 64 px slices: cheap, and enough to see blur and anatomy
-CLASSIFIER_STEPS = 300  # Adam steps of the classifier, unless a caller gives its own
+MAX_SIDE = 128  # larger slices are area-resized to this first: the cost grows with the area
+FOLDS = 3  # outer folds by subject
+VALIDATION_FOLDS = 5  # a fifth of each training part's subjects early-stops the classifier
+ROUND_SLICES = 1024  # 64 px slices per round of training, half of each set; then it validates
+MAX_ROUNDS = 12
+PATIENCE = 2  # rounds without a better validation loss before training stops
+MIN_GAIN = 0.02  # nats of validation loss that count as better
+BATCH = 64
+RECALIBRATION_SLICES = 256  # training slices that set the batch-norm statistics each round
+LR = 3e-3
 
 
 class C2ST(NamedTuple):
-    accuracy: float  # on the held-out half; 0.5 = indistinguishable
-    ci_low: float  # 95% Wilson interval of the accuracy
+    accuracy: float  # balanced accuracy over all slices, each scored once; 0.5 = alike
+    ci_low: float  # 95% interval of the accuracy, subjects as clusters (_interval)
     ci_high: float
-    auc: float  # ROC AUC of the held-out scores
-    n_test: int  # held-out slices, half of each class
+    accuracy_std: float  # spread of the folds' accuracies
+    auc: float  # ROC AUC of all the held-out scores
+    auc_std: float  # spread of the folds' AUCs
+    n_real: int  # slices scored, of each set
+    n_other: int
+    folds: int
+    rounds: float  # mean rounds of ROUND_SLICES of the folds' kept classifiers
+    side: int  # pixels of the slices the classifier saw
 
 
-def group_split(groups: Sequence[str], seed: int, fraction: float = 0.5) -> tuple[Tensor, Tensor]:
-    """Indices (train, test) with whole groups (subjects) on one side only; `fraction` of the
-    groups, at least one and at most all but one, go to train."""
-    names = sorted(set(groups))
-    if len(names) < 2:
-        raise ValueError(f"groups must name at least 2 distinct groups, got {len(names)}")
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_train = min(max(1, round(fraction * len(names))), len(names) - 1)
-    train = {names[i] for i in order[:n_train]}
-    in_train = torch.tensor([g in train for g in groups])
-    return in_train.nonzero()[:, 0], (~in_train).nonzero()[:, 0]
+def assign_folds(groups: Sequence[str], k: int, seed: int) -> Tensor:
+    """The fold (0..k-1) of each item, whole groups (subjects) in one fold: groups in a seeded
+    order, largest first, each to the fold that holds the fewest items so far."""
+    counts = Counter(groups)
+    if len(counts) < k:
+        raise ValueError(f"groups must name at least {k} distinct groups, got {len(counts)}")
+    names = sorted(counts)
+    shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    fold_of, sizes = {}, [0] * k
+    for name in sorted(shuffled, key=lambda n: -counts[n]):  # stable: ties keep the seeded order
+        fold = int(np.argmin(sizes))
+        fold_of[name], sizes[fold] = fold, sizes[fold] + counts[name]
+    return torch.tensor([fold_of[g] for g in groups])
 
 
-def _split(n: int, groups: Sequence[str] | None, seed: int) -> tuple[Tensor, Tensor]:
-    """By group when there are groups (real slices), else a random half (generated ones)."""
-    if groups is not None:
-        if len(groups) != n:
-            raise ValueError(f"groups has {len(groups)} entries for {n} images")
-        return group_split(groups, seed)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[: n // 2].sort().values, order[n // 2 :].sort().values
+class HighPass(nn.Module):
+    """The slice beside its fine detail (the slice minus its 3x3 mean, amplified): noise and
+    texture are a few grey levels, which the first layer would otherwise find only slowly
+    beside the brain's contrast."""
 
+    GAIN = 8.0
 
-def _balanced(a: Tensor, b: Tensor, idx_a: Tensor, idx_b: Tensor, gen: torch.Generator):
-    """Equal numbers of a[idx_a] (label 0) and b[idx_b] (label 1): (x (2n, 1, S, S), y (2n,))."""
-    n = min(len(idx_a), len(idx_b))
-    pick_a = idx_a[torch.randperm(len(idx_a), generator=gen)[:n]]
-    pick_b = idx_b[torch.randperm(len(idx_b), generator=gen)[:n]]
-    x = torch.cat([a[pick_a], b[pick_b]])
-    return x, torch.cat([torch.zeros(n), torch.ones(n)])
+    def forward(self, x: Tensor) -> Tensor:
+        detail = x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return torch.cat([x, self.GAIN * detail], 1)
 
 
 def _classifier(width: int = 16) -> nn.Sequential:
-    """Four stride-2 conv stages (64 -> 4 px, receptive field ~47 px) and a linear logit."""
-    layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+    """A 4x4 stride-2 conv that sees every pixel (noise, texture), then four stride-2 stages
+    (receptive field ~90 px) and a linear logit over the pooled features."""
+    layers: list[nn.Module] = [HighPass(), nn.Conv2d(2, width, 4, 2, 1), nn.ReLU()]
     for c_in, c_out in ((1, 2), (2, 4), (4, 4), (4, 4)):
         layers += [nn.Conv2d(width * c_in, width * c_out, 3, 2, 1), nn.BatchNorm2d(width * c_out)]
         layers += [nn.ReLU()]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width * 4, 1))
 
 
-def _fit_classifier(x: Tensor, y: Tensor, steps: int, seed: int, device: Device) -> nn.Module:
-    """Adam on binary cross-entropy: `steps` batches of 32 in shuffled epochs, random flips.
+def _logits(net: nn.Module, x: Tensor, device: Device) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([net(b.to(device))[:, 0].cpu() for b in x.split(256)])
 
-    The learning rate warms up and anneals (one-cycle, peak 2e-3). At a constant 2e-3 some
-    seeds settled on a constant answer (accuracy 0.50 on samples that other seeds told apart
-    every time), and the report's C2ST varied by +-0.2 over seeds (bench/RESULTS.md).
-    """
+
+def _mean_bce(logits: Tensor, y: Tensor) -> Tensor:
+    """Binary cross-entropy with each class weighing half, however many slices it has."""
+    loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    return torch.stack([loss[y == c].mean() for c in (0, 1) if (y == c).any()]).mean()
+
+
+def _balanced_stream(y: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """`n` indices into `y`, half of each class, alternating: each class's slices in shuffled
+    passes, so a small class is seen as often as a large one and every slice comes round."""
+    picks = []
+    for cls in (0, 1):
+        idx = (y == cls).nonzero()[:, 0]
+        passes = -(-(n // 2) // len(idx))
+        order = torch.cat([idx[torch.randperm(len(idx), generator=gen)] for _ in range(passes)])
+        picks.append(order[: n // 2])
+    return torch.stack(picks, 1).flatten()
+
+
+def _fit(
+    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], seed: int, device: Device
+) -> tuple[nn.Module, int]:
+    """Adam on cross-entropy over batches drawn half from each class, with random flips,
+    validated after each round of ROUND_SLICES slices (more where they are smaller), until
+    the class-balanced validation loss has not improved by MIN_GAIN for PATIENCE rounds;
+    returns the net of the round with the lowest validation loss, and that round."""
+    (x, y), (x_val, y_val) = train, val
     gen = torch.Generator().manual_seed(seed)
     with seeded(seed):
         net = _classifier().to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
-    epochs = -(-steps * 32 // len(x))  # ceil
-    order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(epochs)])
-    for batch in order[: steps * 32].split(32):
-        xb = random_flip(x[batch].to(device), gen)
-        loss = F.binary_cross_entropy_with_logits(net(xb)[:, 0], y[batch].to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-    return net.eval()
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    per_round = ROUND_SLICES * max(1, 64 // x.shape[-1])  # more of smaller slices
+    best, best_state, kept, gained = float("inf"), copy.deepcopy(net.state_dict()), 0, 0
+    for round_ in range(1, MAX_ROUNDS + 1):
+        net.train()
+        for batch in _balanced_stream(y, per_round, gen).split(BATCH):
+            xb = random_flip(x[batch].to(device), gen)
+            loss = _mean_bce(net(xb)[:, 0], y[batch].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _recalibrate(net, x[_balanced_stream(y, RECALIBRATION_SLICES, gen)], device)
+        val_loss = float(_mean_bce(_logits(net, x_val, device), y_val))
+        if val_loss < best - MIN_GAIN:
+            gained = round_
+        if val_loss < best:
+            best, best_state, kept = val_loss, copy.deepcopy(net.state_dict()), round_
+        if round_ - gained >= PATIENCE:
+            break
+    net.load_state_dict(best_state)
+    return net.eval(), kept
+
+
+def _recalibrate(net: nn.Module, x: Tensor, device: Device) -> None:
+    """Batch-norm statistics of the net as it is now, averaged over `x`, then eval mode. The
+    running averages of training lag behind weights that still change fast: with them, whole
+    validation folds came out as one class for the first epochs."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    with torch.no_grad():
+        for batch in x.split(256):
+            net(batch.to(device))
+    for m in norms:
+        m.momentum = 0.1
+    net.eval()
+
+
+def balanced_accuracy(scores: Tensor, y: Tensor) -> float:
+    """Mean of the two classes' hit rates (logit > 0 means "other"): 0.5 = chance."""
+    hits = (scores > 0) == y.bool()
+    return float((hits[y == 0].float().mean() + hits[y == 1].float().mean()) / 2)
+
+
+def _interval(scores: Tensor, y: Tensor, groups: Sequence[str]) -> tuple[float, float]:
+    """95% interval of the balanced accuracy, with subjects as clusters. A subject's slices
+    are right or wrong together far more often than independent slices would be, so an
+    interval binomial over slices is too narrow: real against real strayed to 0.44 with a
+    binomial interval of +-0.02 (bench/RESULTS.md). Each class's hit rate takes the larger of
+    its cluster-robust variance and its binomial one (Agresti-Coull, so that a perfect score
+    still has a width)."""
+    hits = ((scores > 0) == y.bool()).float()
+    variance = 0.0
+    for cls in (0, 1):
+        mine = (y == cls).nonzero()[:, 0]
+        n, rate = len(mine), float(hits[mine].mean())
+        names = [groups[int(i)] for i in mine]
+        index = {name: j for j, name in enumerate(dict.fromkeys(names))}
+        cluster = torch.tensor([index[name] for name in names])
+        h = torch.zeros(len(index)).index_add_(0, cluster, hits[mine])
+        m = torch.zeros(len(index)).index_add_(0, cluster, torch.ones(n))
+        clustered = float(((h - rate * m) ** 2).sum()) / n**2 * len(index) / max(len(index) - 1, 1)
+        p = (float(hits[mine].sum()) + 2) / (n + 4)
+        variance += max(clustered, p * (1 - p) / (n + 4))
+    accuracy, half_width = balanced_accuracy(scores, y), 1.96 * variance**0.5 / 2
+    return max(0.0, accuracy - half_width), min(1.0, accuracy + half_width)
+
+
+def _auc(scores: Tensor, y: Tensor) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y.numpy(), scores.numpy()))
+
+
+def _prepare(x: Tensor, scale: int) -> Tensor:
+    x = at_size(x, MAX_SIDE)
+    return F.avg_pool2d(x, scale) if scale > 1 else x
 
 
 def c2st(
@@ -96,45 +209,103 @@ def c2st(
     other: Tensor,
     other_groups: Sequence[str] | None,
     seed: int = 0,
-    steps: int | None = None,
+    *,
+    paired: bool = False,
+    scale: int = 1,
     device: Device = "cpu",
 ) -> C2ST:
-    """Train a small CNN to tell `other` from `real` on one half of each, score the other half.
+    """Cross-validated C2ST of `other` against `real`, in FOLDS folds by subject.
 
-    Real slices are split by subject (`real_groups`): split by slice, the CNN would learn the
-    subjects instead of realism. `other` is split by `other_groups` when given (another real
-    set), else at random (generated slices). Both halves are balanced, so chance is 0.5; but
-    with few real subjects the CNN partly learns its training subjects, and the floor moves
-    (mni152 test, 8 subjects: ~0.58 against validate, ~0.41 against many-subject train
-    slices). The interval is binomial over slices and leaves out that subject-level spread.
+    Real slices are grouped by `real_groups`: split by slice, the classifier would learn the
+    subjects instead of realism. `other` is grouped by `other_groups` (another real set), by
+    `real_groups` when `paired` (other[i] derived from real[i]: it shares real[i]'s fold), or
+    else slice by slice (generated slices). The sets may differ in size: the loss weighs the
+    classes equally and the accuracy is balanced, so chance is 0.5. `scale` average-pools the
+    slices first (2: anatomy without the finest texture).
     """
-    from scipy.stats import binomtest
-    from sklearn.metrics import roc_auc_score
-
-    check_images("real", real, 4)
-    check_images("other", other, 4)
-    real, other = at_size(real, C2ST_SIZE), at_size(other, C2ST_SIZE)
+    other_groups = _checked_groups(real, real_groups, other, other_groups, paired)
+    real, other = _prepare(real, scale), _prepare(other, scale)
     if real.shape[-2:] != other.shape[-2:]:
         raise ValueError(f"real and other differ in size: {real.shape[-2:]} and {other.shape[-2:]}")
-    real_train, real_test = _split(len(real), real_groups, seed)
-    other_train, other_test = _split(len(other), other_groups, seed + 1)
-    gen = torch.Generator().manual_seed(seed)
-    x_train, y_train = _balanced(real, other, real_train, other_train, gen)
-    x_test, y_test = _balanced(real, other, real_test, other_test, gen)
-    steps = CLASSIFIER_STEPS if steps is None else steps
-    net = _fit_classifier(x_train, y_train, steps, seed, device)
-    with torch.no_grad():
-        scores = torch.cat([net(b.to(device))[:, 0].cpu() for b in x_test.split(256)])
-    hits = int(((scores > 0) == y_test.bool()).sum())
-    ci = binomtest(hits, len(y_test)).proportion_ci(0.95, method="wilson")
-    auc = float(roc_auc_score(y_test.numpy(), scores.numpy()))
-    return C2ST(hits / len(y_test), float(ci.low), float(ci.high), auc, len(y_test))
+    k = min(FOLDS, len(set(real_groups)), len(set(other_groups)))
+    real_fold = assign_folds(real_groups, k, seed)
+    other_fold = real_fold if paired else assign_folds(other_groups, k, seed + 1)
+    x, y = torch.cat([real, other]), torch.cat([torch.zeros(len(real)), torch.ones(len(other))])
+    fold = torch.cat([real_fold, other_fold])
+    groups = [f"real:{g}" for g in real_groups] + [
+        f"{'real' if paired else 'other'}:{g}" for g in other_groups
+    ]
+    scores, accuracies, aucs, rounds = torch.zeros(len(x)), [], [], []
+    for f in range(k):
+        train, held = (fold != f).nonzero()[:, 0], (fold == f).nonzero()[:, 0]
+        fit, val = _validation_split(train, y, groups, seed + 10 * f)
+        net, n_rounds = _fit((x[fit], y[fit]), (x[val], y[val]), seed + f, device)
+        scores[held] = _logits(net, x[held], device)
+        accuracies.append(balanced_accuracy(scores[held], y[held]))
+        aucs.append(_auc(scores[held], y[held]))
+        rounds.append(n_rounds)
+    low, high = _interval(scores, y, groups)
+    return C2ST(
+        balanced_accuracy(scores, y),
+        low,
+        high,
+        float(np.std(accuracies)),
+        _auc(scores, y),
+        float(np.std(aucs)),
+        len(real),
+        len(other),
+        k,
+        float(np.mean(rounds)),
+        int(real.shape[-1]),
+    )
+
+
+def _checked_groups(
+    real: Tensor,
+    real_groups: Sequence[str],
+    other: Tensor,
+    other_groups: Sequence[str] | None,
+    paired: bool,
+) -> Sequence[str]:
+    """`other`'s groups as c2st uses them (real's when paired, one per slice when none),
+    after checking both sets."""
+    check_images("real", real, 4)
+    check_images("other", other, 4)
+    if len(real_groups) != len(real):
+        raise ValueError(f"real_groups has {len(real_groups)} entries for {len(real)} images")
+    if paired:
+        if len(other) != len(real):
+            raise ValueError(f"paired sets differ in size: {len(real)} and {len(other)}")
+        return real_groups
+    if other_groups is None:
+        return [str(i) for i in range(len(other))]
+    if len(other_groups) != len(other):
+        raise ValueError(f"other_groups has {len(other_groups)} entries for {len(other)} images")
+    return other_groups
+
+
+def _validation_split(
+    items: Tensor, y: Tensor, groups: Sequence[str], seed: int
+) -> tuple[Tensor, Tensor]:
+    """`items` as (fit, validate): per class, a fifth of its groups validate, or a fifth of its
+    slices where the class has a single group here."""
+    is_val = torch.zeros(len(items), dtype=torch.bool)
+    for cls in (0, 1):
+        mine = (y[items] == cls).nonzero()[:, 0]
+        if len(mine) < 2:  # a single slice trains; the other class validates alone
+            continue
+        names = [groups[int(items[i])] for i in mine]
+        if len(set(names)) < 2:
+            names = [str(i) for i in range(len(mine))]
+        k = min(VALIDATION_FOLDS, len(set(names)))
+        is_val[mine] = assign_folds(names, k, seed + cls) == 0
+    return items[~is_val], items[is_val]
 
 
 def real_floor(images: Tensor, groups: Sequence[str], seed: int = 0, **kwargs: Any) -> C2ST:
     """The C2ST between two disjoint halves of one real set, split by subject: what `c2st`
-    scores when the other set is as real as can be. For generated samples the closer floor is
-    c2st(real, real_groups, train_slices, train_subjects): many subjects, as samples have."""
-    half_a, half_b = group_split(groups, seed)
-    groups_a, groups_b = [groups[i] for i in half_a], [groups[i] for i in half_b]
-    return c2st(images[half_a], groups_a, images[half_b], groups_b, seed, **kwargs)
+    scores when the other set is as real as can be."""
+    half = assign_folds(groups, 2, seed) == 0
+    a, b = half.nonzero()[:, 0], (~half).nonzero()[:, 0]
+    groups_a, groups_b = [groups[i] for i in a], [groups[i] for i in b]
+    return c2st(images[a], groups_a, images[b], groups_b, seed, **kwargs)
