@@ -40,7 +40,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     sets.update({name: fn(other, gen) for name, fn in PERTURBATIONS.items()})
     if args.figure:
-        shown = torch.arange(0, len(other), len(other) // 6)[:6]
+        shown = torch.arange(6) * (len(other) // 6) + torch.arange(6) * 4  # bottom to top
         plots.rows_figure([(n, x[shown]) for n, x in sets.items()], Path(args.figure), "defects")
     print(f"reference {len(real)} slices ({len(set(real_groups))} subjects), other {len(other)}")
     print("| set | full-scale C2ST | half-scale C2ST | KID | seconds |")
