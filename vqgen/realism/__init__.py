@@ -3,6 +3,7 @@
 Whole-image SSIM cannot see blur on a black background, so the report scores samples with:
 
     c2st(real, real.subjects, fake, None, seed)   # can a small CNN tell them apart? 0.5 = no
+    c2st(real, real.subjects, recon, None, seed, paired=True, scale=2)   # recon[i] from real[i]
     net = cached_feature_net(train_set, key)      # trained on the train split, never downloaded
     feature_distances(extract_features(net, real), extract_features(net, fake))
                                                   # KID, FID, precision/recall/density/coverage
@@ -10,7 +11,8 @@ Whole-image SSIM cannot see blur on a black background, so the report scores sam
     ms_ssim_diversity(fake)                       # mean MS-SSIM of random pairs; high = alike
 
 Each figure means something only beside the same figure for two disjoint real sets of the data
-(`real_floor`, or c2st/feature_distances between the validate and test splits). Everything is
+(`real_floor`, or c2st/feature_distances between the test split and train slices). `perturb`
+holds known defects (blur, holes, ...) to test that a measure sees them. Everything is
 seeded and repeatable; compute runs on the CPU unless a `device` is given.
 """
 
