@@ -42,7 +42,7 @@ def build(model_name: str, variant: str, device: torch.device):
             images = images.contiguous(memory_format=torch.channels_last)
 
         def loss_fn(net):
-            recon, q = net(images)
+            recon, (q,) = net(images)
             return F.mse_loss(recon, images) + q.loss
 
         return model, loss_fn, BATCH, "img/s"

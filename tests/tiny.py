@@ -115,7 +115,7 @@ class Critic(torch.nn.Module):
 
 def vqvae_alone(nets, batch, step):
     images = batch[0]
-    recon, q = nets["model"](images)
+    recon, (q,) = nets["model"](images)
     return {"model": F.mse_loss(recon, images) + q.loss}, {}
 
 
@@ -123,7 +123,7 @@ def with_critic(nets, batch, step):
     """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
     its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
     images = batch[0]
-    recon, q = nets["model"](images)  # one forward: in training it also moves the codebook
+    recon, (q,) = nets["model"](images)  # one forward: in training it also moves the codebook
     target = images.mean(dim=(1, 2, 3))[:, None]
     critic = F.mse_loss(nets["critic"](recon), target)
     return {"model": F.mse_loss(recon, images) + q.loss, "critic": critic}, {

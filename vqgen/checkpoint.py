@@ -130,7 +130,7 @@ def load_prior(
 
     meta = read_meta(run, "prior", last)
     path = run.meta("prior", last)
-    cfg = load_config(PriorConfig, meta.get("model"), f"{path} 'model'")
+    cfg, top_cfg = prior_configs(meta, path)
     vqvae_hash = meta.get("vqvae_sha256")
     if not isinstance(vqvae_hash, str):
         raise CheckpointError(
@@ -143,19 +143,37 @@ def load_prior(
             f"{run.meta('prior')} was trained on codes of another VQ-VAE; "
             "run `vqgen train-prior` again"
         )
-    if vqvae_cfg is not None and (cfg.codebook_size, cfg.grid) != (
+    grids = [c.grid for c in (top_cfg, cfg) if c is not None]
+    if vqvae_cfg is not None and (cfg.codebook_size, grids) != (
         vqvae_cfg.codebook_size,
-        vqvae_cfg.grid,
+        vqvae_cfg.grids,
     ):
         raise CheckpointError(
-            f"{path} is a prior over {cfg.codebook_size} codes on a {cfg.grid}x{cfg.grid} grid; "
-            f"the run's VQ-VAE has {vqvae_cfg.codebook_size} codes on a "
-            f"{vqvae_cfg.grid}x{vqvae_cfg.grid} grid; run `vqgen train-prior` again"
+            f"{path} is a prior over {cfg.codebook_size} codes on {describe_grids(grids)}; "
+            f"the run's VQ-VAE has {vqvae_cfg.codebook_size} codes on "
+            f"{describe_grids(vqvae_cfg.grids)}; run `vqgen train-prior` again"
         )
     conditioning.check_metadata(cfg, meta, path)
-    model = build_prior(cfg)
+    model = build_prior(cfg, top_cfg)
     load_weights(run, "prior", model, last)
     return model.to(device).eval(), meta
+
+
+def prior_configs(meta: dict[str, Any], where: Path) -> tuple[PriorConfig, PriorConfig | None]:
+    """The prior settings of a prior.json at `where`: its "model" (the bottom or only level)
+    and, for a run of two code levels, its "top_model"."""
+    cfg = load_config(PriorConfig, meta.get("model"), f"{where} 'model'")
+    if not cfg.top_grid:
+        return cfg, None
+    top = load_config(PriorConfig, meta.get("top_model"), f"{where} 'top_model'")
+    if top.grid != cfg.top_grid or top.top_grid:
+        raise CheckpointError(f"{where}: 'top_model' is not the prior of 'model''s top grid")
+    return cfg, top
+
+
+def describe_grids(grids: list[int]) -> str:
+    """'a 32x32 grid' or 'an 8x8 and a 32x32 grid'."""
+    return " and ".join(f"a{'n' if g == 8 else ''} {g}x{g}" for g in grids) + " grid"
 
 
 # -- train state: what --resume needs, in one file ---------------------------------------------

@@ -26,10 +26,15 @@ from rich.table import Table
 import vqgen
 from vqgen.cli_options import (
     DEFAULT_RUN,
+    CodebookSizeOpt,
+    CodeDimOpt,
     DataOpt,
     DataSeedOpt,
     DeviceOpt,
+    DownsampleOpt,
+    GuidanceOpt,
     KindOpt,
+    LevelsOpt,
     OverwriteOpt,
     ResumeOpt,
     RunOpt,
@@ -37,6 +42,7 @@ from vqgen.cli_options import (
     SizeOpt,
     StrictOpt,
     TemperatureOpt,
+    TopDownsampleOpt,
     TopKOpt,
     training_options,
 )
@@ -137,15 +143,11 @@ def train_vqvae_cmd(
     run: RunOpt = DEFAULT_RUN,
     kind: KindOpt = DataConfig.kind,
     size: SizeOpt = VQVAEConfig.size,
-    downsample: Annotated[
-        int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (2, 4 or 8).")
-    ] = VQVAEConfig.downsample,
-    codebook_size: Annotated[
-        int, typer.Option(help="Number of codebook vectors K.")
-    ] = VQVAEConfig.codebook_size,
-    code_dim: Annotated[
-        int, typer.Option(help="Dimension of each code vector.")
-    ] = VQVAEConfig.code_dim,
+    downsample: DownsampleOpt = VQVAEConfig.downsample,
+    levels: LevelsOpt = VQVAEConfig.levels,
+    top_downsample: TopDownsampleOpt = VQVAEConfig.top_downsample,
+    codebook_size: CodebookSizeOpt = VQVAEConfig.codebook_size,
+    code_dim: CodeDimOpt = VQVAEConfig.code_dim,
     hidden: Annotated[int, typer.Option(help="Channels of the conv trunk.")] = VQVAEConfig.hidden,
     beta: Annotated[float, typer.Option(help="Weight of the commitment loss.")] = VQVAEConfig.beta,
     quantizer: Annotated[
@@ -176,6 +178,8 @@ def train_vqvae_cmd(
         size=size,
         hidden=hidden,
         downsample=downsample,
+        levels=levels,
+        top_downsample=top_downsample,
         codebook_size=codebook_size,
         code_dim=code_dim,
         beta=beta,
@@ -217,6 +221,13 @@ def train_prior_cmd(
             "sees the whole grid drawn so far (--channels a multiple of 16)."
         ),
     ] = PriorConfig.attention,
+    cond_dropout: Annotated[
+        float,
+        typer.Option(
+            help="Share of training batches whose label or slice level is hidden, so that "
+            "`sample --guidance` can use it (0.1 is usual)."
+        ),
+    ] = PriorConfig.cond_dropout,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -231,6 +242,7 @@ def train_prior_cmd(
         dropout=dropout,
         augment=augment,
         attention=attention,
+        cond_dropout=cond_dropout,
     )
     result = train_prior(run, prior, train, resume, overwrite)
     if distributed.is_main():  # under torchrun, rank 0 reports
@@ -248,6 +260,7 @@ def sample_cmd(
     n: Annotated[int, typer.Option("--n", help="Number of slices to generate.")] = SampleConfig.n,
     temperature: TemperatureOpt = SampleConfig.temperature,
     top_k: TopKOpt = SampleConfig.top_k,
+    guidance: GuidanceOpt = SampleConfig.guidance,
     label: Annotated[
         str | None, typer.Option(help="Class for a label-conditioned prior.")
     ] = SampleConfig.label,
@@ -261,7 +274,7 @@ def sample_cmd(
     """Draw new slices: prior -> code grid -> decoder -> PNG files and a grid."""
     from vqgen.sample import sample
 
-    cfg = SampleConfig(n, temperature, top_k, label, slice_pos, seed)
+    cfg = SampleConfig(n, temperature, top_k, label, slice_pos, seed, guidance)
     result = sample(run, cfg, out, device)
     folder = escape(str(result.paths[0].parent))
     console.print(
@@ -279,17 +292,18 @@ def evaluate_cmd(
     ] = EVAL_SAMPLES,
     temperature: TemperatureOpt = SampleConfig.temperature,
     top_k: TopKOpt = SampleConfig.top_k,
+    guidance: GuidanceOpt = SampleConfig.guidance,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
-    The samples are drawn as `sample` draws them, at --temperature and --top-k."""
+    The samples are drawn as `sample` draws them, at --temperature, --top-k and --guidance."""
     from vqgen.evaluate import evaluate
     from vqgen.report_text import report_table
     from vqgen.rundir import RunDir
 
-    cfg = EvalConfig(split, n_samples, temperature=temperature, top_k=top_k, seed=seed)
+    cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance)
     report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
     written = escape(str(out or RunDir(run).report))

@@ -48,6 +48,25 @@ TemperatureOpt = Annotated[
 TopKOpt = Annotated[
     int | None, typer.Option("--top-k", help="Draw only from the K likeliest codes.")
 ]
+# the VQ-VAE's shape (train-vqvae)
+DownsampleOpt = Annotated[int, typer.Option(help="Code grid is SIZE/DOWNSAMPLE (2, 4 or 8).")]
+LevelsOpt = Annotated[
+    int,
+    typer.Option(help="Code levels: 1, or 2 for a top grid of codes above the bottom (VQ-VAE-2)."),
+]
+TopDownsampleOpt = Annotated[
+    int, typer.Option(help="With --levels 2: the top grid is the bottom grid / this (2 or 4).")
+]
+CodebookSizeOpt = Annotated[int, typer.Option(help="Number of codebook vectors K (per level).")]
+CodeDimOpt = Annotated[int, typer.Option(help="Dimension of each code vector.")]
+GuidanceOpt = Annotated[
+    float,
+    typer.Option(
+        "--guidance",
+        help="Classifier-free guidance scale for a prior trained with --cond-dropout: 1 draws "
+        "as trained, above 1 holds closer to the label or slice level.",
+    ),
+]
 DEFAULT_RUN = Path("checkpoints/run")
 
 # The options of TrainConfig that both training verbs take: field -> (type, flag, help).

@@ -12,6 +12,7 @@ Every place that needs to know what a condition is asks this module:
     meta = metadata(label_names, positions)                # written to prior.json
     check_metadata(cfg, meta, path)                        # load_prior: does prior.json fit?
     cond = for_sampling(cfg, meta, sample_cfg)             # sample, evaluate: which to draw
+    TopCodesEmbedding(K, channels, factor)                 # a bottom prior's top codes
     for group in groups(cfg.condition, label_names): ...   # evaluate: scores per class
 """
 
@@ -75,6 +76,31 @@ class SliceEmbedding(nn.Sequential):
         return super().forward(feats.to(self[0].weight.dtype))
 
 
+class TopCodesEmbedding(nn.Module):
+    """(B, gt, gt) top codes -> (B, C, g, g) map on the bottom grid, g = gt x factor, that a
+    bottom prior adds inside every gate (section 2.3 of the gated PixelCNN paper, a spatial
+    condition). The codes are embedded, mixed with their neighbours by a 3x3 convolution, and
+    upsampled by a learned transposed convolution, so each bottom position under a top code
+    gets its own view of it. The top codes are all known before the bottom grid is drawn, so
+    the map may see all of them without breaking the bottom prior's causality."""
+
+    def __init__(self, codebook_size: int, channels: int, factor: int):
+        super().__init__()
+        C = channels
+        self.embedding = nn.Embedding(codebook_size, C)
+        self.net = nn.Sequential(
+            nn.Conv2d(C, C, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(C, C, factor, stride=factor),
+            nn.ReLU(),
+            nn.Conv2d(C, C, 3, padding=1),
+        )
+
+    def forward(self, top: Tensor) -> Tensor:
+        assert not (top.dtype.is_floating_point or top.dtype == torch.bool), top.dtype
+        return self.net(self.embedding(top.long()).permute(0, 3, 1, 2))  # via (B, gt, gt, C)
+
+
 def condition_embedding(cfg: PriorConfig, channels: int) -> nn.Module | None:
     """The module that turns a (B,) condition into a (B, channels) embedding; None for none."""
     if cfg.condition == "label":
@@ -130,6 +156,11 @@ def for_sampling(cfg: PriorConfig, meta: dict[str, Any], sampling: SampleConfig)
     "label_names"), or evenly across the slice positions the prior was trained on (`meta`
     "slice_range"): asked for a level it never saw, it draws black or near-empty slices."""
     condition, n = cfg.condition, sampling.n
+    if sampling.guidance != 1 and not cfg.cond_dropout:
+        raise UsageError(
+            f"--guidance {sampling.guidance}: this prior was trained without --cond-dropout, "
+            "so it has no unconditional half to guide with"
+        )
     if sampling.label is not None and condition != "label":
         raise UsageError(
             f"--label {sampling.label}: this prior was trained with --condition {condition}"

@@ -61,7 +61,9 @@ class VQVAEConfig:
     size: int = 128
     hidden: int = 64  # channels of the conv trunk
     res_blocks: int = 2
-    downsample: int = 4  # 2, 4 or 8: the code grid is size/downsample on a side
+    downsample: int = 4  # 2, 4 or 8: the (bottom) code grid is size/downsample on a side
+    levels: int = 1  # 1, or 2 for VQ-VAE-2's top grid of codes above the bottom one
+    top_downsample: int = 4  # 2 or 4: the top grid is the bottom grid / top_downsample
     codebook_size: int = 512
     code_dim: int = 64
     beta: float = 0.25  # weight of the commitment loss
@@ -77,6 +79,15 @@ class VQVAEConfig:
             raise UsageError(
                 f"--size {self.size} is not divisible by --downsample {self.downsample}"
             )
+        if self.levels not in (1, 2):
+            raise UsageError(f"--levels must be 1 or 2, got {self.levels}")
+        if self.top_downsample not in (2, 4):
+            raise UsageError(f"--top-downsample must be 2 or 4, got {self.top_downsample}")
+        if self.levels == 2 and self.grid % self.top_downsample:
+            raise UsageError(
+                f"--levels 2: the {self.grid}x{self.grid} code grid is not divisible by "
+                f"--top-downsample {self.top_downsample}"
+            )
         one_of("--quantizer", self.quantizer, QUANTIZERS)
         at_least("--codebook-size", self.codebook_size, 2)
         positive("--hidden", self.hidden)
@@ -89,8 +100,13 @@ class VQVAEConfig:
 
     @property
     def grid(self) -> int:
-        """Side of the code grid."""
+        """Side of the (bottom) code grid."""
         return self.size // self.downsample
+
+    @property
+    def grids(self) -> list[int]:
+        """Side of each level's code grid, coarse first: [grid] or [top grid, grid]."""
+        return [self.grid // self.top_downsample, self.grid][-self.levels :]
 
 
 @dataclass
@@ -128,6 +144,8 @@ class PriorConfig:
     dropout: float = 0.0  # in the gated blocks, while training
     attention: bool = False  # one causal self-attention layer after the gated blocks
     augment: int = 0  # extra copies of the train split to learn from (train_prior.training_codes)
+    top_grid: int = 0  # side of the top code grid this (bottom) prior is told; 0: no top level
+    cond_dropout: float = 0.0  # rate at which training hides the condition, for --guidance
 
     def __post_init__(self) -> None:
         one_of("prior kind", self.kind, PRIOR_KINDS)
@@ -146,6 +164,15 @@ class PriorConfig:
             )
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
+        if not 0 <= self.cond_dropout < 1:
+            raise UsageError(f"--cond-dropout must lie in [0, 1), got {self.cond_dropout}")
+        if self.cond_dropout and self.condition == "none":
+            raise UsageError("--cond-dropout needs a condition to hide: --condition label or slice")
+        at_least("top_grid", self.top_grid, 0)
+        if self.top_grid and (
+            self.grid % self.top_grid or self.grid // self.top_grid not in (2, 4)
+        ):
+            raise UsageError(f"top_grid {self.top_grid} must be grid {self.grid} / 2 or / 4")
 
 
 @dataclass
@@ -218,10 +245,12 @@ class SampleConfig:
     label: str | None = None  # class of a label-conditioned prior
     slice_pos: float | None = None  # slice position in [0, 1] of a slice-conditioned prior
     seed: int = 0
+    guidance: float = 1.0  # classifier-free guidance scale: 1 plain, > 1 closer to the condition
 
     def __post_init__(self) -> None:
         at_least("--n", self.n, 1)
         at_least("--temperature", self.temperature, 0)
+        at_least("--guidance", self.guidance, 0)
         if self.top_k is not None:
             at_least("--top-k", self.top_k, 1)
         if self.slice_pos is not None and not 0 <= self.slice_pos <= 1:
@@ -240,6 +269,7 @@ class EvalConfig:
     temperature: float = SampleConfig.temperature
     top_k: int | None = SampleConfig.top_k
     seed: int = 0  # seeds the samples, the C2ST, KID's subsets and the floor's train slices
+    guidance: float = SampleConfig.guidance
 
     def __post_init__(self) -> None:
         one_of("--split", self.split, EVAL_SPLITS)
@@ -250,12 +280,17 @@ class EvalConfig:
         at_least("--temperature", self.temperature, 0)
         if self.top_k is not None:
             at_least("--top-k", self.top_k, 1)
+        at_least("--guidance", self.guidance, 0)
 
     @property
     def sampling(self) -> SampleConfig:
         """The SampleConfig the samples are drawn with."""
         return SampleConfig(
-            n=self.n_samples, temperature=self.temperature, top_k=self.top_k, seed=self.seed
+            n=self.n_samples,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=self.seed,
+            guidance=self.guidance,
         )
 
 

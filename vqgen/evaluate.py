@@ -26,8 +26,10 @@ from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
 from vqgen.errors import UsageError
 from vqgen.inference import (
     CodeSet,
+    baselines_bits,
     draw,
     make_output_dir,
+    mean_bits,
     nll_bits,
     reconstruct,
     resolve_device,
@@ -76,7 +78,8 @@ def reconstruction_report(
     recon, codes = reconstruct(vqvae, images)
     ssim = metrics.ssim_reference(images, recon)
     brain = metrics.masked_ssim(images, recon, metrics.foreground_mask(images))
-    used, perplexity = metrics.codebook_usage(codes, vqvae.cfg.codebook_size)
+    K = vqvae.cfg.codebook_size
+    used, perplexity = metrics.codebook_usage(codes[-1], K)
     order = np.argsort(ssim)
     picks = [int(order[-1]), int(order[len(order) // 2]), int(order[0])]
     caption = f"{split} split: best, median, worst SSIM " + ", ".join(
@@ -86,7 +89,7 @@ def reconstruction_report(
         images[picks], recon[picks], figures / "eval_reconstructions.png", caption
     )
     plots.histogram(ssim, figures / "eval_ssim_hist.png", "SSIM per slice", f"{split} split")
-    counts = torch.bincount(codes.flatten(), minlength=vqvae.cfg.codebook_size)
+    counts = torch.bincount(codes[-1].flatten(), minlength=K)
     plots.histogram(
         counts.float(), figures / "eval_code_usage.png", "uses per code", f"{split} split"
     )
@@ -97,6 +100,9 @@ def reconstruction_report(
         "mse_mean": float(metrics.mse(images, recon).mean()),
         "codebook": {"fraction_used": used, "perplexity": perplexity},
     }
+    if len(codes) == 2:
+        used, perplexity = metrics.codebook_usage(codes[0], K)
+        report["codebook_top"] = {"fraction_used": used, "perplexity": perplexity}
     return report, codes, recon
 
 
@@ -177,20 +183,26 @@ def prior_section(
     data: DataConfig,
     prior: nn.Module,
     prior_meta: dict[str, Any],
-    codes: Tensor,
+    codes: list[Tensor],
     dataset: SliceDataset,
 ) -> PriorSection:
-    """The prior's NLL on the split's `codes`, beside what a uniform prior and the train
-    split's code histogram pay: a prior that learned nothing scores near those."""
+    """The prior's NLL on the split's `codes` (each level's, and over all levels), beside what
+    a uniform prior and the train split's code histogram pay: a prior that learned nothing
+    scores near those."""
     label_names = tuple(prior_meta.get("label_names", []))
-    split_set = CodeSet(codes.to(torch.int16), dataset.labels, dataset.positions, label_names)
+    split_set = CodeSet(codes, dataset.labels, dataset.positions, label_names)
     train_codes = split_codes(run, "train", vqvae, data, fileio.sha256(run.weights("vqvae")))
-    return {
-        "nll_bits": nll_bits(prior, split_set),
-        "uniform_bits": metrics.uniform_bits(prior.cfg.codebook_size),
-        "unigram_bits": metrics.entropy_bits(train_codes.codes.long(), prior.cfg.codebook_size),
+    bits = nll_bits(prior, split_set)
+    baselines = baselines_bits(train_codes, prior.cfg.codebook_size)
+    section: PriorSection = {
+        "nll_bits": mean_bits(bits, split_set),
+        "uniform_bits": baselines["uniform"],
+        "unigram_bits": baselines["unigram"],
         "condition": prior.cfg.condition,
     }
+    if len(bits) == 2:
+        section["level_nll_bits"] = {"top": bits[0], "bottom": bits[1]}
+    return section
 
 
 def prior_groups(prior: nn.Module, prior_meta: dict[str, Any]) -> list[conditioning.Group]:
@@ -247,7 +259,12 @@ def samples_section(
     samples, _ = draw(vqvae, prior, cond, cfg, device)
     images, train_images = dataset.images, train_set.images
     scores, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed)
-    section: SamplesSection = {**scores, "temperature": cfg.temperature, "top_k": cfg.top_k}
+    section: SamplesSection = {
+        **scores,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+        "guidance": cfg.guidance,
+    }
     if groups:  # a group needs 2 samples and 2 real slices for its pairwise SSIM
         section["per_label"] = {
             group.name: sample_report(group.samples, group.split.images, train_images, cfg.seed)[0]

@@ -8,7 +8,6 @@ nor the training loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,14 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vqgen import conditioning, fileio
+from vqgen import conditioning, fileio, metrics
 from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import load_data
 from vqgen.errors import UsageError
+from vqgen.models import level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
-from vqgen.sampling import sample_codes
+from vqgen.sampling import sample_levels
 
 LN2 = math.log(2)
 BATCH = 64  # images or code grids per forward pass when scoring a whole split
@@ -62,40 +62,50 @@ def write_png(image: Tensor, path: Path) -> None:
 
 
 @torch.no_grad()
-def in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device) -> Tensor:
-    """`fn` over x in batches on `device`; the results concatenated on the CPU."""
-    return torch.cat([fn(x[i : i + BATCH].to(device)).cpu() for i in range(0, len(x), BATCH)])
-
-
-def encode(vqvae: VQVAE, images: Tensor) -> Tensor:
-    """(N,1,S,S) images -> (N,h,w) int16 code grids, on the CPU."""
+def encode(vqvae: VQVAE, images: Tensor) -> list[Tensor]:
+    """(N,1,S,S) images -> each level's (N,h,w) int16 code grids, coarse first, on the CPU."""
     vqvae.eval()
     device = next(vqvae.parameters()).device
-    return in_batches(vqvae.codes, images, device).to(torch.int16)
+    batches = [vqvae.codes(images[i : i + BATCH].to(device)) for i in range(0, len(images), BATCH)]
+    return [torch.cat(level).cpu().to(torch.int16) for level in zip(*batches, strict=True)]
 
 
-def reconstruct(vqvae: VQVAE, images: Tensor) -> tuple[Tensor, Tensor]:
-    """Reconstructions in [0,1] and code grids of (N,1,S,S) images, on the CPU."""
-    codes = encode(vqvae, images).long()
+@torch.no_grad()
+def reconstruct(vqvae: VQVAE, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Reconstructions in [0,1] and each level's code grids of (N,1,S,S) images, on the CPU."""
+    codes = [c.long() for c in encode(vqvae, images)]
     device = next(vqvae.parameters()).device
-    recon = in_batches(lambda c: vqvae.decode_codes(c).float().clamp(0, 1), codes, device)
-    return recon, codes
+    recon = [
+        vqvae.decode_codes([c[i : i + BATCH].to(device) for c in codes]).float().clamp(0, 1).cpu()
+        for i in range(0, len(images), BATCH)
+    ]
+    return torch.cat(recon), codes
 
 
 @dataclass
 class CodeSet(Dataset):
-    """Code grids of one split with what conditioning needs."""
+    """Code grids of one split, every level, with what conditioning needs."""
 
-    codes: Tensor  # (N, h, w) int16
+    levels: list[Tensor]  # each level's (N, h, w) int16 grids, coarse first
     labels: Tensor  # (N,) long, -1 where unknown
     positions: Tensor  # (N,) float32, NaN where unknown
     label_names: tuple[str, ...]
 
     def __len__(self) -> int:
-        return self.codes.shape[0]
+        return self.labels.shape[0]
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        return self.codes[i].long(), self.labels[i], self.positions[i]
+    def __getitem__(self, i: int) -> tuple[list[Tensor], Tensor, Tensor]:
+        return [c[i].long() for c in self.levels], self.labels[i], self.positions[i]
+
+    @property
+    def codes(self) -> Tensor:
+        """The finest level's grids: the bottom level, or the only one."""
+        return self.levels[-1]
+
+
+def level_keys(levels: int) -> list[str]:
+    """The tensor names of each level's grids in a codes file, coarse first."""
+    return ["codes_top", "codes"][-levels:]
 
 
 def read_codes(path: Path, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | None:
@@ -115,15 +125,18 @@ def split_codes(
     """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
     `vqvae_hash`), else encoded now and saved there."""
     path = run.codes(split)
+    keys = level_keys(vqvae.cfg.levels)
     cached = read_codes(path, vqvae_hash)
     if cached is not None:
         t, meta = cached
-        return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
+        levels = [t[k] for k in keys]
+        return CodeSet(levels, t["labels"], t["positions"], tuple(meta["label_names"]))
     dataset = load_data(data, split)
     codes = CodeSet(
         encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
     )
-    tensors = {"codes": codes.codes, "labels": codes.labels, "positions": codes.positions}
+    tensors = dict(zip(keys, codes.levels, strict=True))
+    tensors |= {"labels": codes.labels, "positions": codes.positions}
     meta = {
         "vqvae_sha256": vqvae_hash,
         "split": split,
@@ -138,38 +151,54 @@ def split_codes(
 
 
 @torch.no_grad()
-def nll_bits(prior: nn.Module, codes: CodeSet) -> float:
-    """Mean negative log-likelihood in bits per code over a whole split."""
+def nll_bits(prior: nn.Module, codes: CodeSet) -> list[float]:
+    """Each level's mean negative log-likelihood in bits per code over a whole split, coarse
+    first."""
     prior.eval()
     device = next(prior.parameters()).device
-    total, count = 0.0, 0
+    totals = [0.0] * len(codes.levels)
     for i in range(0, len(codes), BATCH):
-        grids = codes.codes[i : i + BATCH].long().to(device)
+        grids = [c[i : i + BATCH].long().to(device) for c in codes.levels]
         cond = conditioning.from_batch(
             prior.cfg.condition,
             codes.labels[i : i + BATCH].to(device),
             codes.positions[i : i + BATCH].to(device),
         )
-        logits = prior(grids, cond).float()
-        total += F.cross_entropy(logits, grids, reduction="sum").item()
-        count += grids.numel()
-    return total / count / LN2
+        for level, (logits, grid) in enumerate(
+            zip(level_logits(prior, grids, cond), grids, strict=True)
+        ):
+            totals[level] += F.cross_entropy(logits.float(), grid, reduction="sum").item()
+    return [total / c.numel() / LN2 for total, c in zip(totals, codes.levels, strict=True)]
+
+
+def mean_bits(level_bits: list[float], codes: CodeSet) -> float:
+    """Bits per code over all levels: each level's weighted by its number of codes."""
+    sizes = [c[0].numel() for c in codes.levels]
+    return sum(b * s for b, s in zip(level_bits, sizes, strict=True)) / sum(sizes)
+
+
+def baselines_bits(codes: CodeSet, codebook_size: int) -> dict[str, float]:
+    """What a uniform prior and the split's own code histogram (per level) pay per code: a
+    prior that learned nothing scores near these."""
+    unigram = [metrics.entropy_bits(c.long(), codebook_size) for c in codes.levels]
+    return {"uniform": metrics.uniform_bits(codebook_size), "unigram": mean_bits(unigram, codes)}
 
 
 @torch.no_grad()
 def draw(
     vqvae: VQVAE, prior: nn.Module, cond: Tensor | None, cfg: SampleConfig, device
-) -> tuple[Tensor, Tensor]:
-    """`cfg.n` decoded samples in [0,1] (on the CPU) and their code grids, seeded."""
+) -> tuple[Tensor, list[Tensor]]:
+    """`cfg.n` decoded samples in [0,1] (on the CPU) and each level's code grids, seeded."""
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    codes = sample_codes(
+    codes = sample_levels(
         prior,
         cfg.n,
         cond=None if cond is None else cond.to(device),
+        guidance=cfg.guidance,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         generator=generator,
         device=device,
     )
     images = vqvae.decode_codes(codes).float().clamp(0, 1).cpu()
-    return images, codes.cpu()
+    return images, [c.cpu() for c in codes]

@@ -54,13 +54,21 @@ class VQLoss:
         """One step's loss per model ("model": the VQ-VAE, "disc" from `disc_start` on) and the
         scalars to log."""
         images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
-        recon, q = nets["model"](images)
+        recon, levels = nets["model"](images)
         recon = recon.float()
         mse = F.mse_loss(recon, images)
         l1 = self.cfg.l1_weight
         reconstruction = mse + l1 * F.l1_loss(recon, images) if l1 else mse
-        loss = reconstruction + q.loss
-        scalars = {"loss": loss.item(), "mse": mse.item(), "perplexity": q.perplexity.item()}
+        loss = reconstruction
+        for q in levels:
+            loss = loss + q.loss
+        scalars = {
+            "loss": loss.item(),
+            "mse": mse.item(),
+            "perplexity": levels[-1].perplexity.item(),
+        }
+        if len(levels) == 2:
+            scalars["perplexity_top"] = levels[0].perplexity.item()
         if "disc" not in nets or step < self.cfg.disc_start:
             return {"model": loss}, scalars
         return self.adversarial(nets, images, recon, loss, reconstruction, scalars)

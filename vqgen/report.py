@@ -34,14 +34,16 @@ class ReconstructionSection(TypedDict):
     brain_ssim_mean: float  # SSIM within the brain's mask
     psnr_mean: float  # dB, over the finite values
     mse_mean: float
-    codebook: CodebookUsage
+    codebook: CodebookUsage  # of the bottom level, or the only one
+    codebook_top: NotRequired[CodebookUsage]  # of a two-level VQ-VAE's top level
 
 
 # -- prior and samples -------------------------------------------------------------------------
 
 
 class PriorSection(TypedDict):
-    nll_bits: float  # per code, on the split
+    nll_bits: float  # per code, on the split: over both levels for a two-level run
+    level_nll_bits: NotRequired[dict[str, float]]  # "top", "bottom": each level's, per code
     uniform_bits: float  # log2 of the codebook size
     unigram_bits: float  # entropy of the train split's code histogram
     condition: str  # none | label | slice
@@ -66,6 +68,7 @@ class SampleScores(TypedDict):
 class SamplesSection(SampleScores):
     temperature: float
     top_k: int | None
+    guidance: float  # classifier-free guidance scale; 1: none
     # a label prior's, per class with 2 samples and 2 slices of the split at least
     per_label: NotRequired[dict[str, SampleScores]]
 

@@ -30,7 +30,7 @@ MANIFEST = ".vqgen-samples.json"  # digests of the files the last `sample` wrote
 @dataclass
 class SampleResult:
     images: Tensor  # (n,1,S,S) in [0,1], on the CPU
-    codes: Tensor  # (n,h,w)
+    codes: list[Tensor]  # each level's (n,h,w) grids, coarse first
     paths: list[Path]
     grid: Path
     seconds: float

@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from vqgen.models import prior_levels
 from vqgen.models.pixelcnn import GatedPixelCNN
 
 
@@ -71,12 +73,52 @@ def pick_codes(
     return (scores / temperature + gumbel).argmax(dim=1)
 
 
+class Rows(NamedTuple):
+    """What the prior runs on to draw n grids: with guidance, the n conditioned rows and the
+    same n with their condition hidden (`drop`), side by side in one batch."""
+
+    count: int  # rows: n, or 2n with guidance
+    cond: Tensor | None  # (rows,)
+    top: Tensor | None  # (rows, gt, gt)
+    drop: Tensor | None  # (rows,) bool
+    pick: Callable[[Tensor], Tensor]  # (rows, K) logits -> (rows,) codes
+
+
+def rows_for(
+    n: int,
+    cond: Tensor | None,
+    top: Tensor | None,
+    guidance: float,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+) -> Rows:
+    """The batch to draw n grids from, and how its logits become codes: classifier-free
+    guidance takes uncond + guidance x (cond - uncond) (Ho & Salimans 2021), then one code is
+    drawn per grid and written to both of its rows."""
+    if guidance == 1:
+        return Rows(
+            n, cond, top, None, lambda logits: pick_codes(logits, temperature, top_k, generator)
+        )
+    assert cond is not None, "guidance needs a condition"
+
+    def pick(logits: Tensor) -> Tensor:
+        conditioned, hidden = logits.float().chunk(2)
+        guided = hidden + guidance * (conditioned - hidden)
+        return pick_codes(guided, temperature, top_k, generator).repeat(2)
+
+    drop = torch.arange(2 * n, device=cond.device) >= n
+    return Rows(2 * n, cond.repeat(2), None if top is None else top.repeat(2, 1, 1), drop, pick)
+
+
 @torch.no_grad()
 def sample_codes_naive(
     prior: nn.Module,
     n: int,
     *,
     cond: Tensor | None = None,
+    top: Tensor | None = None,
+    guidance: float = 1.0,
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
@@ -84,19 +126,21 @@ def sample_codes_naive(
 ) -> Tensor:
     """Sample n code grids (n, g, g) with one full forward pass per position (the reference).
 
-    cond: (n,) labels or slice positions as the prior's condition requires; temperature 0
-    takes the argmax; top_k keeps only the k most likely codes at each position.
+    cond: (n,) labels or slice positions as the prior's condition requires; top: (n, gt, gt)
+    top codes for a bottom prior; guidance: the classifier-free guidance scale (1: none);
+    temperature 0 takes the argmax; top_k keeps only the k most likely codes at each position.
     """
     assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
     device = _device(prior, device)
     g = prior.cfg.grid
-    cond = cond.to(device) if cond is not None else None
-    codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
+    cond, top = _on(cond, device), _on(top, device)
+    rows = rows_for(n, cond, top, guidance, temperature, top_k, generator)
+    codes = torch.zeros(rows.count, g, g, dtype=torch.long, device=device)
     for i in range(g):
         for j in range(g):
-            logits = prior(codes, cond)[:, :, i, j]  # (n, K)
-            codes[:, i, j] = pick_codes(logits, temperature, top_k, generator)
-    return codes
+            logits = prior(codes, rows.cond, rows.top, rows.drop)[:, :, i, j]  # (rows, K)
+            codes[:, i, j] = rows.pick(logits)
+    return codes[:n]
 
 
 @torch.no_grad()
@@ -105,6 +149,8 @@ def sample_codes(
     n: int,
     *,
     cond: Tensor | None = None,
+    top: Tensor | None = None,
+    guidance: float = 1.0,
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
@@ -113,51 +159,77 @@ def sample_codes(
     """Sample n code grids (n, g, g); the same codes as `sample_codes_naive`, with the fast
     sampler of the prior's kind where it has one."""
     assert n >= 1 and 0 <= temperature < math.inf and (top_k is None or top_k >= 1)
+    device = _device(prior, device)
     fast = FAST_SAMPLERS.get(prior.cfg.kind)
     if fast is None:
         return sample_codes_naive(
             prior,
             n,
             cond=cond,
+            top=top,
+            guidance=guidance,
             temperature=temperature,
             top_k=top_k,
             generator=generator,
             device=device,
         )
-    return fast(prior, n, cond, temperature, top_k, generator, _device(prior, device))
+    rows = rows_for(n, _on(cond, device), _on(top, device), guidance, temperature, top_k, generator)
+    return fast(prior, rows, device)[:n]
 
 
-def sample_gated_pixelcnn(
-    prior: GatedPixelCNN,
+@torch.no_grad()
+def sample_levels(
+    prior: nn.Module,
     n: int,
-    cond: Tensor | None,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> Tensor:
+    *,
+    cond: Tensor | None = None,
+    guidance: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> list[Tensor]:
+    """Sample n code grids of every level, coarse first: the top grid, then the bottom grid
+    told the top codes drawn (for a one-level prior, its one grid)."""
+    codes: list[Tensor] = []
+    for level in prior_levels(prior):
+        top = codes[-1] if codes else None
+        options = dict(guidance=guidance, temperature=temperature, top_k=top_k)
+        codes.append(
+            sample_codes(
+                level, n, cond=cond, top=top, generator=generator, device=device, **options
+            )
+        )
+    return codes
+
+
+def _on(x: Tensor | None, device: torch.device) -> Tensor | None:
+    return None if x is None else x.to(device)
+
+
+def sample_gated_pixelcnn(prior: GatedPixelCNN, rows: Rows, device: torch.device) -> Tensor:
     """The gated PixelCNN's fast sampler: the same codes as `sample_codes_naive`.
 
     Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
     stacks of all layers run on that row alone (they only see rows above); then at each
     position the horizontal stacks (as matrix products) and the head run on a window of
-    k//2 + 1 columns. The gate biases (position, condition) are computed once for the whole
-    grid and indexed at row i (vertical) or at (i, j) (horizontal). An attention layer keeps
-    the keys and values of the positions drawn so far. On a CPU the loop runs on one thread
-    (see `one_cpu_thread`).
+    k//2 + 1 columns. The gate biases (position, condition, top codes) are computed once for
+    the whole grid and indexed at row i (vertical) or at (i, j) (horizontal). An attention
+    layer keeps the keys and values of the positions drawn so far. On a CPU the loop runs on
+    one thread (see `one_cpu_thread`).
     """
-    c = prior.embed_condition(cond.to(device) if cond is not None else None, n)
+    c = prior.embed_condition(rows.cond, rows.count, rows.drop)
+    top = prior.embed_top(rows.top, rows.count)
     with one_cpu_thread(device):
-        return _cached_raster_loop(prior, n, c, temperature, top_k, generator, device)
+        return _cached_raster_loop(prior, rows.count, c, top, rows.pick, device)
 
 
 def _cached_raster_loop(
     prior: GatedPixelCNN,
     n: int,
     c: Tensor | None,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator | None,
+    top: Tensor | None,
+    pick: Callable[[Tensor], Tensor],
     device: torch.device,
 ) -> Tensor:
     g, C, p = prior.cfg.grid, prior.cfg.channels, prior.cfg.kernel // 2
@@ -167,7 +239,7 @@ def _cached_raster_loop(
     # and for the horizontal stack, indexed [i, j] -> (n or 1, 2C)
     gates = []
     for block in blocks:
-        bv, bh = block.gate_bias(prior.pos, c)
+        bv, bh = block.gate_bias(prior.pos, c, top)
         gates.append((bv, bh.permute(2, 3, 0, 1).contiguous()))  # bh: (g, g, n or 1, 2C)
 
     # v_in[l]: input of layer l's vertical stack, padded p rows above and p columns each side;
@@ -198,11 +270,11 @@ def _cached_raster_loop(
                     h_in[layer + 1][:, :, p + j] = h
             if attention is not None:
                 h = attention.step(h, keys, values, i * g + j)
-            code = pick_codes(prior.out(h), temperature, top_k, generator)  # from (n, K) logits
+            code = pick(prior.out(h))  # from (n, K) logits
             codes[:, i, j] = code
             v_in[0][:, :, i + p, p + j] = prior.embedding(code)
     return codes
 
 
-# the fast sampler of each prior kind: (prior, n, cond, temperature, top_k, generator, device)
+# the fast sampler of each prior kind: (prior, rows, device) -> (rows, g, g) codes
 FAST_SAMPLERS: dict[str, Callable[..., Tensor]] = {"gated_pixelcnn": sample_gated_pixelcnn}

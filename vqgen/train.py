@@ -48,7 +48,8 @@ from vqgen.schedule import Plan, epoch_batches, learning_rate
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
-Batch = tuple[Tensor, Tensor, Tensor]  # images or codes (B, ...), labels (B,), positions (B,)
+# images (B, ...) or each code level's grids [(B, h, w), ...], labels (B,), positions (B,)
+Batch = tuple[Tensor | list[Tensor], Tensor, Tensor]
 Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (DDP-wrapped)
 StepFn = Callable[[Nets, Batch, int], tuple[dict[str, Tensor], dict[str, float]]]
 
@@ -236,6 +237,13 @@ def fit(
     return FitResult(best, keeper.metrics, state.step, state.epoch, checkpoint_path, report.history)
 
 
+def to_device(x: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:
+    """A batch's tensor, or list of tensors (code levels), on `device`."""
+    if isinstance(x, list):
+        return [t.to(device, non_blocking=True) for t in x]
+    return x.to(device, non_blocking=True)
+
+
 def train_epoch(
     trainer: Trainer, state: LoopState, plan: Plan, report: Reporter, stop: StopFlag
 ) -> bool:
@@ -243,11 +251,11 @@ def train_epoch(
     trainer.train_mode()
     report.start_epoch()
     for batch in _batches(trainer.stage, trainer.cfg, state.epoch, state.skip):
-        batch = tuple(t.to(trainer.device, non_blocking=True) for t in batch)
+        batch = tuple(to_device(t, trainer.device) for t in batch)
         outcome = trainer.step(batch, state.step, plan.total, stop, plan.out_of_time)
         state.step, state.skip = state.step + 1, state.skip + 1
         plan.after_step(state.step, outcome.out_of_time)
-        report.step(state, plan.total, outcome.scalars, len(batch[0]))
+        report.step(state, plan.total, outcome.scalars, len(batch[1]))
         if outcome.stop:
             return True
         if plan.done(state.step):

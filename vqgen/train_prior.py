@@ -17,21 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqgen import checkpoint, conditioning, distributed, fileio, metrics, plots
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, load_config, to_dict
+from vqgen import checkpoint, conditioning, distributed, fileio, plots
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, load_config, to_dict
 from vqgen.data import load_data, mni152
 from vqgen.data.augment import augment_slices
 from vqgen.errors import CheckpointError
 from vqgen.inference import (
     LN2,
     CodeSet,
+    baselines_bits,
     encode,
+    level_keys,
+    mean_bits,
     nll_bits,
     read_codes,
     resolve_device,
     split_codes,
 )
-from vqgen.models import build_prior
+from vqgen.models import build_prior, level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 from vqgen.train import Batch, Nets, Stage, fit
@@ -48,13 +51,25 @@ class PriorResult:
 
 
 def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Cross-entropy of every code given those before it in raster order."""
+    """Cross-entropy of every code given those before it in raster order, at each level (the
+    bottom one also given the top codes), summed over levels. With cond_dropout, that share
+    of the batch has its condition hidden, so the prior also learns p(codes) for guidance."""
     codes, labels, positions = batch
     prior = nets["model"]
-    condition = distributed.unwrap(prior).cfg.condition
-    logits = prior(codes, conditioning.from_batch(condition, labels, positions))
-    loss = F.cross_entropy(logits.float(), codes)
-    return {"model": loss}, {"loss": loss.item(), "bits": loss.item() / LN2}
+    cfg = distributed.unwrap(prior).cfg
+    cond = conditioning.from_batch(cfg.condition, labels, positions)
+    drop = None
+    if cfg.cond_dropout:
+        drop = torch.rand(len(labels), device=labels.device) < cfg.cond_dropout
+    logits = level_logits(prior, codes, cond, drop)
+    losses = [F.cross_entropy(x.float(), c) for x, c in zip(logits, codes, strict=True)]
+    loss = sum(losses[1:], losses[0])
+    sizes = [c[0].numel() for c in codes]
+    bits = sum(x.item() * n for x, n in zip(losses, sizes, strict=True)) / sum(sizes) / LN2
+    scalars = {"loss": loss.item(), "bits": bits}
+    if len(losses) == 2:
+        scalars["bits_top"] = losses[0].item() / LN2
+    return {"model": loss}, scalars
 
 
 def training_codes(
@@ -67,6 +82,7 @@ def training_codes(
     if not copies:
         return codes
     path = run.augmented_codes(copies)
+    keys = level_keys(vqvae.cfg.levels)
     cached = read_codes(path, vqvae_hash)
     if cached is not None:
         extra = cached[0]
@@ -81,29 +97,59 @@ def training_codes(
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
                 sets.append((images, train.labels, train.positions))
+        encoded = [encode(vqvae, images) for images, _, _ in sets]  # per copy, per level
         extra = {
-            "codes": torch.cat([encode(vqvae, images) for images, _, _ in sets]),
-            "labels": torch.cat([labels for _, labels, _ in sets]),
-            "positions": torch.cat([positions for _, _, positions in sets]),
+            key: torch.cat(level)
+            for key, level in zip(keys, zip(*encoded, strict=True), strict=True)
         }
+        extra["labels"] = torch.cat([labels for _, labels, _ in sets])
+        extra["positions"] = torch.cat([positions for _, _, positions in sets])
         fileio.save_tensors(path, extra, {"vqvae_sha256": vqvae_hash, "copies": copies})
+    levels = [torch.cat([c, extra[k].to(c.dtype)]) for c, k in zip(codes.levels, keys, strict=True)]
     return CodeSet(
-        torch.cat([codes.codes, extra["codes"].to(codes.codes.dtype)]),
+        levels,
         torch.cat([codes.labels, extra["labels"]]),
         torch.cat([codes.positions, extra["positions"]]),
         codes.label_names,
     )
 
 
-def resumed_prior_config(run: RunDir, vqvae_hash: str) -> PriorConfig:
-    """The interrupted prior's config, refusing one trained on another VQ-VAE's codes."""
+def resumed_prior_config(run: RunDir, vqvae_hash: str) -> tuple[PriorConfig, PriorConfig | None]:
+    """The interrupted prior's configs (bottom or only level, top level), refusing one trained
+    on another VQ-VAE's codes."""
     meta = checkpoint.read_meta(run, "prior", last=True)
     path = run.meta("prior", last=True)
     if meta.get("vqvae_sha256") != vqvae_hash:
         raise CheckpointError(
             f"{path} was trained on codes of another VQ-VAE; train the prior again without --resume"
         )
-    return load_config(PriorConfig, meta.get("model"), f"{path} 'model'")
+    return checkpoint.prior_configs(meta, path)
+
+
+def level_configs(
+    prior: PriorConfig, vqvae: VQVAEConfig, num_labels: int
+) -> tuple[PriorConfig, PriorConfig | None]:
+    """The prior of each level as `prior` describes it, with the codebook, grid and labels of
+    the VQ-VAE and the data: (the bottom or only level's, the top level's or None). The
+    bottom prior of two levels is told the top codes."""
+    top_grid, grid = vqvae.grids if vqvae.levels == 2 else (0, vqvae.grid)
+    cfg = replace(
+        prior,
+        codebook_size=vqvae.codebook_size,
+        grid=grid,
+        num_labels=num_labels,
+        top_grid=top_grid,
+    )
+    return cfg, replace(cfg, grid=top_grid, top_grid=0) if top_grid else None
+
+
+def validate_levels(prior: torch.nn.Module, codes: CodeSet) -> dict[str, float]:
+    """The validate NLL in bits per code over all levels, and of the top level apart."""
+    bits = nll_bits(prior, codes)
+    scores = {"val_bits": mean_bits(bits, codes)}
+    if len(bits) == 2:
+        scores["val_bits_top"] = bits[0]
+    return scores
 
 
 def train_prior(
@@ -135,33 +181,26 @@ def _train(
         split_train = split_codes(run, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run, "validate", vqvae, data, vqvae_hash)
     if resume:
-        cfg = resumed_prior_config(run, vqvae_hash)
-    else:  # the codebook, grid and labels are the VQ-VAE's and the data's
-        cfg = replace(
-            prior,
-            codebook_size=vqvae.cfg.codebook_size,
-            grid=vqvae.cfg.grid,
-            num_labels=len(split_train.label_names),
-        )
+        cfg, top_cfg = resumed_prior_config(run, vqvae_hash)
+    else:
+        cfg, top_cfg = level_configs(prior, vqvae.cfg, len(split_train.label_names))
     conditioning.check_data(cfg.condition, split_train.labels, split_train.positions, data.source)
     with distributed.main_first():
         train_codes = training_codes(run, vqvae, data, split_train, cfg.augment, vqvae_hash)
-    baselines = {  # of the split itself, as `evaluate` reports them
-        "uniform": metrics.uniform_bits(cfg.codebook_size),
-        "unigram": metrics.entropy_bits(split_train.codes.long(), cfg.codebook_size),
-    }
+    baselines = baselines_bits(split_train, cfg.codebook_size)  # as `evaluate` reports them
     figure = run.figures / "prior_curves.png"
     torch.manual_seed(train.seed)  # the initial weights too
     stage = Stage(
         name="prior",
-        model=build_prior(cfg),
+        model=build_prior(cfg, top_cfg),
         train_set=train_codes,
         step=prior_step,
-        validate=lambda m: {"val_bits": nll_bits(m, val_codes)},
+        validate=lambda m: validate_levels(m, val_codes),
         monitor="val_bits",
         higher_is_better=False,
         meta={
             "model": to_dict(cfg),
+            **({"top_model": to_dict(top_cfg)} if top_cfg else {}),
             "data": to_dict(data),
             "vqvae_sha256": vqvae_hash,
             **conditioning.metadata(train_codes.label_names, split_train.positions),

@@ -42,17 +42,21 @@ class VQVAEResult:
 
 def reconstruction_metrics(model: VQVAE, dataset: SliceDataset) -> dict[str, float]:
     """Mean SSIM (data_range 1; the batched torch SSIM, tested equal to scikit-image's),
-    PSNR, MSE and codebook usage over a split."""
+    PSNR, MSE and codebook usage (of each level) over a split."""
     images = dataset.images
     recon, codes = reconstruct(model, images)
-    used, perplexity = metrics.codebook_usage(codes, model.cfg.codebook_size)
-    return {
+    used, perplexity = metrics.codebook_usage(codes[-1], model.cfg.codebook_size)
+    scores = {
         "val_ssim": float(metrics.ssim(images, recon).mean()),
         "val_psnr": metrics.finite_mean(metrics.psnr(images, recon)),
         "val_mse": float(metrics.mse(images, recon).mean()),
         "val_codebook_used": used,
         "val_perplexity": perplexity,
     }
+    if len(codes) == 2:  # the top level's usage too
+        used, perplexity = metrics.codebook_usage(codes[0], model.cfg.codebook_size)
+        scores |= {"val_codebook_used_top": used, "val_perplexity_top": perplexity}
+    return scores
 
 
 def figure_indices(n: int, count: int = FIGURE_SLICES) -> list[int]:

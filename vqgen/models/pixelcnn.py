@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqgen.conditioning import condition_embedding
+from vqgen.conditioning import TopCodesEmbedding, condition_embedding
 from vqgen.config import ATTENTION_HEAD_CHANNELS, PriorConfig
 
 POSITION_CHANNELS = 16  # P, channels of the positional embedding shared by all layers
@@ -79,6 +79,7 @@ class GatedBlock(nn.Module):
         mask: "A" for the first layer (current position hidden), "B" for the others.
         conditional: whether a (B, C) condition embedding is added inside the gates.
         positions: channels P of the positional embedding (P, h, w) added inside the gates.
+        spatial: whether a (B, C, h, w) map of the top codes is added inside the gates.
         dropout: probability of zeroing a gated horizontal feature in training (none in eval,
             so sampling is deterministic given its random draws).
     """
@@ -91,6 +92,7 @@ class GatedBlock(nn.Module):
         conditional: bool,
         positions: int,
         dropout: float = 0.0,
+        spatial: bool = False,
     ):
         super().__init__()
         assert mask in ("A", "B"), mask
@@ -109,16 +111,22 @@ class GatedBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.cond = nn.Linear(channels, 2 * c2) if conditional else None
         self.pos = nn.Conv2d(positions, 2 * c2, 1, bias=False)
+        self.top = nn.Conv2d(channels, 2 * c2, 1, bias=False) if spatial else None
         self.residual = mask == "B"  # with mask A the input at (i, j) must not reach (i, j)
 
-    def gate_bias(self, pos: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+    def gate_bias(
+        self, pos: Tensor, c: Tensor | None, top: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Gate biases (vertical, horizontal), each (B or 1, 2C, h, w).
 
-        pos: the positional embedding (1, P, h, w); c: a (B, C) condition embedding or None.
+        pos: the positional embedding (1, P, h, w); c: a (B, C) condition embedding or None;
+        top: the (B, C, h, w) map of the top codes, or None.
         """
         bias = self.pos(pos)  # (1, 4C, h, w)
         if self.cond is not None and c is not None:
             bias = bias + self.cond(c)[:, :, None, None]  # (B, 4C, h, w)
+        if self.top is not None and top is not None:
+            bias = bias + self.top(top)  # (B, 4C, h, w)
         bv, bh = bias.chunk(2, dim=1)
         return bv, bh
 
@@ -152,10 +160,10 @@ class GatedBlock(nn.Module):
         return out + window[:, :, -1] if self.residual else out
 
     def forward(
-        self, v: Tensor, h: Tensor, pos: Tensor, c: Tensor | None = None
+        self, v: Tensor, h: Tensor, pos: Tensor, c: Tensor | None = None, top: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         p = self.pad
-        bv, bh = self.gate_bias(pos, c)
+        bv, bh = self.gate_bias(pos, c, top)
         v_next, from_v = self.vertical(F.pad(v, (p, p, p, 0)), bv)
         return v_next, self.horizontal(F.pad(h, (p, 0, 0, 0)), from_v, bh)
 
@@ -206,10 +214,13 @@ class CausalSelfAttention(nn.Module):
 class GatedPixelCNN(nn.Module):
     """Autoregressive prior p(codes) over (grid x grid) code grids in raster order.
 
-    `forward(codes, cond)` gives logits (B, K, h, w) where the logits at (i, j) depend only on
-    codes before (i, j) in raster order, on (i, j) itself through the positional embedding `pos`
-    and on cond, a (B,) tensor as vqgen.conditioning describes it for PriorConfig.condition
-    (ignored for "none").
+    `forward(codes, cond, top, drop)` gives logits (B, K, h, w) where the logits at (i, j)
+    depend only on codes before (i, j) in raster order, on (i, j) itself through the positional
+    embedding `pos`, on cond, a (B,) tensor as vqgen.conditioning describes it for
+    PriorConfig.condition (ignored for "none"), and for a bottom prior (cfg.top_grid) on every
+    top code, (B, gt, gt). drop, a (B,) bool, hides the condition of its rows behind a learned
+    "none" (classifier-free guidance, Ho & Salimans 2021: trained at cfg.cond_dropout, sampled
+    with the conditioned and hidden rows side by side).
     """
 
     def __init__(self, cfg: PriorConfig):
@@ -221,9 +232,16 @@ class GatedPixelCNN(nn.Module):
         conditional = self.cond_embedding is not None
         # small like GPT-2's position embedding: the prior starts close to translation-equivariant
         self.pos = nn.Parameter(0.02 * torch.randn(1, POSITION_CHANNELS, cfg.grid, cfg.grid))
+        spatial = cfg.top_grid > 0
         self.blocks = nn.ModuleList(
             GatedBlock(
-                C, cfg.kernel, "A" if i == 0 else "B", conditional, POSITION_CHANNELS, cfg.dropout
+                C,
+                cfg.kernel,
+                "A" if i == 0 else "B",
+                conditional,
+                POSITION_CHANNELS,
+                cfg.dropout,
+                spatial,
             )
             for i in range(cfg.layers)
         )
@@ -232,6 +250,10 @@ class GatedPixelCNN(nn.Module):
         self.out = nn.Sequential(
             nn.ReLU(), nn.Linear(C, C), nn.ReLU(), nn.Linear(C, cfg.codebook_size)
         )
+        factor = cfg.grid // cfg.top_grid if spatial else 0
+        self.top_embedding = TopCodesEmbedding(cfg.codebook_size, C, factor) if spatial else None
+        # the learned "none" that hides the condition (classifier-free guidance)
+        self.null_cond = nn.Parameter(torch.zeros(C)) if cfg.cond_dropout else None
 
     def embed(self, codes: Tensor) -> Tensor:
         """Code grid (B, h, w) long -> embeddings (B, C, h, w)."""
@@ -241,27 +263,56 @@ class GatedPixelCNN(nn.Module):
         assert not codes.numel() or 0 <= codes.min() <= codes.max() < K, "codes out of range"
         return self.embedding(codes.long()).permute(0, 3, 1, 2)  # (B, h, w, C) -> (B, C, h, w)
 
-    def embed_condition(self, cond: Tensor | None, batch: int) -> Tensor | None:
-        """cond (batch,) -> condition embedding (batch, C); None when the prior is unconditional."""
+    def embed_condition(
+        self, cond: Tensor | None, batch: int, drop: Tensor | None = None
+    ) -> Tensor | None:
+        """cond (batch,) -> condition embedding (batch, C), the learned "none" where drop (a
+        (batch,) bool) is set; None when the prior is unconditional."""
         if self.cond_embedding is None:
             return None
         kind = self.cfg.condition
         assert cond is not None and cond.shape == (batch,), f"condition '{kind}' needs (B,) cond"
-        return self.cond_embedding(cond)
+        c = self.cond_embedding(cond)
+        if drop is not None:
+            assert self.null_cond is not None, "drop needs a prior trained with cond_dropout"
+            c = torch.where(drop[:, None], self.null_cond.to(c.dtype), c)
+        return c
 
-    def body(self, emb: Tensor, cond: Tensor | None = None) -> Tensor:
+    def embed_top(self, top: Tensor | None, batch: int) -> Tensor | None:
+        """Top codes (batch, gt, gt) -> their map on this grid (batch, C, h, w); None for a
+        prior without a top level."""
+        if self.top_embedding is None:
+            return None
+        gt = self.cfg.top_grid
+        assert top is not None and top.shape == (batch, gt, gt), "a bottom prior needs top codes"
+        return self.top_embedding(top)
+
+    def body(
+        self,
+        emb: Tensor,
+        cond: Tensor | None = None,
+        top: Tensor | None = None,
+        drop: Tensor | None = None,
+    ) -> Tensor:
         """Embeddings (B, C, h, w) -> horizontal-stack features (B, C, h, w)."""
         g = self.cfg.grid
         assert emb.shape[1:] == (self.cfg.channels, g, g), f"emb {tuple(emb.shape)}"
-        c = self.embed_condition(cond, emb.shape[0])
+        c = self.embed_condition(cond, emb.shape[0], drop)
+        top_map = self.embed_top(top, emb.shape[0])
         v = h = emb
         for block in self.blocks:
-            v, h = block(v, h, self.pos, c)
+            v, h = block(v, h, self.pos, c, top_map)
         return self.attention(h) if self.attention is not None else h
 
     def head(self, features: Tensor) -> Tensor:
         """Features (B, C, h, w) -> logits (B, K, h, w)."""
         return self.out(features.movedim(1, -1)).movedim(-1, 1)  # via (B, h, w, C)
 
-    def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
-        return self.head(self.body(self.embed(codes), cond))
+    def forward(
+        self,
+        codes: Tensor,
+        cond: Tensor | None = None,
+        top: Tensor | None = None,
+        drop: Tensor | None = None,
+    ) -> Tensor:
+        return self.head(self.body(self.embed(codes), cond, top, drop))

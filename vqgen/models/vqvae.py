@@ -5,8 +5,9 @@ The architecture of van den Oord et al., "Neural Discrete Representation Learnin
 to the code dimension, the vector quantizer, and a mirrored decoder with transposed
 convolutions. No normalisation layers, so a slice's codes never depend on the rest of its batch.
 
-Stage 2, sampling and evaluation use only `encode`, `quantize`, `decode`, `codes`,
-`decode_codes` and `forward`. The decoder's output is unbounded; callers clamp it to [0, 1]
+Stage 2, sampling and evaluation use only `encode`, `quantize`, `decode`, `codes`, `lookup`,
+`decode_codes` and `forward`; with two code levels (VQ-VAE-2) each takes or gives one entry per
+level, coarse first. The decoder's output is unbounded; callers clamp it to [0, 1]
 for images and metrics.
 """
 
@@ -114,25 +115,48 @@ class Decoder(nn.Module):
 
 
 class VQVAE(nn.Module):
-    """Encoder -> VectorQuantizer -> Decoder for single-channel slices of side `cfg.size`."""
+    """Encoder -> VectorQuantizer -> Decoder for single-channel slices of side `cfg.size`.
+
+    With `cfg.levels == 2` it is VQ-VAE-2 (Razavi et al. 2019, https://arxiv.org/abs/1906.00446):
+    a top encoder takes the bottom encoder's features down a further `top_downsample`, its codes
+    are decoded back to the bottom grid and the bottom quantizer sees them beside the bottom
+    features, and the decoder takes both levels (the top one upsampled). The top grid holds the
+    slice's global structure, the bottom grid the detail. Codes of every level are lists,
+    coarse first: [codes] or [top codes, bottom codes].
+    """
 
     def __init__(self, cfg: VQVAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
         res_channels = max(cfg.hidden // 4, 1)
-        self.encoder = Encoder(
-            1, cfg.hidden, cfg.res_blocks, res_channels, cfg.downsample, cfg.code_dim
-        )
-        self.quantizer = VectorQuantizer(
+        two = cfg.levels == 2
+        trunk = (cfg.hidden, cfg.res_blocks, res_channels)
+        # with two levels the bottom encoder gives features, which both levels quantize
+        self.encoder = Encoder(1, *trunk, cfg.downsample, cfg.hidden if two else cfg.code_dim)
+        self.quantizer = self.make_quantizer()
+        self.decoder = Decoder(cfg.code_dim * cfg.levels, *trunk, cfg.downsample, 1)
+        if two:
+            up = cfg.top_downsample
+            self.top_encoder = Encoder(cfg.hidden, *trunk, up, cfg.code_dim)
+            self.top_quantizer = self.make_quantizer()
+            self.top_decoder = Decoder(cfg.code_dim, *trunk, up, cfg.hidden)  # to the bottom grid
+            self.bottom_in = nn.Conv2d(2 * cfg.hidden, cfg.code_dim, 1)
+            self.top_upsample = nn.Sequential(  # top code vectors onto the bottom grid
+                *(
+                    nn.ConvTranspose2d(cfg.code_dim, cfg.code_dim, 4, stride=2, padding=1)
+                    for _ in range(up.bit_length() - 1)
+                )
+            )
+
+    def make_quantizer(self) -> VectorQuantizer:
+        cfg = self.cfg
+        return VectorQuantizer(
             cfg.codebook_size,
             cfg.code_dim,
             beta=cfg.beta,
             quantizer=cfg.quantizer,
             decay=cfg.decay,
             dead_code_threshold=cfg.dead_code_threshold,
-        )
-        self.decoder = Decoder(
-            cfg.code_dim, cfg.hidden, cfg.res_blocks, res_channels, cfg.downsample, 1
         )
 
     @property
@@ -141,34 +165,63 @@ class VQVAE(nn.Module):
         return self.decoder.net[-1].weight
 
     def encode(self, x: Tensor) -> Tensor:
-        """(B, 1, S, S) images in [0, 1] -> (B, D, h, w) encoder outputs z_e."""
+        """(B, 1, S, S) images in [0, 1] -> (B, D, h, w) encoder outputs z_e (with two levels,
+        (B, hidden, h, w) bottom features)."""
         size = self.cfg.size
         assert x.dim() == 4 and x.shape[1:] == (1, size, size), f"x {tuple(x.shape)}"
         assert x.is_floating_point(), f"x must be float in [0, 1], got {x.dtype}"
         return self.encoder(x)
 
-    def quantize(self, z_e: Tensor) -> Quantized:
-        """Nearest codes for z_e; in training mode this also updates the codebook."""
-        return self.quantizer(z_e)
+    def bottom_input(self, features: Tensor, z_top: Tensor) -> Tensor:
+        """What the bottom quantizer sees: the bottom features beside the decoded top level."""
+        return self.bottom_in(torch.cat([features, self.top_decoder(z_top)], dim=1))
 
-    def decode(self, z_q: Tensor) -> Tensor:
-        """(B, D, h, w) code vectors -> (B, 1, S, S) reconstructions, unbounded."""
-        grid, dim = self.cfg.grid, self.cfg.code_dim
-        assert z_q.dim() == 4 and z_q.shape[1:] == (dim, grid, grid), f"z_q {tuple(z_q.shape)}"
-        return self.decoder(z_q)
+    def quantize(self, x: Tensor) -> list[Quantized]:
+        """Each level's nearest codes for images x, coarse first; in training mode this also
+        updates the codebooks."""
+        z_e = self.encode(x)
+        if self.cfg.levels == 1:
+            return [self.quantizer(z_e)]
+        top = self.top_quantizer(self.top_encoder(z_e))
+        return [top, self.quantizer(self.bottom_input(z_e, top.z_q))]
+
+    def decode(self, z_q: list[Tensor]) -> Tensor:
+        """Each level's (B, D, h, w) code vectors, coarse first -> (B, 1, S, S), unbounded."""
+        dim = self.cfg.code_dim
+        assert len(z_q) == self.cfg.levels, f"{len(z_q)} levels"
+        for z, grid in zip(z_q, self.cfg.grids, strict=True):
+            assert z.dim() == 4 and z.shape[1:] == (dim, grid, grid), f"z_q {tuple(z.shape)}"
+        if self.cfg.levels == 1:
+            return self.decoder(z_q[0])
+        top, bottom = z_q
+        return self.decoder(torch.cat([self.top_upsample(top), bottom], dim=1))
 
     @torch.no_grad()
-    def codes(self, x: Tensor) -> Tensor:
-        """(B, 1, S, S) images -> (B, h, w) long code grid; never changes the codebook."""
-        return self.quantizer.codes(self.encode(x))
+    def codes(self, x: Tensor) -> list[Tensor]:
+        """(B, 1, S, S) images -> each level's (B, h, w) long code grid, coarse first; never
+        changes the codebooks."""
+        z_e = self.encode(x)
+        if self.cfg.levels == 1:
+            return [self.quantizer.codes(z_e)]
+        top = self.top_quantizer.codes(self.top_encoder(z_e))
+        z_top = self.top_quantizer.lookup(top)
+        return [top, self.quantizer.codes(self.bottom_input(z_e, z_top))]
 
-    def decode_codes(self, codes: Tensor) -> Tensor:
-        """(B, h, w) long code grid -> (B, 1, S, S) reconstructions, unbounded."""
-        grid = self.cfg.grid
-        assert codes.dim() == 3 and codes.shape[1:] == (grid, grid), f"codes {tuple(codes.shape)}"
-        return self.decode(self.quantizer.lookup(codes))
+    def lookup(self, codes: list[Tensor]) -> list[Tensor]:
+        """Each level's (B, h, w) code grid -> its (B, D, h, w) code vectors."""
+        quantizers = [self.quantizer]
+        if self.cfg.levels == 2:
+            quantizers.insert(0, self.top_quantizer)
+        assert len(codes) == len(quantizers), f"{len(codes)} levels of codes"
+        for c, grid in zip(codes, self.cfg.grids, strict=True):
+            assert c.dim() == 3 and c.shape[1:] == (grid, grid), f"codes {tuple(c.shape)}"
+        return [q.lookup(c) for q, c in zip(quantizers, codes, strict=True)]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Quantized]:
-        """Reconstruct x; the Quantized carries the quantizer loss, codes and perplexity."""
-        q = self.quantize(self.encode(x))
-        return self.decode(q.z_q), q
+    def decode_codes(self, codes: list[Tensor]) -> Tensor:
+        """Each level's (B, h, w) long code grid, coarse first -> (B, 1, S, S), unbounded."""
+        return self.decode(self.lookup(codes))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Quantized]]:
+        """Reconstruct x; each level's Quantized carries its loss, codes and perplexity."""
+        quantized = self.quantize(x)
+        return self.decode([q.z_q for q in quantized]), quantized
