@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vqgen import evaluate, report_text
 from vqgen.data import SliceDataset, load_split
 from vqgen.realism import outline, perturb
 
@@ -149,3 +150,30 @@ def test_the_worst_are_the_slices_with_holes(splits, real):
     upper = (splits["validate"].positions > 0.45).nonzero()[:4, 0]
     images[upper] = perturb.holes(images[upper], torch.Generator().manual_seed(0))
     assert sorted(outline.worst(rarity_of(images, splits, real), 4)) == upper.tolist()
+
+
+# -- in the report -------------------------------------------------------------------------------
+
+
+def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(splits, tmp_path):
+    """Samples with holes at known levels against the test split, beside a floor of real
+    slices (validate's, standing in for train), with the figure and the report's rows."""
+    validate, test = splits["validate"], splits["test"]
+    samples = perturb.holes(validate.images[:64], torch.Generator().manual_seed(0))
+    levels = validate.positions[:64]
+    section = evaluate.outline_section(samples, levels, validate, test, 0, tmp_path)
+    assert section["by_level"] and section["samples"]["n"] == section["floor"]["n"] == 64
+    assert section["samples"]["atypical"] > 0.5 > section["floor"]["ci_high"]
+    assert (tmp_path / "eval_outline_worst.png").stat().st_size > 1000
+    rows = report_text.outline_rows(section, ["samples", "reconstructions", "floor"])
+    assert rows[0][1].startswith(f"{section['samples']['atypical']:.2f} [") and rows[0][2] == "-"
+    floor = section["floor"]
+    assert rows[1][3] == f"{floor['components']:.2f} / {floor['holes']:.2f} / {floor['excess']:.2f}"
+
+
+@pytest.mark.parametrize("cond", [None, torch.arange(64) % 2], ids=["none", "label"])
+def test_without_sample_levels_the_floor_ignores_its_levels_too(splits, cond):
+    validate = splits["validate"]
+    section = evaluate.outline_section(validate.images[:64], cond, validate, splits["test"], 0)
+    assert not section["by_level"]
+    assert section["floor"]["atypical"] <= 0.05
