@@ -57,7 +57,7 @@ class Rarity(NamedTuple):
     outline: Outline  # the slices' own
     topology: np.ndarray  # real slices with the same (components, holes)
     solidity: np.ndarray  # real slices with a solidity as low or lower
-    excess: np.ndarray  # pieces and holes to add or remove for a real slice's (int)
+    excess: np.ndarray  # fewest pieces and holes to add or remove to match a real slice (int)
 
     @property
     def atypical(self) -> np.ndarray:
