@@ -131,7 +131,9 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
     assert report["images"] > 0
     assert {"reconstruction", "prior", "samples", "realism"} <= set(report)
     realism = report["realism"]  # each set beside the floor: real train slices
-    assert set(realism) == {"samples", "reconstructions", "floor", "reference"}  # no MS-SSIM
+    sections = {"samples", "reconstructions", "floor", "reference", "outline"}
+    assert set(realism) == sections  # no MS-SSIM at 32 px
+    assert realism["outline"]["samples"]["n"] == realism["outline"]["floor"]["n"] == 8
     assert realism["reference"]["evaluation_subjects"] == 0  # a real dataset: the split alone
     for name in ("samples", "reconstructions", "floor"):
         for scale in ("full", "half"):
@@ -148,6 +150,7 @@ def test_four_verbs_end_to_end(capsys, tmp_path):
         "eval_ssim_hist",
         "eval_samples_nearest",
         "eval_spectrum",
+        "eval_outline_worst",
     ):
         assert (run / "figures" / f"{figure}.png").is_file(), figure
     check_top_k_reaches_sample_and_evaluate(capsys, run)

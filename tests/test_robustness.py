@@ -349,6 +349,7 @@ def test_evaluate_without_a_prior_reports_reconstruction_only(capsys, run):
     assert "prior NLL" not in out
     assert (run / "figures" / "eval_reconstructions.png").is_file()
     assert not (run / "figures" / "eval_samples_nearest.png").exists()
+    assert not (run / "figures" / "eval_outline_worst.png").exists()  # it draws samples
 
 
 def test_evaluate_after_the_data_moved_names_the_path(capsys, run):

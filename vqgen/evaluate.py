@@ -36,9 +36,11 @@ from vqgen.inference import (
     split_codes,
 )
 from vqgen.models.vqvae import VQVAE
+from vqgen.realism import outline
 from vqgen.report import (
     C2STScales,
     C2STScores,
+    OutlineSection,
     PriorSection,
     RealismSection,
     ReconstructionSection,
@@ -300,6 +302,8 @@ def realism_report(
     net = feature_net(train_set, device)
     realism_of = functools.partial(realism_section, net=net, seed=seed, device=device)
     section = realism_of(recon, samples, dataset, reference, train_set, figures=figures)
+    if samples is not None and "skipped" not in section:
+        section["outline"] = outline_section(samples, cond, train_set, reference, seed, figures)
     if groups:
         assert samples is not None and cond is not None, "groups come with a prior's samples"
         section["per_label"] = {
@@ -420,6 +424,65 @@ def realism_section(
     if figures is not None:
         spectrum_figure(real, images, figures / "eval_spectrum.png", f"{dataset.split} split")
     return section
+
+
+def outline_section(
+    samples: Tensor,
+    cond: Tensor | None,
+    train_set: SliceDataset,
+    reference: SliceDataset,
+    seed: int,
+    figures: Path | None = None,
+) -> OutlineSection:
+    """The outline measure (vqgen.realism.outline) of the samples and of realism_section's
+    floor (as many train slices, spread over the subjects) against `reference`: level by level
+    where every slice position is known (a slice prior's `cond`), else against real slices of
+    any level, the floor too. Draws the worst samples into `figures`, if given."""
+    levels = cond if cond is not None and cond.is_floating_point() else None  # not a class
+    pick = spread_pick(train_set.subjects, len(samples), seed)
+    sets = {
+        "samples": (samples, levels),
+        "floor": (train_set.images[pick], train_set.positions[pick]),
+    }
+    by_level = outline.known(reference.positions, *(at for _, at in sets.values()))
+    real = outline.outline_features(reference.images)
+    found = {
+        name: outline.rarity(
+            outline.outline_features(x), at if by_level else None, real, reference.positions
+        )
+        for name, (x, at) in sets.items()
+    }
+    if figures is not None:
+        out = figures / "eval_outline_worst.png"
+        outline_figure(samples, found["samples"], levels if by_level else None, reference, out)
+    return {
+        "samples": outline.outline_scores(found["samples"]),
+        "floor": outline.outline_scores(found["floor"]),
+        "by_level": by_level,
+        "window": outline.WINDOW,
+        "rare": outline.RARE,
+    }
+
+
+def outline_figure(
+    samples: Tensor,
+    found: outline.Rarity,
+    levels: Tensor | None,
+    reference: SliceDataset,
+    out: Path,
+) -> None:
+    """The samples with the rarest outlines, marked (outline green, holes red), above the real
+    slices nearest their level where levels are known."""
+    worst = outline.worst(found, FIGURE_SAMPLES)
+    rows = [("rarest outlines", outline.marked(samples[worst]))]
+    if levels is not None:
+        nearest = (reference.positions[None, :] - levels[worst][:, None]).abs().argmin(1)
+        rows.append(("real, same level", outline.marked(reference.images[nearest])))
+    shape = found.outline
+    caption = "pieces / holes / solidity: " + "   ".join(
+        f"{shape.components[i]}/{shape.holes[i]}/{shape.solidity[i]:.2f}" for i in worst
+    )
+    plots.rows_figure(rows, out, caption)
 
 
 def reference_summary(reference: SliceDataset, dataset: SliceDataset) -> Reference:

@@ -71,12 +71,13 @@ def training_curves(
 
 
 def rows_figure(rows: list[tuple[str, Tensor]], out: Path, caption: str = "") -> Path:
-    """One labelled row of slices per (name, (N,1,H,W) images) pair, e.g. one row per split."""
+    """One labelled row of slices per (name, (N,1,H,W) images) pair, e.g. one row per split;
+    (N,3,H,W) images are shown in colour."""
     n = max(row.shape[0] for _, row in rows)
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 * n, 1.8 * len(rows) + 0.4), squeeze=False)
     for ax, (name, row) in zip(axes[:, 0], rows, strict=True):
         grid = make_grid(row.detach().float().clamp(0, 1).cpu(), nrow=n, padding=2, pad_value=1.0)
-        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(grid.permute(1, 2, 0).numpy())  # make_grid gives grey slices 3 channels
         ax.set_ylabel(name)
         ax.set_xticks([])
         ax.set_yticks([])

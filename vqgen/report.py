@@ -135,9 +135,34 @@ class MsSsimSection(TypedDict):
     real: float
 
 
+class OutlineScores(TypedDict):
+    """One set's brain outlines against the reference's (vqgen.realism.outline)."""
+
+    atypical: float  # share of slices whose outline real slices of the level rarely have
+    ci_low: float  # its 95% interval (Wilson)
+    ci_high: float
+    topology: float  # share with rare (components, holes)
+    solidity: float  # share with a rarely low solidity: a cut or ragged outline
+    components: float  # mean per slice
+    holes: float  # mean per slice
+    excess: float  # mean pieces and holes that differ from the nearest real outline of the level
+    n: int
+
+
+class OutlineSection(TypedDict):
+    """The outline measure of the samples and of the floor, both against the reference."""
+
+    samples: OutlineScores
+    floor: OutlineScores  # the realism floor's real train slices, compared the same way
+    by_level: bool  # against real slices of the same level; else of any level (unknown)
+    window: float  # slice positions this close are one level
+    rare: float  # an outline fewer real slices of the level have is atypical
+
+
 class RealismSection(TypedDict):
     """Either "skipped" (why), or the scores of each set; "ms_ssim" for slices of 44 px and
-    more; "per_label" (the same, class by class) in the report's top section of a label prior."""
+    more; "outline" where there are samples; "per_label" (the same, class by class) in the
+    report's top section of a label prior."""
 
     skipped: NotRequired[str]
     samples: NotRequired[SetScores]  # where there are samples
@@ -145,6 +170,7 @@ class RealismSection(TypedDict):
     floor: NotRequired[SetScores]  # real train slices: what a perfect model would score
     reference: NotRequired[Reference]  # the real slices the sets are compared with
     ms_ssim: NotRequired[MsSsimSection]
+    outline: NotRequired[OutlineSection]  # where there are samples; not per label
     per_label: NotRequired[dict[str, "RealismSection"]]
 
 

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from rich.markup import escape
 from rich.table import Table
 
-from vqgen.report import RealismSection, Report, SamplesSection, SetScores
+from vqgen.report import (
+    OutlineScores,
+    OutlineSection,
+    RealismSection,
+    Report,
+    SamplesSection,
+    SetScores,
+)
 
 
 def render_markdown(report: Report) -> str:
@@ -85,10 +92,22 @@ def realism_markdown(section: RealismSection) -> list[str]:
     """A realism section as a Markdown table."""
     rows = realism_rows(section)
     sets = rows[0][1].split(" / ")
-    return [
+    table = [
         "| measure | " + " | ".join(sets) + " |",
         "|---" * (len(sets) + 1) + "|",
         *("| " + " | ".join(row) + " |" for row in rows[1:]),
+    ]
+    if "outline" not in section:
+        return table
+    o = section["outline"]
+    level = f"at the same level (±{o['window']:g})" if o["by_level"] else "of any level"
+    return [
+        *table,
+        "",
+        "Atypical outlines: slices whose brain mask has pieces and holes, or a solidity (a cut",
+        f"outline), that fewer than {o['rare']:.0%} of real slices {level} have; the floor's",
+        "real train slices are measured the same way. The rarest samples, outlines in green and",
+        "holes in red: figures/eval_outline_worst.png.",
     ]
 
 
@@ -164,4 +183,25 @@ def realism_rows(section: RealismSection) -> list[list[str]]:
         rows.append(
             ["MS-SSIM of pairs (real " + f"{ms['real']:.2f})", *(f"{ms[n]:.2f}" for n in sets)]
         )
+    if "outline" in section:
+        rows += outline_rows(section["outline"], sets)
     return rows
+
+
+def outline_rows(section: OutlineSection, sets: list[str]) -> list[list[str]]:
+    """The outline measure's rows: the share of atypical slices with its 95% interval, then
+    pieces, holes and excess per slice; "-" for the reconstructions, which it does not score."""
+
+    def cells(show: Callable[[OutlineScores], str]) -> list[str]:
+        return [show(section[n]) if n in section else "-" for n in sets]  # type: ignore[literal-required]
+
+    return [
+        [
+            "atypical outlines [95% CI] (share of slices)",
+            *cells(lambda s: f"{s['atypical']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"),
+        ],
+        [
+            "outline: pieces / holes / excess per slice",
+            *cells(lambda s: f"{s['components']:.2f} / {s['holes']:.2f} / {s['excess']:.2f}"),
+        ],
+    ]

@@ -9,6 +9,8 @@ Whole-image SSIM cannot see blur on a black background, so the report scores sam
                                                   # KID, FID, precision/recall/density/coverage
     sharpness_ratio(fake, real)                   # high-frequency energy; blur < 1 < noise
     ms_ssim_diversity(fake)                       # mean MS-SSIM of random pairs; high = alike
+    outline.rarity(outline.outline_features(fake), levels, real_outline, real.positions)
+                                                  # pieces, holes, solidity rare at that level
 
 Each figure means something only beside the same figure for two disjoint real sets of the data
 (`real_floor`, or c2st/feature_distances between the test split and train slices). `perturb`
