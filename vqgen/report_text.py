@@ -13,6 +13,7 @@ from rich.table import Table
 from vqgen.report import (
     OutlineScores,
     OutlineSection,
+    PriorSection,
     RealismSection,
     Report,
     SamplesSection,
@@ -46,8 +47,9 @@ def render_markdown(report: Report) -> str:
             "",
             "## Prior",
             "",
-            f"NLL {p['nll_bits']:.3f} bits/code (uniform {p['uniform_bits']:.2f}, "
-            f"unigram {p['unigram_bits']:.2f}); condition: {p['condition']}.",
+            f"NLL {p['nll_bits']:.3f} bits/code{level_text(p)} (uniform "
+            f"{p['uniform_bits']:.2f}, unigram {p['unigram_bits']:.2f}); "
+            f"condition: {p['condition']}.",
         ]
     if "samples" in report:
         s = report["samples"]
@@ -85,7 +87,17 @@ def render_markdown(report: Report) -> str:
 def sampling_text(samples: SamplesSection) -> str:
     """How the samples were drawn: 'at temperature 0.9, top-k 8'."""
     text = f"at temperature {samples['temperature']:g}"
-    return text + ("" if samples["top_k"] is None else f", top-k {samples['top_k']}")
+    text += "" if samples["top_k"] is None else f", top-k {samples['top_k']}"
+    guidance = samples.get("guidance", 1.0)  # reports before guidance have none
+    return text + ("" if guidance == 1 else f", guidance {guidance:g}")
+
+
+def level_text(prior: PriorSection) -> str:
+    """Each level's NLL of a two-level prior: ' (top 3.012, bottom 2.101)'; else ''."""
+    levels = prior.get("level_nll_bits")
+    if not levels:
+        return ""
+    return " (" + ", ".join(f"{name} {bits:.3f}" for name, bits in levels.items()) + ")"
 
 
 def realism_markdown(section: RealismSection) -> list[str]:
@@ -132,7 +144,7 @@ def report_table(report: Report) -> Table:
         p = report["prior"]
         table.add_row(
             "prior NLL (bits/code)",
-            f"{p['nll_bits']:.3f}  (uniform {p['uniform_bits']:.2f}, "
+            f"{p['nll_bits']:.3f}{level_text(p)}  (uniform {p['uniform_bits']:.2f}, "
             f"unigram {p['unigram_bits']:.2f})",
         )
     if "samples" in report:
