@@ -135,7 +135,8 @@ def test_two_level_state_dict_round_trip() -> None:
     copy.load_state_dict(prior.state_dict())
     codes = [random_top(2), torch.randint(0, K, (2, BOTTOM, BOTTOM))]
     cond = torch.tensor([1, 2])
-    for a, b in zip(level_logits(prior, codes, cond), level_logits(copy.double(), codes, cond)):
+    ours, theirs = level_logits(prior, codes, cond), level_logits(copy.double(), codes, cond)
+    for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a, b)
 
 
@@ -158,6 +159,6 @@ def test_bad_level_and_guidance_settings_are_refused_by_name(make, option: str) 
 def test_guidance_needs_a_prior_trained_with_cond_dropout() -> None:
     cfg = PriorConfig(condition="label", num_labels=2)
     meta = {"label_names": ["AD", "NC"]}
-    with pytest.raises(UsageError, match="--guidance 2.0: .*--cond-dropout"):
+    with pytest.raises(UsageError, match=r"--guidance 2.0: .*--cond-dropout"):
         for_sampling(cfg, meta, SampleConfig(n=2, guidance=2.0))
     assert for_sampling(cfg, meta, SampleConfig(n=2)) is not None  # guidance 1 is plain

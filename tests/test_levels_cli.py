@@ -41,7 +41,7 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
     vqvae = json.loads((run / "vqvae.json").read_text())["model"]
     assert (vqvae["levels"], vqvae["top_downsample"]) == (2, 4)
     prior_args = ["--run", run, "--max-steps", "4", "--batch-size", "8", *CPU]
-    code, out, err = run_cli(capsys, "train-prior", *prior_args, *GUIDED_PRIOR)
+    code, _, err = run_cli(capsys, "train-prior", *prior_args, *GUIDED_PRIOR)
     assert code == 0, err
     codes = fileio.load_tensors(run / "codes" / "train.safetensors")
     assert codes["codes_top"].shape[1:] == (4, 4) and codes["codes"].shape[1:] == (16, 16)
@@ -51,11 +51,11 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
         4,
         4,
     )
-    code, out, err = run_cli(capsys, "sample", "--run", run, "--n", "3", "--guidance", "2", *CPU)
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "3", "--guidance", "2", *CPU)
     assert code == 0, err
     assert len(list((run / "samples").glob("sample_*.png"))) == 3
     evaluate = ["--run", run, "--n-samples", "8", "--guidance", "2", *CPU]
-    code, out, err = run_cli(capsys, "evaluate", *evaluate)
+    code, _, err = run_cli(capsys, "evaluate", *evaluate)
     assert code == 0, err
     report = json.loads((run / "report.json").read_text())
     levels = report["prior"]["level_nll_bits"]
