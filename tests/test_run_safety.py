@@ -4,12 +4,15 @@ output that reads well in a log file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -191,6 +194,64 @@ def test_a_prior_overwrite_refused_by_the_data_keeps_the_prior(tmp_path, tiny_mn
     assert snapshot(run) == before
 
 
+def interrupted_vqvae_with_prior(run: Path, capsys) -> None:
+    """A VQ-VAE stopped by Ctrl-C half way (its train state says 2 of 4 steps) with a prior
+    trained on its codes: `--resume` would go on training it."""
+    assert run_cli(capsys, "train-vqvae", "--run", run, "--max-steps", "4", *TINY)[0] == 0
+    assert run_cli(capsys, "train-prior", "--run", run, "--max-steps", "2", *TINY_PRIOR)[0] == 0
+    state = run / "train_state-vqvae.safetensors"
+    meta = fileio.load_tensor_meta(state)
+    meta.update(step=2, skip=2, total=4)  # where a Ctrl-C at step 2 leaves it
+    fileio.save_tensors(state, fileio.load_tensors(state), meta)
+    for name in ("vqvae.json", "vqvae-last.json"):
+        fileio.write_json(run / name, {**json.loads((run / name).read_text()), "step": 2})
+
+
+def test_resuming_a_vqvae_under_its_prior_is_refused_or_needs_overwrite(
+    tmp_path, tiny_mni152, capsys
+) -> None:
+    """`train-vqvae --resume` would change the VQ-VAE a prior was trained on: refused in one
+    line that says what --overwrite removes, with every file as it was; with --overwrite the
+    prior and codes go once the VQ-VAE has saved."""
+    run = tmp_path / "run"
+    interrupted_vqvae_with_prior(run, capsys)
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--resume", *CPU)
+    assert_one_line_error(code, err, 2, str(run), "prior.json", "--overwrite")
+    assert snapshot(run) == before
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--resume", "--overwrite", *CPU)
+    assert code == 0, err
+    assert "--overwrite: removed" in err and "prior.json" in err
+    assert not (run / "prior.json").exists() and not (run / "codes").exists()
+    assert checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"] == 4
+
+
+def test_resuming_a_finished_vqvae_under_its_prior_changes_nothing(trained: Path, capsys):
+    before = snapshot(trained)
+    args = ["--resume", "--overwrite", *CPU]
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", trained, *args)
+    assert code == 0, err
+    assert "already complete" in err and "removed" not in err
+    assert {k: v for k, v in snapshot(trained).items() if k != ".vqgen.lock"} == {
+        k: v for k, v in before.items() if k != ".vqgen.lock"
+    }
+
+
+def test_a_refused_prior_resume_does_no_work_first(trained: Path, capsys) -> None:
+    """A prior of another VQ-VAE is refused before the data is encoded again into codes/, with
+    advice that works."""
+    shutil.rmtree(trained / "codes")
+    meta = json.loads((trained / "prior-last.json").read_text())
+    fileio.write_json(trained / "prior-last.json", {**meta, "vqvae_sha256": "0" * 64})
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, "train-prior", "--run", trained, "--resume", *CPU)
+    assert_one_line_error(code, err, 1, "another VQ-VAE", "--overwrite")
+    assert snapshot(trained) == before and not (trained / "codes").exists()
+    fileio.write_json(trained / "prior.json", {**meta, "vqvae_sha256": "0" * 64})
+    code, _, err = run_cli(capsys, "sample", "--run", trained, *CPU)
+    assert_one_line_error(code, err, 1, "another VQ-VAE", "train-prior --overwrite")
+
+
 # 4. unusable paths: one line, nothing created ----------------------------------------------------
 
 
@@ -282,6 +343,32 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
         fit(stage, cfg, RunDir(tmp_path), CPU_DEVICE)
     resumed = fit(
         make_stage(tmp_path, blobs(20), blobs(8, seed=1)), cfg, RunDir(tmp_path), CPU_DEVICE, True
+    )
+    assert resumed.step == 12
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "max-minutes"])
+def test_plain_resume_continues_a_time_limited_run(tmp_path, monkeypatch, stop) -> None:
+    """`--resume` alone (the CLI's default settings: no --max-minutes) continues a run limited
+    by --max-minutes alone to the steps its budget fitted, as the README says."""
+    from vqgen import schedule
+    from vqgen.config import VQVAE_TRAINING, with_options
+
+    monkeypatch.setattr(
+        schedule.TimeBudget, "fitted_total", lambda self, step: 12 if step == 4 else None
+    )
+    if stop == "max-minutes":  # the budget runs out at step 7 (of the 12 it fitted)
+        calls = iter(range(100))
+        monkeypatch.setattr(schedule.TimeBudget, "spent", lambda self: next(calls) >= 6)
+    step = interrupt_at(9) if stop == "ctrl-c" else vqvae_step
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), step)
+    cfg = train_cfg(epochs=None, max_minutes=10.0)
+    with contextlib.suppress(Interrupted):
+        assert fit(stage, cfg, RunDir(tmp_path), CPU_DEVICE).step == 7
+    monkeypatch.undo()  # the resumed run has time enough
+    plain = replace(train_cfg(), **vars(with_options(VQVAE_TRAINING, device="cpu")))
+    resumed = fit(
+        make_stage(tmp_path, blobs(20), blobs(8, seed=1)), plain, RunDir(tmp_path), CPU_DEVICE, True
     )
     assert resumed.step == 12
 

@@ -135,13 +135,13 @@ def load_prior(
     if not isinstance(vqvae_hash, str):
         raise CheckpointError(
             f"{path} does not record the VQ-VAE it was trained for ('vqvae_sha256'); "
-            "run `vqgen train-prior` again"
+            "train it anew with `vqgen train-prior --overwrite`"
         )
     vqvae_path = run.weights("vqvae")
     if vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
         raise CheckpointError(
             f"{run.meta('prior')} was trained on codes of another VQ-VAE; "
-            "run `vqgen train-prior` again"
+            "train it anew with `vqgen train-prior --overwrite`"
         )
     if vqvae_cfg is not None and (cfg.codebook_size, cfg.grid) != (
         vqvae_cfg.codebook_size,
@@ -150,7 +150,8 @@ def load_prior(
         raise CheckpointError(
             f"{path} is a prior over {cfg.codebook_size} codes on a {cfg.grid}x{cfg.grid} grid; "
             f"the run's VQ-VAE has {vqvae_cfg.codebook_size} codes on a "
-            f"{vqvae_cfg.grid}x{vqvae_cfg.grid} grid; run `vqgen train-prior` again"
+            f"{vqvae_cfg.grid}x{vqvae_cfg.grid} grid; "
+            "train it anew with `vqgen train-prior --overwrite`"
         )
     conditioning.check_metadata(cfg, meta, path)
     model = build_prior(cfg)
@@ -187,6 +188,21 @@ def save_train_state(
     save_tensors(run.train_state(stage), tensors, meta)
 
 
+def train_state_info(run: RunDir, stage: str) -> dict[str, Any]:
+    """Where a stage's training stopped (step, epoch, plan), from its train state's header
+    alone; one line with a fix that works when there is none to resume."""
+    path = run.train_state(stage)
+    again = "train it anew with --overwrite" if run.has(stage) else "start without --resume"
+    if not path.is_file():
+        raise UsageError(f"--resume: {path} not found, so there is nothing to continue; {again}")
+    meta = load_tensor_meta(path)
+    if meta.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(
+            f"{path} is from another vqgen version and cannot be resumed; {again}"
+        )
+    return meta
+
+
 def load_train_state(
     run: RunDir,
     stage: str,
@@ -196,14 +212,7 @@ def load_train_state(
     """Restore what `save_train_state` wrote into `models`, `optimizers` and the RNG;
     returns its `info`."""
     path = run.train_state(stage)
-    if not path.is_file():
-        raise UsageError(f"--resume: {path} not found; start without --resume")
-    tensors, meta = load_tensors(path), load_tensor_meta(path)
-    if meta.get("format") != TRAIN_STATE_FORMAT:
-        raise CheckpointError(
-            f"{path} is from another vqgen version and cannot be resumed; "
-            "train again without --resume"
-        )
+    meta, tensors = train_state_info(run, stage), load_tensors(path)
     for name, model in models.items():
         load_state(model, _section(tensors, f"{name}.weights."), path)
         slots: dict[int, dict[str, torch.Tensor]] = {}

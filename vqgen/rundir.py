@@ -139,55 +139,92 @@ class RunDir:
         with _lock(self, verb, enabled):
             yield
 
+    def made_from(self, stage: str) -> list[Path]:
+        """What the run holds that was made from `stage`'s model and no longer fits once that
+        model changes: for the VQ-VAE, the prior and the code grids."""
+        made = [*self.stage_files("prior"), self.codes_dir] if stage == "vqvae" else []
+        return [p for p in made if p.exists()]
+
     @contextlib.contextmanager
-    def training(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    def training(
+        self, stage: str, resume: bool, overwrite: bool, trains: bool = True
+    ) -> Iterator[None]:
         """While a stage trains into the run: rank 0 holds the lock and replaces what the run
         holds only as `replacing` allows, and the other ranks wait for it before they read
         the run."""
         main = distributed.is_main()
-        replacing = self.replacing(stage, resume, overwrite) if main else contextlib.nullcontext()
+        replacing = (
+            self.replacing(stage, resume, overwrite, trains) if main else contextlib.nullcontext()
+        )
         with _lock(self, f"train-{stage}", enabled=main), replacing:
             distributed.barrier()
             yield
 
     @contextlib.contextmanager
-    def replacing(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    def replacing(
+        self, stage: str, resume: bool, overwrite: bool, trains: bool = True
+    ) -> Iterator[None]:
         """Refuse to train a stage into a run that already holds one, unless the user said
         which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior
-        and code grids made from it, which no longer fit).
+        and code grids made from it, which no longer fit). A --resume that `trains` (has steps
+        left) changes the VQ-VAE under its prior too, so it needs --overwrite as well.
 
         What --overwrite replaces is set aside in RUN/.replaced, not deleted, until the new
         training has saved a checkpoint: a command that fails before that (a bad option, data
-        it cannot use, a first step that diverges, Ctrl-C) puts it all back.
+        it cannot use, a first step that diverges, Ctrl-C), or saves nothing, puts it all back.
         """
-        existing = [p for p in self.stage_files(stage) if p.exists()]
-        if resume or not existing:
+        old = self._replaced(stage, resume, overwrite, trains)
+        if not old:
             yield
             return
+        aside, last = self.root / REPLACED_NAME, self.meta(stage, last=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        before = _stamp(last)  # the last checkpoint's inode: a new save renames a new file in
+        for p in old:
+            os.replace(p, aside / p.name)
+        try:
+            yield
+        finally:
+            saved = _stamp(last) not in (None, before)
+            if not saved:  # put it all back, over the new metrics log if it began one
+                for p in old:
+                    os.replace(aside / p.name, p)
+            shutil.rmtree(aside, ignore_errors=True)
+        if saved:
+            removed = ", ".join(sorted(p.name for p in old))
+            warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
+
+    def _replaced(self, stage: str, resume: bool, overwrite: bool, trains: bool) -> list[Path]:
+        """What training `stage` replaces, refusing where the user did not say --overwrite."""
+        made_from = self.made_from(stage) if trains else []
+        if resume:
+            if made_from and not overwrite:
+                names = ", ".join(sorted(p.name for p in made_from))
+                raise UsageError(
+                    f"{self} holds {made_from[0].name}, made from its {stage}, which --resume "
+                    f"would change under it; add --overwrite to remove {names} once the "
+                    f"{stage} has saved, or resume a copy of the run"
+                )
+            return made_from
+        existing = [p for p in self.stage_files(stage) if p.exists()]
+        if not existing:
+            return []
         if not overwrite:
             raise UsageError(
                 f"{self} already holds a {stage} ({existing[0].name}); continue it with "
                 "--resume or replace it with --overwrite"
             )
-        old = existing
-        if stage == "vqvae":
-            old += [p for p in [*self.stage_files("prior"), self.codes_dir] if p.exists()]
-        aside = self.root / REPLACED_NAME
-        shutil.rmtree(aside, ignore_errors=True)
-        aside.mkdir()
-        for p in old:
-            os.replace(p, aside / p.name)
-        try:
-            yield
-        except BaseException:
-            if not self.meta(stage, last=True).exists():  # nothing new was saved: put it back
-                for p in old:  # over the new metrics log, if it began one
-                    os.replace(aside / p.name, p)
-            raise
-        finally:
-            shutil.rmtree(aside, ignore_errors=True)
-        removed = ", ".join(sorted(p.name for p in old))
-        warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
+        return existing + made_from
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (device and inode), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:

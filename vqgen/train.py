@@ -30,7 +30,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,7 +44,7 @@ from vqgen import checkpoint, distributed, fileio
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.rundir import RunDir
-from vqgen.schedule import Plan, epoch_batches, learning_rate
+from vqgen.schedule import Plan, epoch_batches, learning_rate, resume_settings, steps_left
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
@@ -184,7 +184,14 @@ def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     """The run's own training settings; only the device, workers and time budget are new."""
     stored = checkpoint.read_meta(run, stage, last=True).get("train")
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
-    return replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
+    state = checkpoint.train_state_info(run, stage)
+    given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
+    return resume_settings(stored, state, **given)
+
+
+def resume_trains(stage: str, cfg: TrainConfig, run: RunDir) -> bool:
+    """Whether --resume has steps left to train, and so changes the stage's weights."""
+    return steps_left(resumed_config(stage, cfg, run), checkpoint.train_state_info(run, stage))
 
 
 def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[Batch]:

@@ -101,7 +101,8 @@ def resumed_prior_config(run: RunDir, vqvae_hash: str) -> PriorConfig:
     path = run.meta("prior", last=True)
     if meta.get("vqvae_sha256") != vqvae_hash:
         raise CheckpointError(
-            f"{path} was trained on codes of another VQ-VAE; train the prior again without --resume"
+            f"{path} was trained on codes of another VQ-VAE and cannot be continued; "
+            "train it anew with --overwrite"
         )
     return load_config(PriorConfig, meta.get("model"), f"{path} 'model'")
 
@@ -131,11 +132,12 @@ def _train(
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
     vqvae_hash = fileio.sha256(run.weights("vqvae"))
+    resumed = resumed_prior_config(run, vqvae_hash) if resume else None  # before any work
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
         split_train = split_codes(run, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run, "validate", vqvae, data, vqvae_hash)
-    if resume:
-        cfg = resumed_prior_config(run, vqvae_hash)
+    if resumed is not None:
+        cfg = resumed
     else:  # the codebook, grid and labels are the VQ-VAE's and the data's
         cfg = replace(
             prior,

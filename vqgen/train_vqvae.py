@@ -24,7 +24,7 @@ from vqgen.inference import reconstruct, resolve_device
 from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
-from vqgen.train import Stage, fit
+from vqgen.train import Stage, fit, resume_trains
 
 FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
 
@@ -115,7 +115,8 @@ def train_vqvae(
     device = distributed.init(resolve_device(train.device))
     # a bad --data fails first
     data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume)
-    with run.training("vqvae", resume, overwrite):
+    trains = not resume or resume_trains("vqvae", train, run)  # else the VQ-VAE stays as it is
+    with run.training("vqvae", resume, overwrite, trains):
         return _train(data, model_cfg, VQLoss(loss), train, run, device, resume)
 
 
