@@ -97,6 +97,37 @@ def test_a_second_writer_is_refused_naming_the_holder(trained: Path, capsys, arg
     assert "took over the lock" in err
 
 
+def test_the_lock_never_follows_a_link(trained: Path, tmp_path, capsys) -> None:
+    """A .vqgen.lock that is a symbolic link is refused in one line: its target is neither
+    truncated nor shown as the holder."""
+    target = tmp_path / "precious.txt"
+    target.write_text("my notes\n")
+    (trained / ".vqgen.lock").unlink(missing_ok=True)
+    (trained / ".vqgen.lock").symlink_to(target)
+    before = {**snapshot(tmp_path / "run"), "target": fileio.sha256(target)}
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
+    assert_one_line_error(code, err, 2, ".vqgen.lock", "symbolic link", "remove it")
+    assert "my notes" not in err
+    assert {**snapshot(tmp_path / "run"), "target": fileio.sha256(target)} == before
+    (trained / ".vqgen.lock").unlink()
+    (trained / ".vqgen.lock").mkdir()
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
+    assert_one_line_error(code, err, 2, ".vqgen.lock", "is a folder", "remove it")
+
+
+def test_a_failed_command_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
+    few = make_folder(tmp_path, n=2)
+    run = tmp_path / "new-run"
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--data", few, *TINY)
+    assert code == 2, err
+    assert not run.exists()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for verb in ("train-vqvae", "sample"):
+        code, _, err = run_cli(capsys, verb, "--run", link, *CPU)
+        assert_one_line_error(code, err, 2, str(link), "a link to", "does not exist")
+
+
 # 2. a diverging run keeps only finite checkpoints ------------------------------------------------
 
 
@@ -485,6 +516,41 @@ def test_warnings_are_plain_lines(tmp_path, capsys) -> None:
 def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
     fileio.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
+
+
+def test_a_closed_output_pipe_does_not_stop_training(tmp_path) -> None:
+    """`train-vqvae ... 2>&1 | head -1`: once the reader has gone, training goes on quietly to
+    its end and saves, and exits 0 without a traceback."""
+    data = make_folder(tmp_path, n=40)  # 32 train images: 8 steps an epoch at batch 4
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQGEN_CACHE": str(tmp_path / "cache")}
+    args = ["train-vqvae", "--data", data, "--run", run, "--max-steps", "30", *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vqgen", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdout.readline()  # `head -1`, then the pipe closes
+    proc.stdout.close()
+    assert proc.wait(timeout=600) == 0
+    assert checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"] == 30
+
+
+def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
+    """A scheduler's SIGTERM to `evaluate` stops it as Ctrl-C does: one line, exit 130."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        import vqgen.evaluate
+        from vqgen.cli import main
+        def stop(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+        vqgen.evaluate.reconstruction_report = stop
+        main(["evaluate", "--run", {str(trained)!r}, "--n-samples", "2", "--device", "cpu"])
+    """)
+    env = {**os.environ, "VQGEN_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert_one_line_error(proc.returncode, proc.stderr, 130, "evaluate interrupted")
 
 
 # 9. a second Ctrl-C ------------------------------------------------------------------------------

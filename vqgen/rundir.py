@@ -117,7 +117,7 @@ class RunDir:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"run directory {self} is a file, not a folder")
         if not self.root.is_dir():
-            raise UsageError(
+            raise dangling(self.root) or UsageError(
                 f"run directory {self} does not exist; run `vqgen train-vqvae --run {self}` first"
             )
         return self
@@ -266,12 +266,12 @@ def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run {run_dir} is a file, not a folder; choose another --run")
-    path = run.lock_file
+    created = not run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
     except OSError as err:
-        raise path_error(run_dir, err) from None
+        raise dangling(run_dir) or path_error(run_dir, err) from None
+    fd = _open_lock(run)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -295,3 +295,32 @@ def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
         del _held[key]
         os.ftruncate(fd, 0)  # released cleanly: nothing stale for the next holder
         os.close(fd)
+        if created and os.listdir(run_dir) == [LOCK_NAME]:  # a command that failed first
+            run.lock_file.unlink()
+            run_dir.rmdir()
+
+
+def _open_lock(run: RunDir) -> int:
+    """Open or create the lock file, never through a link: a link would have vqgen truncate
+    its target and show its content as the holder."""
+    path = run.lock_file
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~UMASK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            why = "a symbolic link, which vqgen never follows"
+        elif err.errno == errno.EISDIR:
+            why = "a folder, where vqgen keeps its lock file"
+        else:
+            raise path_error(run.root, err) from None
+        raise UsageError(f"{path} is {why}; remove it") from None
+
+
+def dangling(path: Path) -> UsageError | None:
+    """The error for a `path` that is a link to nothing, if it is one."""
+    if path.is_symlink() and not path.exists():
+        return UsageError(
+            f"--run {path} is a link to {os.readlink(path)}, which does not exist; "
+            "create that folder or choose another --run"
+        )
+    return None
