@@ -571,3 +571,28 @@ def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
         Interrupted, match=r"second Ctrl-C at step 6; the last good checkpoint \(step 5\)"
     ):
         fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
+
+
+# 10. evaluate ------------------------------------------------------------------------------------
+
+
+def test_evaluate_elsewhere_leaves_the_run_as_it_was(trained: Path, tmp_path, capsys) -> None:
+    """`evaluate --out elsewhere.json` draws its figures beside that report, not into the run's
+    figures/, where they would sit beside the run's own report."""
+    before = snapshot(trained)
+    out = tmp_path / "elsewhere.json"
+    code, stdout, err = run_cli(
+        capsys, "evaluate", "--run", trained, "--out", out, "--n-samples", "2", *CPU
+    )
+    assert code == 0, err
+    assert snapshot(trained) == before
+    assert (tmp_path / "elsewhere-figures" / "eval_reconstructions.png").is_file()
+    assert str(tmp_path / "elsewhere-figures") in stdout
+
+
+def test_evaluate_on_the_train_split_warns_once(trained: Path, capsys) -> None:
+    args = ["--split", "train", "--n-samples", "2", *CPU]
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained, *args)
+    assert code == 0, err
+    assert err.count("warning: --split train") == 1
+    assert "compares the train split with itself" in err

@@ -296,8 +296,9 @@ def evaluate_cmd(
     cfg = EvalConfig(split, n_samples, temperature=temperature, top_k=top_k, seed=seed)
     report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
-    written = escape(str(out or RunDir(run).report))
-    figures = escape(str(RunDir(run).figures))
+    written = out or RunDir(run).report
+    figures = escape(str(RunDir(run).eval_figures(written)))
+    written = escape(str(written))
     console.print(f"report written to {written} (and .md), figures in {figures}")
 
 

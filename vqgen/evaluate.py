@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,6 +132,12 @@ def evaluate(
         )
     run = RunDir(run_dir).check_exists()
     out = out or run.report
+    if cfg.split == "train":
+        warnings.warn(
+            "--split train scores the slices the run was trained on: reconstruction and NLL "
+            "flatter it, and the realism floor compares the train split with itself",
+            stacklevel=2,
+        )
     make_output_dir(out.parent, "--out")  # before the slow part
     with run.lock("evaluate"):
         return _evaluate(run, cfg, out, resolve_device(device))
@@ -144,7 +151,7 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
     if run.has("prior"):  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
     dataset = load_data(data, cfg.split)
-    figures = run.figures
+    figures = run.eval_figures(out)
     report: Report = {
         "run": str(run),
         "split": cfg.split,

@@ -98,6 +98,13 @@ class RunDir:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    def eval_figures(self, report: Path) -> Path:
+        """Where `evaluate` draws the figures of a report written to `report`: the run's
+        figures/ for its own report.json, else a folder beside that report."""
+        if report.resolve() == self.report.resolve():
+            return self.figures
+        return report.with_name(f"{report.stem}-figures")
+
     @property
     def samples(self) -> Path:
         return self.root / "samples"

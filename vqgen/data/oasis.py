@@ -26,7 +26,13 @@ from vqgen.errors import DataError
 
 LAYOUT = "keras_png_slices_{train,validate,test}/case_XXX_slice_Y.nii.png (OASIS)"
 FOLDERS = {split: f"keras_png_slices_{split}" for split in SPLITS}
+MASK_PREFIX = "keras_png_slices_seg"
 NAME = re.compile(r"(case_\d+)_slice_(\d+)\.nii\.png")
+
+
+def is_mask(path: Path) -> bool:
+    """Whether an image file lies in a keras_png_slices_seg_* folder: a mask, not a slice."""
+    return any(part.startswith(MASK_PREFIX) for part in path.parent.parts)
 
 
 def _is_root(path: Path) -> bool:
