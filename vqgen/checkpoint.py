@@ -95,8 +95,14 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     """Rebuild the VQ-VAE from a run directory; returns (model in eval mode, meta)."""
     from vqgen.models.vqvae import VQVAE
 
-    meta = read_meta(run, "vqvae", last)
-    model = VQVAE(vqvae_configs(meta, run.meta("vqvae", last))[0])
+    meta, where = read_meta(run, "vqvae", last), run.meta("vqvae", last)
+    cfg = vqvae_configs(meta, where)[0]
+    data = meta.get("data")
+    if isinstance(data, dict) and data.get("size", cfg.size) != cfg.size:
+        raise CheckpointError(
+            f"{where}: 'data' size {data['size']!r} differs from 'model' size {cfg.size}"
+        )
+    model = VQVAE(cfg)
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
 

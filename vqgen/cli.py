@@ -404,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             stderr.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
             raise SystemExit(err.exit_code) from None
+        except MemoryError:  # numpy's and torch's CPU allocations
+            if os.environ.get("VQGEN_DEBUG") == "1":
+                raise
+            stderr.print("[red]error:[/] out of memory; try a smaller --size or --batch-size")
+            raise SystemExit(1) from None
         except OSError as err:  # a path the checks did not foresee: still one line
             if err.filename is None or os.environ.get("VQGEN_DEBUG") == "1":
                 raise

@@ -92,6 +92,7 @@ def run_demo(
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
+    config.seed_value("--seed", seed)
     run = RunDir(run_dir)
     with run.lock("demo"), run.replacing("vqvae", resume=False, overwrite=overwrite):
         return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
 from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig, load_config
 from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
-from vqgen.errors import UsageError
+from vqgen.errors import DataError, UsageError
 from vqgen.inference import (
     CodeSet,
     draw,
@@ -151,6 +151,11 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
     if run.has("prior"):  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
     dataset = load_data(data, cfg.split)
+    if len(dataset) < 2:  # one slice has no spread, no pairs and no median
+        raise DataError(
+            f"the {cfg.split} split of {data.source} holds {len(dataset)} slice; evaluate "
+            "needs at least 2: choose another --split or give the data more slices"
+        )
     figures = run.eval_figures(out)
     report: Report = {
         "run": str(run),

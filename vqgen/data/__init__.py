@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqgen.config import DataConfig
+from vqgen.config import DataConfig, slice_size
 from vqgen.data import adni, folder, mni152, nifti, oasis
 from vqgen.data.dataset import (
     SPLITS,
@@ -45,7 +45,6 @@ __all__ = [
 SOURCES = {"oasis": oasis, "adni": adni, "nifti": nifti, "folder": folder, "mni152": mni152}
 DETECT_ORDER = ("oasis", "adni", "nifti", "folder")  # most specific layout first
 KINDS = ("auto", *SOURCES)
-MIN_SIZE = 8
 
 
 def _layouts() -> str:
@@ -96,8 +95,7 @@ def load_split(
     """
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
-    if size < MIN_SIZE:
-        raise UsageError(f"--size must be at least {MIN_SIZE}, got {size}")
+    slice_size("--size", size)
     name, root = resolve(source, kind)
     module = SOURCES[name]
     key = cache_key(
