@@ -202,7 +202,7 @@ def test_ctrl_c_while_sampling_exits_130_without_traceback_or_partial_files(
 @pytest.mark.parametrize(
     ("module", "function", "args"),
     [
-        ("vqgen.evaluate", "reconstruction_report", ["evaluate", "--n-samples", "2", *CPU]),
+        ("vqgen.evaluate", "load_data", ["evaluate", "--n-samples", "2", *CPU]),
         ("vqgen.data.describe", "load_data", ["data"]),
     ],
     ids=["evaluate", "data"],

@@ -496,6 +496,7 @@ def test_output_to_a_log_file_is_plain_lines(tmp_path) -> None:
     lines = proc.stderr.splitlines()
     steps = [line for line in lines if line.startswith("vqvae epoch") and "/s" in line]
     assert [line.split()[4] for line in steps] == ["10/25", "20/25"], proc.stderr
+    assert all("slices/s" in line and " elapsed, ETA " in line for line in steps), proc.stderr
     epochs = [line for line in lines if line.startswith("vqvae epoch") and "val_ssim" in line]
     assert [line.split()[2] for line in epochs] == ["1", "2", "3", "4"]  # the 4th is partial
     assert all(line == line.rstrip() and len(line) > 0 for line in lines)
@@ -545,7 +546,7 @@ def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
         from vqgen.cli import main
         def stop(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
-        vqgen.evaluate.reconstruction_report = stop
+        vqgen.evaluate.load_data = stop
         main(["evaluate", "--run", {str(trained)!r}, "--n-samples", "2", "--device", "cpu"])
     """)
     env = {**os.environ, "VQGEN_CACHE": str(tmp_path / "cache")}

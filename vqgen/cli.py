@@ -330,10 +330,17 @@ def demo_cmd(
     console.print(f"samples: {escape(str(result.samples))}   report: {report_md}")
 
 
+_shown: set[str] = set()  # the warnings this command has shown
+
+
 def show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
-    """Warnings as plain `warning: ...` lines on stderr, without Python's source lines."""
+    """Warnings as plain `warning: ...` lines on stderr, without Python's source lines, each
+    text once a command (a warning about the data comes from every split that loads it)."""
+    if str(message) in _shown:
+        return
+    _shown.add(str(message))
     stderr.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
@@ -375,9 +382,11 @@ class QuietPipe:
 
 @contextlib.contextmanager
 def cli_session() -> Iterator[None]:
-    """While a command runs: warnings as plain lines, output that survives a closed pipe, and
-    SIGTERM stopping as Ctrl-C does (training saves first; other verbs say so in one line)."""
+    """While a command runs: warnings as plain lines, each shown once however many splits
+    repeat it, output that survives a closed pipe, and SIGTERM stopping as Ctrl-C does
+    (training saves first; other verbs say so in one line)."""
     previous, warnings.showwarning = warnings.showwarning, show_warning
+    _shown.clear()
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = QuietPipe(sys.stdout), QuietPipe(sys.stderr)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from vqgen.inference import (
     draw,
     make_output_dir,
     nll_bits,
+    note,
     reconstruct,
     resolve_device,
     split_codes,
@@ -140,7 +142,10 @@ def evaluate(
         )
     make_output_dir(out.parent, "--out")  # before the slow part
     with run.lock("evaluate"):
-        return _evaluate(run, cfg, out, resolve_device(device))
+        start = time.perf_counter()
+        report = _evaluate(run, cfg, out, resolve_device(device))
+        note(f"evaluate: scored in {time.perf_counter() - start:.0f} s")
+        return report
 
 
 def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Report:
@@ -150,12 +155,19 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
     prior, prior_meta = None, {}  # a run without a prior is scored on reconstruction only
     if run.has("prior"):  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
+    else:
+        warnings.warn(
+            f"{run} has no prior ({run.meta('prior').name}): the report leaves out the prior's "
+            "NLL and samples; train one with `vqgen train-prior`",
+            stacklevel=2,
+        )
     dataset = load_data(data, cfg.split)
     if len(dataset) < 2:  # one slice has no spread, no pairs and no median
         raise DataError(
             f"the {cfg.split} split of {data.source} holds {len(dataset)} slice; evaluate "
             "needs at least 2: choose another --split or give the data more slices"
         )
+    note(f"evaluate: scoring {len(dataset)} slices of the {cfg.split} split (takes minutes)")
     figures = run.eval_figures(out)
     report: Report = {
         "run": str(run),

@@ -8,6 +8,7 @@ nor the training loop.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vqgen import conditioning, fileio
+from vqgen import conditioning, distributed, fileio
 from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import load_data
 from vqgen.errors import UsageError
@@ -28,6 +30,7 @@ from vqgen.rundir import RunDir
 from vqgen.sampling import sample_codes
 
 LN2 = math.log(2)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 BATCH = 64  # images or code grids per forward pass when scoring a whole split
 
 
@@ -40,6 +43,12 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)
+
+
+def note(text: str) -> None:
+    """One line on stderr where a verb would otherwise be silent for long (rank 0 only)."""
+    if distributed.is_main():
+        stderr.print(text, markup=False)
 
 
 def make_output_dir(folder: Path, option: str) -> None:
@@ -120,9 +129,12 @@ def split_codes(
         t, meta = cached
         return CodeSet(t["codes"], t["labels"], t["positions"], tuple(meta["label_names"]))
     dataset = load_data(data, split)
+    start = time.perf_counter()
+    note(f"encoding the {split} split ({len(dataset)} slices) to code grids")
     codes = CodeSet(
         encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
     )
+    note(f"encoded the {split} split in {time.perf_counter() - start:.1f} s")
     tensors = {"codes": codes.codes, "labels": codes.labels, "positions": codes.positions}
     meta = {
         "vqvae_sha256": vqvae_hash,

@@ -10,6 +10,7 @@ VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate spli
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from vqgen.inference import (
     CodeSet,
     encode,
     nll_bits,
+    note,
     read_codes,
     resolve_device,
     split_codes,
@@ -73,16 +75,19 @@ def training_codes(
     else:
         train = load_data(data, "train")
         subjects = len(set(train.subjects))
-        sets = []
+        announce_copies(copies, len(train), vqvae.cfg.grid)
+        sets = []  # each copy encoded as it is made: one copy's images in memory at a time
         for copy in range(copies):
             if data.kind == "mni152":
                 fresh = mni152.fresh_train_subjects(subjects, copy * subjects, data.size, data.seed)
-                sets.append((fresh.images, fresh.labels, fresh.positions))
+                sets.append((encode(vqvae, fresh.images), fresh.labels, fresh.positions))
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
-                sets.append((images, train.labels, train.positions))
+                sets.append((encode(vqvae, images), train.labels, train.positions))
+            if (copy + 1) % max(copies // 10, 1) == 0:
+                note(f"--augment: encoded {copy + 1} of {copies} copies of the train split")
         extra = {
-            "codes": torch.cat([encode(vqvae, images) for images, _, _ in sets]),
+            "codes": torch.cat([grids for grids, _, _ in sets]),
             "labels": torch.cat([labels for _, labels, _ in sets]),
             "positions": torch.cat([positions for _, _, positions in sets]),
         }
@@ -93,6 +98,18 @@ def training_codes(
         torch.cat([codes.positions, extra["positions"]]),
         codes.label_names,
     )
+
+
+def announce_copies(copies: int, slices: int, grid: int) -> None:
+    """Say what --augment is about to make; warn when its code grids take gigabytes."""
+    size = copies * slices * grid * grid * 2 / 1e9  # int16 codes
+    if size >= 1:
+        warnings.warn(
+            f"--augment {copies}: {copies * slices} more code grids, {size:.1f} GB in memory "
+            "and in run/codes",
+            stacklevel=3,
+        )
+    note(f"--augment: making and encoding {copies} copies of the train split ({slices} slices)")
 
 
 def resumed_prior_config(run: RunDir, vqvae_hash: str) -> PriorConfig:

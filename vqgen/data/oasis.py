@@ -67,9 +67,10 @@ def _warn_shared_subjects(root: Path, split: str, subjects: set[str]) -> None:
     """Subjects in two splits make validation and test scores optimistic; say so."""
     for other in SPLITS:
         shared = subjects & _subjects(root / FOLDERS[other]) if other != split else set()
-        if shared:
+        if shared:  # one text for the pair, whichever split is loaded: it is shown once
+            pair = " and ".join(s for s in SPLITS if s in (split, other))
             warnings.warn(
-                f"{len(shared)} subject(s) of the OASIS {split} split are also in {other}, "
+                f"{len(shared)} subject(s) are in both the OASIS {pair} splits, "
                 f"first: {min(shared)} ({root})",
                 DataWarning,
                 3,

@@ -1,0 +1,55 @@
+"""What a user reads: each warning once, advice that works, paths described as they are, a word
+where a command would otherwise be silent, and help that says what each option does."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures import make_folder, make_oasis, run_cli
+from tiny import CPU
+
+
+def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
+    root = make_folder(tmp_path, n=12)
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    oasis = make_oasis(tmp_path, {"train": 2, "validate": 1, "test": 1}, slices=2, size=32)
+    train, test = oasis / "keras_png_slices_train", oasis / "keras_png_slices_test"
+    shutil.copy(train / "case_001_slice_0.nii.png", test / "case_001_slice_5.nii.png")
+    for source, needle in ((root, "skipped 1 unreadable"), (oasis, "OASIS train and test")):
+        code, _, err = run_cli(capsys, "data", source)
+        assert code == 0, err
+        assert err.count("warning:") == 1 and needle in err, err
+
+
+# -- long silences ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("quick_c2st")
+def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
+    assert code == 0, err
+    assert "evaluate: scoring" in err and "evaluate: scored in" in err
+    shutil.rmtree(trained_run / "codes")
+    args = ["--run", trained_run, "--overwrite", "--max-steps", "1", "--layers", "2", *CPU]
+    code, _, err = run_cli(capsys, "train-prior", *args, "--channels", "8", "--augment", "1")
+    assert code == 0, err
+    for needle in ("encoding the train split", "encoded the validate split", "--augment: encoded"):
+        assert needle in err, err
+
+
+@pytest.mark.usefixtures("quick_c2st")
+def test_evaluate_without_a_prior_says_why_sections_are_missing(trained_run, capsys) -> None:
+    for path in trained_run.glob("prior*"):
+        path.unlink()
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
+    assert code == 0, err
+    assert "warning:" in err and "no prior" in err and "vqgen train-prior" in err
+
+
+def test_a_large_augment_warns_of_its_size() -> None:
+    from vqgen.train_prior import announce_copies
+
+    with pytest.warns(UserWarning, match=r"--augment 1000: 1152000 more code grids, 2\.4 GB"):
+        announce_copies(1000, 1152, 32)
