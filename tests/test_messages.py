@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures import make_folder, make_oasis, run_cli
+from fixtures import assert_one_line_error, make_folder, make_oasis, run_cli
 from tiny import CPU
 
 
@@ -53,3 +53,41 @@ def test_a_large_augment_warns_of_its_size() -> None:
 
     with pytest.warns(UserWarning, match=r"--augment 1000: 1152000 more code grids, 2\.4 GB"):
         announce_copies(1000, 1152, 32)
+
+
+# -- advice that works -----------------------------------------------------------------------------
+
+TINY = ["--size", "32", "--hidden", "16", "--batch-size", "4", "--max-steps", "2", *CPU]
+
+
+def test_the_demo_on_a_trained_run_advises_only_what_it_has(trained_run, capsys) -> None:
+    code, _, err = run_cli(capsys, "demo", "--run", trained_run, *CPU)
+    line = assert_one_line_error(code, err, 2, str(trained_run), "--overwrite")
+    assert "--resume" not in line
+
+
+def test_a_missing_train_state_advises_overwrite(trained_run, capsys) -> None:
+    (trained_run / "train_state-vqvae.safetensors").unlink()
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", trained_run, "--resume", *CPU)
+    line = assert_one_line_error(code, err, 2, "train_state-vqvae.safetensors", "--overwrite")
+    assert "without --resume" not in line
+
+
+def test_a_vqvae_stopped_before_it_validated_is_told_to_resume(trained_run, capsys) -> None:
+    for name in ("vqvae.json", "vqvae.safetensors"):
+        (trained_run / name).unlink()
+    code, _, err = run_cli(capsys, "sample", "--run", trained_run, *CPU)
+    line = assert_one_line_error(code, err, 2, "vqvae.json missing", "--resume")
+    assert "first" not in line.split(";")[-1]  # not "run `vqgen train-vqvae` first"
+
+
+def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, capsys) -> None:
+    """All it holds is the log of the steps before the kill: --resume says there is nothing to
+    continue, and a fresh start, as advised, is not refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics-vqvae.jsonl").write_text('{"step": 10, "epoch": 0, "loss": 0.5}\n')
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--resume", *CPU)
+    assert_one_line_error(code, err, 2, "no vqvae checkpoint to continue", "without --resume")
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, *TINY)
+    assert code == 0, err

@@ -94,7 +94,7 @@ def run_demo(
         )
     config.seed_value("--seed", seed)
     run = RunDir(run_dir)
-    with run.lock("demo"), run.replacing("vqvae", resume=False, overwrite=overwrite):
+    with run.lock("demo"), run.replacing("vqvae", False, overwrite, resumable=False):
         return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again
 
 

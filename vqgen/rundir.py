@@ -134,10 +134,20 @@ class RunDir:
         return self.meta(stage).is_file()
 
     def missing(self, stage: str, last: bool = False) -> UsageError:
-        """The error for a stage the run does not hold, with the verb that makes it."""
+        """The error for a stage the run does not hold, with the command that makes it."""
+        name = self.meta(stage, last).name
+        if last:  # --resume
+            return UsageError(
+                f"--resume: {self} has no {stage} checkpoint to continue ({name} missing); "
+                "start without --resume"
+            )
+        if self.meta(stage, last=True).is_file():  # stopped before its first validation
+            return UsageError(
+                f"{self} has no finished {stage} ({name} missing): its training stopped before "
+                f"it first validated; continue it with `vqgen train-{stage} --run {self} --resume`"
+            )
         return UsageError(
-            f"{self} has no {stage} checkpoint ({self.meta(stage, last).name} missing); "
-            f"{TRAIN_HINTS[stage]}"
+            f"{self} has no {stage} checkpoint ({name} missing); {TRAIN_HINTS[stage]}"
         )
 
     @contextlib.contextmanager
@@ -169,18 +179,24 @@ class RunDir:
 
     @contextlib.contextmanager
     def replacing(
-        self, stage: str, resume: bool, overwrite: bool, trains: bool = True
+        self,
+        stage: str,
+        resume: bool,
+        overwrite: bool,
+        trains: bool = True,
+        resumable: bool = True,
     ) -> Iterator[None]:
         """Refuse to train a stage into a run that already holds one, unless the user said
         which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior
         and code grids made from it, which no longer fit). A --resume that `trains` (has steps
-        left) changes the VQ-VAE under its prior too, so it needs --overwrite as well.
+        left) changes the VQ-VAE under its prior too, so it needs --overwrite as well. A verb
+        that has no --resume is not `resumable`, and its refusal does not advise one.
 
         What --overwrite replaces is set aside in RUN/.replaced, not deleted, until the new
         training has saved a checkpoint: a command that fails before that (a bad option, data
         it cannot use, a first step that diverges, Ctrl-C), or saves nothing, puts it all back.
         """
-        old = self._replaced(stage, resume, overwrite, trains)
+        old = self._replaced(stage, resume, overwrite, trains, resumable)
         if not old:
             yield
             return
@@ -202,7 +218,9 @@ class RunDir:
             removed = ", ".join(sorted(p.name for p in old))
             warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
 
-    def _replaced(self, stage: str, resume: bool, overwrite: bool, trains: bool) -> list[Path]:
+    def _replaced(
+        self, stage: str, resume: bool, overwrite: bool, trains: bool, resumable: bool
+    ) -> list[Path]:
         """What training `stage` replaces, refusing where the user did not say --overwrite."""
         made_from = self.made_from(stage) if trains else []
         if resume:
@@ -215,12 +233,13 @@ class RunDir:
                 )
             return made_from
         existing = [p for p in self.stage_files(stage) if p.exists()]
-        if not existing:
+        if existing in ([], [self.metrics_log(stage)]):  # a log alone: it never saved a step
             return []
         if not overwrite:
+            advice = "continue it with --resume or " if resumable else ""
             raise UsageError(
-                f"{self} already holds a {stage} ({existing[0].name}); continue it with "
-                "--resume or replace it with --overwrite"
+                f"{self} already holds a {stage} ({existing[0].name}); {advice}"
+                "replace it with --overwrite"
             )
         return existing + made_from
 
