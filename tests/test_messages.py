@@ -4,6 +4,7 @@ where a command would otherwise be silent, and help that says what each option d
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,51 @@ def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, 
     assert_one_line_error(code, err, 2, "no vqvae checkpoint to continue", "without --resume")
     code, _, err = run_cli(capsys, "train-vqvae", "--run", run, *TINY)
     assert code == 0, err
+
+
+# -- paths described as they are -------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """An empty folder behind a read-only bind mount; skipped where no mount is allowed."""
+    folder, mount = tmp_path / "ro-source", tmp_path / "ro"
+    folder.mkdir()
+    mount.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_preview_paths_are_described_as_they_are(tmp_path, capsys, tiny_mni152) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run_cli(capsys, "data", "mni152", "--preview", afile / "x.png")
+    assert_one_line_error(code, err, 2, str(afile), "is a file, not a folder")
+
+
+def test_a_read_only_preview_names_the_preview(read_only_folder, capsys, tiny_mni152) -> None:
+    preview = read_only_folder / "x.png"
+    code, _, err = run_cli(capsys, "data", "mni152", "--preview", preview)
+    line = assert_one_line_error(code, err, 2, f"--preview {preview}", "read-only")
+    assert ".tmp" not in line
+
+
+def test_a_kind_without_data_asks_for_data(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train-vqvae", "--kind", "adni", "--run", tmp_path / "r", *CPU)
+    line = assert_one_line_error(code, err, 2, "--kind adni needs --data")
+    assert str(tmp_path) not in line
+
+
+def test_an_empty_run_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for verb in ("train-vqvae", "sample", "evaluate"):
+        code, _, err = run_cli(capsys, verb, "--run", "", *CPU)
+        assert_one_line_error(code, err, 2, "--run is empty")
+    assert list(tmp_path.iterdir()) == []

@@ -13,9 +13,21 @@ from typing import Annotated, Any
 import typer
 
 from vqgen.config import TrainConfig, with_options
+from vqgen.errors import UsageError
+
+
+def run_path(value: str | Path) -> Path:
+    """--run as a path; refused when empty, which would write the run into the current folder."""
+    if str(value) == "":
+        raise UsageError("--run is empty; name the run's folder, e.g. --run checkpoints/run")
+    return Path(value)
+
 
 # -- shared options --------------------------------------------------------------------------
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory for checkpoints and outputs.")]
+RunOpt = Annotated[
+    Path,
+    typer.Option("--run", help="Run directory for checkpoints and outputs.", parser=run_path),
+]
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
 ]

@@ -18,7 +18,7 @@ import torch
 
 from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, load_config, to_dict
-from vqgen.data import SliceDataset, detect_kind, load_data
+from vqgen.data import SliceDataset, load_data, resolve
 from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
 from vqgen.losses import VQLoss
@@ -79,7 +79,7 @@ def write_figures(model: VQVAE, val_set: SliceDataset, run: RunDir) -> None:
 
 def resolve_data(data: DataConfig) -> DataConfig:
     """Fix the dataset kind and make a path absolute, so later verbs find the same data."""
-    kind = detect_kind(data.source) if data.kind == "auto" else data.kind
+    kind = resolve(data.source, data.kind)[0]  # a --data that does not fit --kind fails here
     source = data.source if kind == "mni152" else str(Path(data.source).expanduser().resolve())
     return DataConfig(source=source, kind=kind, size=data.size, seed=data.seed, strict=data.strict)
 

@@ -62,6 +62,8 @@ def resolve(source: str | Path, kind: str = "auto") -> tuple[str, Path | None]:
         return "mni152", None
     if kind == "mni152":
         raise UsageError(f"--kind mni152 takes the source name 'mni152', got '{source}'")
+    if str(source) == "mni152" and not Path(source).exists():
+        raise UsageError(f"--kind {kind} needs --data, the dataset's folder")
     path = Path(source).expanduser()
     if not path.exists():
         raise UsageError(f"data path '{path}' does not exist")
