@@ -3,6 +3,7 @@ where a command would otherwise be silent, and help that says what each option d
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -140,3 +141,19 @@ def test_an_empty_run_is_refused(tmp_path, capsys, monkeypatch) -> None:
         code, _, err = run_cli(capsys, verb, "--run", "", *CPU)
         assert_one_line_error(code, err, 2, "--run is empty")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("quick_c2st")
+def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> None:
+    """The data path comes from vqvae.json: the error says so, and --data points elsewhere."""
+    meta = json.loads((trained_run / "vqvae.json").read_text())
+    moved = tmp_path / "moved" / "AD_NC"
+    shutil.copytree(meta["data"]["source"], moved)
+    meta["data"]["source"] = str(tmp_path / "gone")
+    (trained_run / "vqvae.json").write_text(json.dumps(meta))
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
+    assert_one_line_error(code, err, 2, str(tmp_path / "gone"), "vqvae.json", "--data")
+    args = ["--data", moved, "--n-samples", "2", *CPU]
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, *args)
+    assert code == 0, err
+    assert json.loads((trained_run / "report.json").read_text())["data"] == str(moved)

@@ -19,7 +19,7 @@ from torch import nn
 
 import vqgen
 from vqgen import conditioning
-from vqgen.config import PriorConfig, VQLossConfig, VQVAEConfig, load_config
+from vqgen.config import DataConfig, PriorConfig, VQLossConfig, VQVAEConfig, load_config
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.fileio import (
     load_tensor_meta,
@@ -105,6 +105,23 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     model = VQVAE(cfg)
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
+
+
+def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> DataConfig:
+    """The data a run's VQ-VAE was trained on (its vqvae.json `meta`), or at `moved_to` where
+    it has moved since; a recorded path that no longer exists is one line saying where it was
+    recorded and how to point elsewhere."""
+    where = run.meta("vqvae")
+    data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+    if moved_to is not None:
+        place = moved_to if moved_to == "mni152" else str(Path(moved_to).expanduser().resolve())
+        return dataclasses.replace(data, source=place)
+    if data.kind != "mni152" and not Path(data.source).exists():
+        raise UsageError(
+            f"data path '{data.source}' (recorded in {where}) does not exist; if the data has "
+            "moved, give its new place with --data"
+        )
+    return data
 
 
 def vqvae_configs(meta: dict[str, Any], where: Path) -> tuple[VQVAEConfig, VQLossConfig]:

@@ -286,6 +286,12 @@ def evaluate_cmd(
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="The dataset's place, if it moved since training (default: vqvae.json's)."
+        ),
+    ] = None,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
     The samples are drawn as `sample` draws them, at --temperature and --top-k."""
@@ -293,7 +299,7 @@ def evaluate_cmd(
     from vqgen.report_text import report_table
     from vqgen.rundir import RunDir
 
-    cfg = EvalConfig(split, n_samples, temperature=temperature, top_k=top_k, seed=seed)
+    cfg = EvalConfig(split, n_samples, temperature=temperature, top_k=top_k, seed=seed, data=data)
     report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
     written = out or RunDir(run).report

@@ -260,6 +260,7 @@ class EvalConfig:
     temperature: float = SampleConfig.temperature
     top_k: int | None = SampleConfig.top_k
     seed: int = 0  # seeds the samples, the C2ST, KID's subsets and the floor's train slices
+    data: str | None = None  # the dataset's place, where it moved after training
 
     def __post_init__(self) -> None:
         one_of("--split", self.split, EVAL_SPLITS)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
-from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig, load_config
+from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig
 from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
 from vqgen.errors import DataError, UsageError
 from vqgen.inference import (
@@ -151,7 +151,7 @@ def evaluate(
 def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Report:
     """Load the run, score it section by section, write report.json and report.md."""
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
-    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
+    data = checkpoint.run_data(run, vqvae_meta, cfg.data)
     prior, prior_meta = None, {}  # a run without a prior is scored on reconstruction only
     if run.has("prior"):  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
