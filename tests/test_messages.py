@@ -8,9 +8,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures import assert_one_line_error, make_folder, make_oasis, run_cli
-from tiny import CPU
+from PIL import Image
+from tiny import CPU, CPU_DEVICE, blobs, interrupt_at, make_stage, train_cfg
+
+from vqgen.errors import Interrupted
+from vqgen.rundir import RunDir
+from vqgen.train import fit
 
 
 def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
@@ -157,3 +163,58 @@ def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> No
     code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, *args)
     assert code == 0, err
     assert json.loads((trained_run / "report.json").read_text())["data"] == str(moved)
+
+
+# -- a word where a command was silent -------------------------------------------------------------
+
+
+def test_sampling_options_that_do_nothing_or_leave_the_prior_warn(tmp_path, tiny_mni152, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train-vqvae", "--run", run, *TINY, "--codebook-size", "16")[0] == 0
+    prior = ["--layers", "2", "--channels", "8", "--condition", "slice"]
+    assert run_cli(capsys, "train-prior", "--run", run, *prior, "--max-steps", "1", *CPU)[0] == 0
+    for option, needle in (("--slice", "outside the levels"), ("--top-k", "changes nothing")):
+        value = "0" if option == "--slice" else "16"
+        out = ["--out", tmp_path / option.strip("-"), "--n", "2", *CPU]
+        code, _, err = run_cli(capsys, "sample", "--run", run, option, value, *out)
+        assert code == 0, err
+        assert err.count("warning:") == 1 and needle in err, err
+
+
+def test_discriminator_options_without_adversarial_warn(tmp_path, tiny_mni152, capsys) -> None:
+    args = ["--run", tmp_path / "run", "--disc-weight", "1", *TINY]
+    code, _, err = run_cli(capsys, "train-vqvae", *args)
+    assert code == 0, err
+    assert "warning: --disc-weight and --disc-start act only with --adversarial" in err
+
+
+def test_data_of_black_slices_warns(tmp_path, capsys) -> None:
+    folder = tmp_path / "black"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / f"s{i}.png")
+    code, _, err = run_cli(capsys, "data", folder)
+    assert code == 0, err
+    assert err.count("warning:") == 3 and "train split" in err and "is black" in err
+
+
+def test_resume_says_when_it_drops_lines_of_a_damaged_log(tmp_path) -> None:
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    with pytest.raises(Interrupted):
+        fit(
+            make_stage(tmp_path, train_set, val_set, interrupt_at(7)),
+            train_cfg(),
+            RunDir(tmp_path),
+            CPU_DEVICE,
+        )
+    log = tmp_path / "metrics-vqvae.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
+    with pytest.warns(UserWarning, match=r"dropped 1 line\(s\) that are not JSON, first line 2"):
+        fit(
+            make_stage(tmp_path, train_set, val_set),
+            train_cfg(),
+            RunDir(tmp_path),
+            CPU_DEVICE,
+            True,
+        )

@@ -18,6 +18,7 @@ Every place that needs to know what a condition is asks this module:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -164,6 +165,13 @@ def for_sampling(cfg: PriorConfig, meta: dict[str, Any], sampling: SampleConfig)
         if sampling.slice_pos is None:
             low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
             return torch.linspace(float(low), float(high), n)
+        low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
+        if not low <= sampling.slice_pos <= high:
+            warnings.warn(
+                f"--slice {sampling.slice_pos} lies outside the levels this prior was trained on "
+                f"({low:.2f} to {high:.2f}); its samples may be empty or not brain-like",
+                stacklevel=3,
+            )
         return torch.full((n,), float(sampling.slice_pos))
     return None
 

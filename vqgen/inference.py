@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,12 @@ def draw(
     vqvae: VQVAE, prior: nn.Module, cond: Tensor | None, cfg: SampleConfig, device
 ) -> tuple[Tensor, Tensor]:
     """`cfg.n` decoded samples in [0,1] (on the CPU) and their code grids, seeded."""
+    if cfg.top_k is not None and cfg.top_k >= prior.cfg.codebook_size:
+        warnings.warn(
+            f"--top-k {cfg.top_k} keeps all {prior.cfg.codebook_size} codes of this prior: "
+            "it changes nothing",
+            stacklevel=3,
+        )
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     codes = sample_codes(
         prior,

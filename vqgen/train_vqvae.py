@@ -11,6 +11,7 @@ The test split is never read here.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,15 @@ def configs(
         data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
         return data, *checkpoint.vqvae_configs(meta, where)
     data = resolve_data(data)
+    defaults = VQLossConfig()
+    if not loss.adversarial and (loss.disc_weight, loss.disc_start) != (
+        defaults.disc_weight,
+        defaults.disc_start,
+    ):
+        warnings.warn(
+            "--disc-weight and --disc-start act only with --adversarial; ignoring them",
+            stacklevel=3,
+        )
     if data.size != model_cfg.size:
         raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
     return data, model_cfg, loss

@@ -12,6 +12,7 @@ verb, which summarises a dataset, is `describe.py`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from vqgen.config import DataConfig, slice_size
@@ -116,6 +117,9 @@ def load_split(
     )
     if len(dataset) == 0:
         raise DataError(f"split '{split}' is empty: no readable slices in {root or name}")
+    if dataset.pixels.max() == 0:  # nothing to learn; SSIM and PSNR are undefined on it
+        where = root or name
+        warnings.warn(f"every slice of the {split} split of {where} is black", DataWarning, 2)
     return dataset
 
 
