@@ -218,3 +218,24 @@ def test_resume_says_when_it_drops_lines_of_a_damaged_log(tmp_path) -> None:
             CPU_DEVICE,
             True,
         )
+
+
+# -- help ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "verb", ["train-vqvae", "train-prior", "sample", "evaluate", "demo", "data"]
+)
+def test_help_shows_flags_without_a_type(verb: str, capsys) -> None:
+    """A flag takes no value (`--resume true` is an error): --help must not show it one."""
+    code, out, _ = run_cli(capsys, verb, "--help")
+    assert code == 0
+    typed = [line for line in out.splitlines() if "<bool>" in line]
+    assert all("--help" in line for line in typed), typed
+
+
+@pytest.mark.parametrize("verb", ["sample", "evaluate"])
+def test_seed_of_sampling_verbs_says_what_it_seeds(verb: str, capsys) -> None:
+    code, out, _ = run_cli(capsys, verb, "--help")
+    seed = out[out.index("--seed") :].split("\n")[0]
+    assert code == 0 and "samples" in seed and "weights" not in seed

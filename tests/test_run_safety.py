@@ -327,6 +327,13 @@ def test_a_read_only_run_is_one_line(read_only_run: Path, capsys, args) -> None:
     assert_one_line_error(code, err, 2, str(read_only_run), "read-only")
 
 
+def test_a_read_only_run_is_sampled_into_a_folder_elsewhere(read_only_run, tmp_path, capsys):
+    args = ["--out", tmp_path / "mine", "--n", "2", *CPU]
+    code, _, err = run_cli(capsys, "sample", "--run", read_only_run, *args)
+    assert code == 0, err
+    assert (tmp_path / "mine" / "grid.png").is_file()
+
+
 def test_preview_paths_are_checked_and_no_folder_is_made(tmp_path, capsys, tiny_mni152) -> None:
     code, _, err = run_cli(capsys, "data", "mni152", "--preview", tmp_path)
     assert_one_line_error(code, err, 2, "--preview", "is a folder")

@@ -33,6 +33,7 @@ from vqgen.cli_options import (
     DataOpt,
     DataSeedOpt,
     DeviceOpt,
+    DrawSeedOpt,
     KindOpt,
     OverwriteOpt,
     ResumeOpt,
@@ -42,6 +43,7 @@ from vqgen.cli_options import (
     StrictOpt,
     TemperatureOpt,
     TopKOpt,
+    flag,
     training_options,
 )
 from vqgen.config import (
@@ -94,14 +96,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks of known errors.")
-    ] = False,
+    debug: Annotated[bool, flag("--debug", help="Show tracebacks of known errors.")] = False,
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", help="Print the version and exit.", callback=_version, is_eager=True
-        ),
+        flag("--version", help="Print the version and exit.", callback=_version, is_eager=True),
     ] = False,
 ) -> None:
     if debug:
@@ -159,7 +157,7 @@ def train_vqvae_cmd(
         float, typer.Option(help="Weight of an L1 reconstruction term beside the MSE.")
     ] = VQLossConfig.l1_weight,
     adversarial: Annotated[
-        bool, typer.Option(help="Add a PatchGAN discriminator's loss (VQGAN).")
+        bool, flag(help="Add a PatchGAN discriminator's loss (VQGAN).")
     ] = VQLossConfig.adversarial,
     disc_start: Annotated[
         int, typer.Option(help="Steps of pure reconstruction before the discriminator joins.")
@@ -216,7 +214,7 @@ def train_prior_cmd(
     ] = PriorConfig.augment,
     attention: Annotated[
         bool,
-        typer.Option(
+        flag(
             help="One causal self-attention layer after the gated blocks: every position "
             "sees the whole grid drawn so far (--channels a multiple of 16)."
         ),
@@ -258,7 +256,7 @@ def sample_cmd(
     slice_pos: Annotated[
         float | None, typer.Option("--slice", help="Slice position in [0,1] (slice prior).")
     ] = SampleConfig.slice_pos,
-    seed: SeedOpt = SampleConfig.seed,
+    seed: DrawSeedOpt = SampleConfig.seed,
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/samples).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -285,7 +283,7 @@ def evaluate_cmd(
     top_k: TopKOpt = SampleConfig.top_k,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: DrawSeedOpt = 0,
     data: Annotated[
         str | None,
         typer.Option(
@@ -321,7 +319,7 @@ def demo_cmd(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the models of an earlier demo run.")
+        bool, flag("--overwrite", help="Replace the models of an earlier demo run.")
     ] = False,
 ) -> None:
     """Everything, end to end, on the embedded MNI152 default: train, sample, evaluate."""

@@ -23,6 +23,11 @@ def run_path(value: str | Path) -> Path:
     return Path(value)
 
 
+def flag(*names: str, **settings: Any) -> Any:
+    """A boolean option: given or not, it takes no value, so --help shows it no type."""
+    return typer.Option(*names, metavar="", **settings)
+
+
 # -- shared options --------------------------------------------------------------------------
 RunOpt = Annotated[
     Path,
@@ -37,19 +42,18 @@ KindOpt = Annotated[
 SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
+DrawSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of the samples drawn (and of evaluate's subsets).")
+]
 DataSeedOpt = Annotated[
     int,
     typer.Option("--data-seed", help="Seed of subject-level splits and mni152 virtual subjects."),
 ]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-]
+ResumeOpt = Annotated[bool, flag("--resume", help="Continue from the run's last checkpoint.")]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace the model this run already holds.")
+    bool, flag("--overwrite", help="Replace the model this run already holds.")
 ]
-StrictOpt = Annotated[
-    bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
-]
+StrictOpt = Annotated[bool, flag("--strict", help="Unreadable images are an error, not a warning.")]
 TemperatureOpt = Annotated[
     float,
     typer.Option(
