@@ -239,3 +239,14 @@ def test_seed_of_sampling_verbs_says_what_it_seeds(verb: str, capsys) -> None:
     code, out, _ = run_cli(capsys, verb, "--help")
     seed = out[out.index("--seed") :].split("\n")[0]
     assert code == 0 and "samples" in seed and "weights" not in seed
+
+
+def test_running_out_of_memory_is_one_line(capsys, monkeypatch) -> None:
+    import vqgen.data.describe
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array")
+
+    monkeypatch.setattr(vqgen.data.describe, "load_data", too_big)
+    code, _, err = run_cli(capsys, "data", "mni152")
+    assert_one_line_error(code, err, 1, "out of memory", "--size")
