@@ -98,10 +98,9 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     meta, where = read_meta(run, "vqvae", last), run.meta("vqvae", last)
     cfg = vqvae_configs(meta, where)[0]
     data = meta.get("data")
-    if isinstance(data, dict) and data.get("size", cfg.size) != cfg.size:
-        raise CheckpointError(
-            f"{where}: 'data' size {data['size']!r} differs from 'model' size {cfg.size}"
-        )
+    size = data.get("size") if isinstance(data, dict) else None  # of a type load_config checks
+    if isinstance(size, int) and size != cfg.size:
+        raise CheckpointError(f"{where}: 'data' size {size!r} differs from 'model' size {cfg.size}")
     model = VQVAE(cfg)
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
