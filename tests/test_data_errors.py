@@ -10,7 +10,7 @@ import pytest
 from fixtures import brain_slice, make_adni, make_nifti, make_oasis
 from PIL import Image
 
-from vqgen.data import DataWarning, detect_kind, load_split
+from vqgen.data import SPLITS, DataWarning, detect_kind, load_split
 from vqgen.errors import DataError, UsageError
 
 SIZE = 16
@@ -111,3 +111,18 @@ def test_unreadable_volume_is_skipped(tmp_path: Path) -> None:
             after.append(load_split(root, split, size=SIZE))
     assert all(len(ds) for ds in after)
     assert victim not in set().union(*(ds.subjects for ds in after))
+
+
+def test_oasis_masks_are_never_read_as_slices(tmp_path: Path) -> None:
+    """--kind folder on an OASIS tree reads its slices, not its keras_png_slices_seg_* masks;
+    a folder of masks alone is refused in one line."""
+    root = make_oasis(tmp_path, {"train": 4, "validate": 3, "test": 3}, slices=1, size=32)
+    splits = [load_split(root, split, kind="folder", size=SIZE) for split in SPLITS]
+    paths = [path for ds in splits for path in ds.paths]
+    assert len(paths) == 10 and not any("_seg_" in path for path in paths)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (root / "keras_png_slices_seg_train").rename(masks / "keras_png_slices_seg_train")
+    with pytest.raises(DataError, match=r"only OASIS segmentation masks") as err:
+        detect_kind(masks)
+    assert str(masks) in str(err.value) and "\n" not in str(err.value)

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import assert_one_line_error, brain_slice, make_adni, make_oasis, run_cli
+from fixtures import (
+    assert_one_line_error,
+    brain_slice,
+    make_adni,
+    make_folder,
+    make_oasis,
+    run_cli,
+)
 from PIL import Image
 from tiny import (
     CPU,
@@ -195,7 +202,7 @@ def test_ctrl_c_while_sampling_exits_130_without_traceback_or_partial_files(
 @pytest.mark.parametrize(
     ("module", "function", "args"),
     [
-        ("vqgen.evaluate", "reconstruction_report", ["evaluate", "--n-samples", "2", *CPU]),
+        ("vqgen.evaluate", "load_data", ["evaluate", "--n-samples", "2", *CPU]),
         ("vqgen.data.describe", "load_data", ["data"]),
     ],
     ids=["evaluate", "data"],
@@ -290,6 +297,16 @@ FOREIGN_JSON = {
         lambda m: m.update(vqvae_sha256="0" * 64),
         ["another VQ-VAE", "train-prior"],
     ),
+    "label prior without labels": (
+        "prior.json",
+        lambda m: (m["model"].update(num_labels=0), m.update(label_names=[])),
+        ["'model'", "num_labels"],
+    ),
+    "data size other than model size": (
+        "vqvae.json",
+        lambda m: m["data"].update(size=64),
+        ["'data' size 64", "'model' size 32"],
+    ),
     "label names not a list": ("prior.json", lambda m: m.update(label_names="AD"), ["label_names"]),
     "label names too few": ("prior.json", lambda m: m.update(label_names=["AD"]), ["label_names"]),
 }
@@ -319,6 +336,29 @@ def test_evaluate_refuses_a_bad_data_section(capsys, run, change, needles):
     code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", *CPU)
     assert_one_line_error(code, err, 1, str(run / "vqvae.json"), *needles)
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("levels", ["x", [0.9], [0.9, 0.1], [True, 1]])
+def test_a_bad_slice_range_is_one_line(capsys, tmp_path, tiny_mni152, levels):
+    run = tmp_path / "run"
+    args = ["--run", run, "--max-steps", "1", "--batch-size", "4", *CPU]
+    assert run_cli(capsys, "train-vqvae", *args, *VQVAE_32)[0] == 0
+    prior = ["--layers", "2", "--channels", "8", "--condition", "slice"]
+    assert run_cli(capsys, "train-prior", *args, *prior)[0] == 0
+    edit_json(run / "prior.json", lambda m: m.update(slice_range=levels))
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "2", *CPU)
+    assert_one_line_error(code, err, 1, str(run / "prior.json"), "'slice_range'")
+
+
+def test_evaluate_on_a_split_of_one_slice_is_one_line(capsys, tmp_path, one_thread):
+    """A folder of 10 images, which `data` accepts, has a test split of 1 slice."""
+    data = make_folder(tmp_path, n=10)
+    run = tmp_path / "run"
+    args = ["--run", run, "--max-steps", "1", "--batch-size", "4", *CPU]
+    assert run_cli(capsys, "train-vqvae", "--data", data, *args, *VQVAE_32)[0] == 0
+    assert run_cli(capsys, "train-prior", *args, "--layers", "2", "--channels", "8")[0] == 0
+    code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", *CPU)
+    assert_one_line_error(code, err, 2, "test split", "holds 1 slice", "--split")
 
 
 # -- runs with missing pieces ---------------------------------------------------------------------
@@ -388,6 +428,11 @@ def test_unknown_label_for_a_label_prior_lists_the_known_ones(capsys, run):
         (["sample", "--out", "{run}/vqvae.json"], ["--out", "cannot create"]),
         (["evaluate", "--out", "{run}/vqvae.json/r.json"], ["--out", "cannot create"]),
         (["evaluate", "--n-samples", "1"], ["--n-samples"]),
+        (["train-vqvae", "--overwrite", "--size", "100000"], ["--size", "2048", "100000"]),
+        (["train-vqvae", "--overwrite", "--data-seed", "-1"], ["--data-seed", "-1"]),
+        (["train-prior", "--overwrite", "--seed", "99999999999999999999"], ["--seed"]),
+        (["sample", "--seed", "-1"], ["--seed", "-1"]),
+        (["evaluate", "--seed", "99999999999999999999"], ["--seed"]),
     ],
 )
 def test_refused_commands_leave_an_existing_run_untouched(capsys, run, args, needles):

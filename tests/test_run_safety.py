@@ -4,12 +4,15 @@ output that reads well in a log file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -92,6 +95,37 @@ def test_a_second_writer_is_refused_naming_the_holder(trained: Path, capsys, arg
     code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
     assert code == 0, err
     assert "took over the lock" in err
+
+
+def test_the_lock_never_follows_a_link(trained: Path, tmp_path, capsys) -> None:
+    """A .vqgen.lock that is a symbolic link is refused in one line: its target is neither
+    truncated nor shown as the holder."""
+    target = tmp_path / "precious.txt"
+    target.write_text("my notes\n")
+    (trained / ".vqgen.lock").unlink(missing_ok=True)
+    (trained / ".vqgen.lock").symlink_to(target)
+    before = {**snapshot(tmp_path / "run"), "target": fileio.sha256(target)}
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
+    assert_one_line_error(code, err, 2, ".vqgen.lock", "symbolic link", "remove it")
+    assert "my notes" not in err
+    assert {**snapshot(tmp_path / "run"), "target": fileio.sha256(target)} == before
+    (trained / ".vqgen.lock").unlink()
+    (trained / ".vqgen.lock").mkdir()
+    code, _, err = run_cli(capsys, "sample", "--run", trained, "--n", "2", *CPU)
+    assert_one_line_error(code, err, 2, ".vqgen.lock", "is a folder", "remove it")
+
+
+def test_a_failed_command_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
+    few = make_folder(tmp_path, n=2)
+    run = tmp_path / "new-run"
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--data", few, *TINY)
+    assert code == 2, err
+    assert not run.exists()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for verb in ("train-vqvae", "sample"):
+        code, _, err = run_cli(capsys, verb, "--run", link, *CPU)
+        assert_one_line_error(code, err, 2, str(link), "a link to", "does not exist")
 
 
 # 2. a diverging run keeps only finite checkpoints ------------------------------------------------
@@ -191,6 +225,64 @@ def test_a_prior_overwrite_refused_by_the_data_keeps_the_prior(tmp_path, tiny_mn
     assert snapshot(run) == before
 
 
+def interrupted_vqvae_with_prior(run: Path, capsys) -> None:
+    """A VQ-VAE stopped by Ctrl-C half way (its train state says 2 of 4 steps) with a prior
+    trained on its codes: `--resume` would go on training it."""
+    assert run_cli(capsys, "train-vqvae", "--run", run, "--max-steps", "4", *TINY)[0] == 0
+    assert run_cli(capsys, "train-prior", "--run", run, "--max-steps", "2", *TINY_PRIOR)[0] == 0
+    state = run / "train_state-vqvae.safetensors"
+    meta = fileio.load_tensor_meta(state)
+    meta.update(step=2, skip=2, total=4)  # where a Ctrl-C at step 2 leaves it
+    fileio.save_tensors(state, fileio.load_tensors(state), meta)
+    for name in ("vqvae.json", "vqvae-last.json"):
+        fileio.write_json(run / name, {**json.loads((run / name).read_text()), "step": 2})
+
+
+def test_resuming_a_vqvae_under_its_prior_is_refused_or_needs_overwrite(
+    tmp_path, tiny_mni152, capsys
+) -> None:
+    """`train-vqvae --resume` would change the VQ-VAE a prior was trained on: refused in one
+    line that says what --overwrite removes, with every file as it was; with --overwrite the
+    prior and codes go once the VQ-VAE has saved."""
+    run = tmp_path / "run"
+    interrupted_vqvae_with_prior(run, capsys)
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--resume", *CPU)
+    assert_one_line_error(code, err, 2, str(run), "prior.json", "--overwrite")
+    assert snapshot(run) == before
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", run, "--resume", "--overwrite", *CPU)
+    assert code == 0, err
+    assert "--overwrite: removed" in err and "prior.json" in err
+    assert not (run / "prior.json").exists() and not (run / "codes").exists()
+    assert checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"] == 4
+
+
+def test_resuming_a_finished_vqvae_under_its_prior_changes_nothing(trained: Path, capsys):
+    before = snapshot(trained)
+    args = ["--resume", "--overwrite", *CPU]
+    code, _, err = run_cli(capsys, "train-vqvae", "--run", trained, *args)
+    assert code == 0, err
+    assert "already complete" in err and "removed" not in err
+    assert {k: v for k, v in snapshot(trained).items() if k != ".vqgen.lock"} == {
+        k: v for k, v in before.items() if k != ".vqgen.lock"
+    }
+
+
+def test_a_refused_prior_resume_does_no_work_first(trained: Path, capsys) -> None:
+    """A prior of another VQ-VAE is refused before the data is encoded again into codes/, with
+    advice that works."""
+    shutil.rmtree(trained / "codes")
+    meta = json.loads((trained / "prior-last.json").read_text())
+    fileio.write_json(trained / "prior-last.json", {**meta, "vqvae_sha256": "0" * 64})
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, "train-prior", "--run", trained, "--resume", *CPU)
+    assert_one_line_error(code, err, 1, "another VQ-VAE", "--overwrite")
+    assert snapshot(trained) == before and not (trained / "codes").exists()
+    fileio.write_json(trained / "prior.json", {**meta, "vqvae_sha256": "0" * 64})
+    code, _, err = run_cli(capsys, "sample", "--run", trained, *CPU)
+    assert_one_line_error(code, err, 1, "another VQ-VAE", "train-prior --overwrite")
+
+
 # 4. unusable paths: one line, nothing created ----------------------------------------------------
 
 
@@ -233,6 +325,13 @@ def read_only_run(trained: Path, tmp_path: Path):
 def test_a_read_only_run_is_one_line(read_only_run: Path, capsys, args) -> None:
     code, _, err = run_cli(capsys, args[0], "--run", read_only_run, *args[1:])
     assert_one_line_error(code, err, 2, str(read_only_run), "read-only")
+
+
+def test_a_read_only_run_is_sampled_into_a_folder_elsewhere(read_only_run, tmp_path, capsys):
+    args = ["--out", tmp_path / "mine", "--n", "2", *CPU]
+    code, _, err = run_cli(capsys, "sample", "--run", read_only_run, *args)
+    assert code == 0, err
+    assert (tmp_path / "mine" / "grid.png").is_file()
 
 
 def test_preview_paths_are_checked_and_no_folder_is_made(tmp_path, capsys, tiny_mni152) -> None:
@@ -282,6 +381,32 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
         fit(stage, cfg, RunDir(tmp_path), CPU_DEVICE)
     resumed = fit(
         make_stage(tmp_path, blobs(20), blobs(8, seed=1)), cfg, RunDir(tmp_path), CPU_DEVICE, True
+    )
+    assert resumed.step == 12
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "max-minutes"])
+def test_plain_resume_continues_a_time_limited_run(tmp_path, monkeypatch, stop) -> None:
+    """`--resume` alone (the CLI's default settings: no --max-minutes) continues a run limited
+    by --max-minutes alone to the steps its budget fitted, as the README says."""
+    from vqgen import schedule
+    from vqgen.config import VQVAE_TRAINING, with_options
+
+    monkeypatch.setattr(
+        schedule.TimeBudget, "fitted_total", lambda self, step: 12 if step == 4 else None
+    )
+    if stop == "max-minutes":  # the budget runs out at step 7 (of the 12 it fitted)
+        calls = iter(range(100))
+        monkeypatch.setattr(schedule.TimeBudget, "spent", lambda self: next(calls) >= 6)
+    step = interrupt_at(9) if stop == "ctrl-c" else vqvae_step
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), step)
+    cfg = train_cfg(epochs=None, max_minutes=10.0)
+    with contextlib.suppress(Interrupted):
+        assert fit(stage, cfg, RunDir(tmp_path), CPU_DEVICE).step == 7
+    monkeypatch.undo()  # the resumed run has time enough
+    plain = replace(train_cfg(), **vars(with_options(VQVAE_TRAINING, device="cpu")))
+    resumed = fit(
+        make_stage(tmp_path, blobs(20), blobs(8, seed=1)), plain, RunDir(tmp_path), CPU_DEVICE, True
     )
     assert resumed.step == 12
 
@@ -378,6 +503,7 @@ def test_output_to_a_log_file_is_plain_lines(tmp_path) -> None:
     lines = proc.stderr.splitlines()
     steps = [line for line in lines if line.startswith("vqvae epoch") and "/s" in line]
     assert [line.split()[4] for line in steps] == ["10/25", "20/25"], proc.stderr
+    assert all("slices/s" in line and " elapsed, ETA " in line for line in steps), proc.stderr
     epochs = [line for line in lines if line.startswith("vqvae epoch") and "val_ssim" in line]
     assert [line.split()[2] for line in epochs] == ["1", "2", "3", "4"]  # the 4th is partial
     assert all(line == line.rstrip() and len(line) > 0 for line in lines)
@@ -400,6 +526,41 @@ def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
 
 
+def test_a_closed_output_pipe_does_not_stop_training(tmp_path) -> None:
+    """`train-vqvae ... 2>&1 | head -1`: once the reader has gone, training goes on quietly to
+    its end and saves, and exits 0 without a traceback."""
+    data = make_folder(tmp_path, n=40)  # 32 train images: 8 steps an epoch at batch 4
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQGEN_CACHE": str(tmp_path / "cache")}
+    args = ["train-vqvae", "--data", data, "--run", run, "--max-steps", "30", *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vqgen", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdout.readline()  # `head -1`, then the pipe closes
+    proc.stdout.close()
+    assert proc.wait(timeout=600) == 0
+    assert checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"] == 30
+
+
+def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
+    """A scheduler's SIGTERM to `evaluate` stops it as Ctrl-C does: one line, exit 130."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        import vqgen.evaluate
+        from vqgen.cli import main
+        def stop(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+        vqgen.evaluate.load_data = stop
+        main(["evaluate", "--run", {str(trained)!r}, "--n-samples", "2", "--device", "cpu"])
+    """)
+    env = {**os.environ, "VQGEN_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert_one_line_error(proc.returncode, proc.stderr, 130, "evaluate interrupted")
+
+
 # 9. a second Ctrl-C ------------------------------------------------------------------------------
 
 
@@ -418,3 +579,28 @@ def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
         Interrupted, match=r"second Ctrl-C at step 6; the last good checkpoint \(step 5\)"
     ):
         fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
+
+
+# 10. evaluate ------------------------------------------------------------------------------------
+
+
+def test_evaluate_elsewhere_leaves_the_run_as_it_was(trained: Path, tmp_path, capsys) -> None:
+    """`evaluate --out elsewhere.json` draws its figures beside that report, not into the run's
+    figures/, where they would sit beside the run's own report."""
+    before = snapshot(trained)
+    out = tmp_path / "elsewhere.json"
+    code, stdout, err = run_cli(
+        capsys, "evaluate", "--run", trained, "--out", out, "--n-samples", "2", *CPU
+    )
+    assert code == 0, err
+    assert snapshot(trained) == before
+    assert (tmp_path / "elsewhere-figures" / "eval_reconstructions.png").is_file()
+    assert str(tmp_path / "elsewhere-figures") in stdout
+
+
+def test_evaluate_on_the_train_split_warns_once(trained: Path, capsys) -> None:
+    args = ["--split", "train", "--n-samples", "2", *CPU]
+    code, _, err = run_cli(capsys, "evaluate", "--run", trained, *args)
+    assert code == 0, err
+    assert err.count("warning: --split train") == 1
+    assert "compares the train split with itself" in err

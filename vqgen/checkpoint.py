@@ -19,7 +19,7 @@ from torch import nn
 
 import vqgen
 from vqgen import conditioning
-from vqgen.config import PriorConfig, VQLossConfig, VQVAEConfig, load_config
+from vqgen.config import DataConfig, PriorConfig, VQLossConfig, VQVAEConfig, load_config
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.fileio import (
     load_tensor_meta,
@@ -95,10 +95,32 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     """Rebuild the VQ-VAE from a run directory; returns (model in eval mode, meta)."""
     from vqgen.models.vqvae import VQVAE
 
-    meta = read_meta(run, "vqvae", last)
-    model = VQVAE(vqvae_configs(meta, run.meta("vqvae", last))[0])
+    meta, where = read_meta(run, "vqvae", last), run.meta("vqvae", last)
+    cfg = vqvae_configs(meta, where)[0]
+    data = meta.get("data")
+    size = data.get("size") if isinstance(data, dict) else None  # of a type load_config checks
+    if isinstance(size, int) and size != cfg.size:
+        raise CheckpointError(f"{where}: 'data' size {size!r} differs from 'model' size {cfg.size}")
+    model = VQVAE(cfg)
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
+
+
+def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> DataConfig:
+    """The data a run's VQ-VAE was trained on (its vqvae.json `meta`), or at `moved_to` where
+    it has moved since; a recorded path that no longer exists is one line saying where it was
+    recorded and how to point elsewhere."""
+    where = run.meta("vqvae")
+    data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+    if moved_to is not None:
+        place = moved_to if moved_to == "mni152" else str(Path(moved_to).expanduser().resolve())
+        return dataclasses.replace(data, source=place)
+    if data.kind != "mni152" and not Path(data.source).exists():
+        raise UsageError(
+            f"data path '{data.source}' (recorded in {where}) does not exist; if the data has "
+            "moved, give its new place with --data"
+        )
+    return data
 
 
 def vqvae_configs(meta: dict[str, Any], where: Path) -> tuple[VQVAEConfig, VQLossConfig]:
@@ -135,13 +157,13 @@ def load_prior(
     if not isinstance(vqvae_hash, str):
         raise CheckpointError(
             f"{path} does not record the VQ-VAE it was trained for ('vqvae_sha256'); "
-            "run `vqgen train-prior` again"
+            "train it anew with `vqgen train-prior --overwrite`"
         )
     vqvae_path = run.weights("vqvae")
     if vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
         raise CheckpointError(
             f"{run.meta('prior')} was trained on codes of another VQ-VAE; "
-            "run `vqgen train-prior` again"
+            "train it anew with `vqgen train-prior --overwrite`"
         )
     grids = [c.grid for c in (top_cfg, cfg) if c is not None]
     if vqvae_cfg is not None and (cfg.codebook_size, grids) != (
@@ -151,7 +173,7 @@ def load_prior(
         raise CheckpointError(
             f"{path} is a prior over {cfg.codebook_size} codes on {describe_grids(grids)}; "
             f"the run's VQ-VAE has {vqvae_cfg.codebook_size} codes on "
-            f"{describe_grids(vqvae_cfg.grids)}; run `vqgen train-prior` again"
+            f"{describe_grids(vqvae_cfg.grids)}; train it anew with `vqgen train-prior --overwrite`"
         )
     conditioning.check_metadata(cfg, meta, path)
     model = build_prior(cfg, top_cfg)
@@ -205,6 +227,21 @@ def save_train_state(
     save_tensors(run.train_state(stage), tensors, meta)
 
 
+def train_state_info(run: RunDir, stage: str) -> dict[str, Any]:
+    """Where a stage's training stopped (step, epoch, plan), from its train state's header
+    alone; one line with a fix that works when there is none to resume."""
+    path = run.train_state(stage)
+    again = "train it anew with --overwrite" if run.has(stage) else "start without --resume"
+    if not path.is_file():
+        raise UsageError(f"--resume: {path} not found, so there is nothing to continue; {again}")
+    meta = load_tensor_meta(path)
+    if meta.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(
+            f"{path} is from another vqgen version and cannot be resumed; {again}"
+        )
+    return meta
+
+
 def load_train_state(
     run: RunDir,
     stage: str,
@@ -214,14 +251,7 @@ def load_train_state(
     """Restore what `save_train_state` wrote into `models`, `optimizers` and the RNG;
     returns its `info`."""
     path = run.train_state(stage)
-    if not path.is_file():
-        raise UsageError(f"--resume: {path} not found; start without --resume")
-    tensors, meta = load_tensors(path), load_tensor_meta(path)
-    if meta.get("format") != TRAIN_STATE_FORMAT:
-        raise CheckpointError(
-            f"{path} is from another vqgen version and cannot be resumed; "
-            "train again without --resume"
-        )
+    meta, tensors = train_state_info(run, stage), load_tensors(path)
     for name, model in models.items():
         load_state(model, _section(tensors, f"{name}.weights."), path)
         slots: dict[int, dict[str, torch.Tensor]] = {}

@@ -11,12 +11,16 @@ Errors vqgen knows about print as one line and exit with their code (2 usage, 1 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import signal
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -32,6 +36,7 @@ from vqgen.cli_options import (
     DataSeedOpt,
     DeviceOpt,
     DownsampleOpt,
+    DrawSeedOpt,
     GuidanceOpt,
     KindOpt,
     LevelsOpt,
@@ -44,6 +49,7 @@ from vqgen.cli_options import (
     TemperatureOpt,
     TopDownsampleOpt,
     TopKOpt,
+    flag,
     training_options,
 )
 from vqgen.config import (
@@ -96,14 +102,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks of known errors.")
-    ] = False,
+    debug: Annotated[bool, flag("--debug", help="Show tracebacks of known errors.")] = False,
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", help="Print the version and exit.", callback=_version, is_eager=True
-        ),
+        flag("--version", help="Print the version and exit.", callback=_version, is_eager=True),
     ] = False,
 ) -> None:
     if debug:
@@ -157,7 +159,7 @@ def train_vqvae_cmd(
         float, typer.Option(help="Weight of an L1 reconstruction term beside the MSE.")
     ] = VQLossConfig.l1_weight,
     adversarial: Annotated[
-        bool, typer.Option(help="Add a PatchGAN discriminator's loss (VQGAN).")
+        bool, flag(help="Add a PatchGAN discriminator's loss (VQGAN).")
     ] = VQLossConfig.adversarial,
     disc_start: Annotated[
         int, typer.Option(help="Steps of pure reconstruction before the discriminator joins.")
@@ -216,7 +218,7 @@ def train_prior_cmd(
     ] = PriorConfig.augment,
     attention: Annotated[
         bool,
-        typer.Option(
+        flag(
             help="One causal self-attention layer after the gated blocks: every position "
             "sees the whole grid drawn so far (--channels a multiple of 16)."
         ),
@@ -267,7 +269,7 @@ def sample_cmd(
     slice_pos: Annotated[
         float | None, typer.Option("--slice", help="Slice position in [0,1] (slice prior).")
     ] = SampleConfig.slice_pos,
-    seed: SeedOpt = SampleConfig.seed,
+    seed: DrawSeedOpt = SampleConfig.seed,
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/samples).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -295,7 +297,13 @@ def evaluate_cmd(
     guidance: GuidanceOpt = SampleConfig.guidance,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: DrawSeedOpt = 0,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="The dataset's place, if it moved since training (default: vqvae.json's)."
+        ),
+    ] = None,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
     The samples are drawn as `sample` draws them, at --temperature, --top-k and --guidance."""
@@ -303,11 +311,12 @@ def evaluate_cmd(
     from vqgen.report_text import report_table
     from vqgen.rundir import RunDir
 
-    cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance)
+    cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance, data)
     report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
-    written = escape(str(out or RunDir(run).report))
-    figures = escape(str(RunDir(run).figures))
+    written = out or RunDir(run).report
+    figures = escape(str(RunDir(run).eval_figures(written)))
+    written = escape(str(written))
     console.print(f"report written to {written} (and .md), figures in {figures}")
 
 
@@ -324,7 +333,7 @@ def demo_cmd(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the models of an earlier demo run.")
+        bool, flag("--overwrite", help="Replace the models of an earlier demo run.")
     ] = False,
 ) -> None:
     """Everything, end to end, on the embedded MNI152 default: train, sample, evaluate."""
@@ -339,29 +348,97 @@ def demo_cmd(
     console.print(f"samples: {escape(str(result.samples))}   report: {report_md}")
 
 
+_shown: set[str] = set()  # the warnings this command has shown
+
+
 def show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
-    """Warnings as plain `warning: ...` lines on stderr, without Python's source lines."""
+    """Warnings as plain `warning: ...` lines on stderr, without Python's source lines, each
+    text once a command (a warning about the data comes from every split that loads it)."""
+    if str(message) in _shown:
+        return
+    _shown.add(str(message))
     stderr.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+
+class QuietPipe:
+    """sys.stdout or sys.stderr, dropping what it cannot write once its reader has gone
+    (`vqgen train-vqvae ... 2>&1 | head -1`): the command goes on and saves as if its output
+    went nowhere, instead of dying at its next line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """From now on write nothing, and send the stream's file to /dev/null, so that what
+        Python flushes at exit goes nowhere too."""
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def cli_session() -> Iterator[None]:
+    """While a command runs: warnings as plain lines, each shown once however many splits
+    repeat it, output that survives a closed pipe, and SIGTERM stopping as Ctrl-C does
+    (training saves first; other verbs say so in one line)."""
+    previous, warnings.showwarning = warnings.showwarning, show_warning
+    _shown.clear()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = QuietPipe(sys.stdout), QuietPipe(sys.stderr)
+    try:
+        term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        term = None
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+        sys.stdout, sys.stderr = streams
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: known errors, and OS errors on a path, become one line and
     an exit code."""
-    previous, warnings.showwarning = warnings.showwarning, show_warning
-    try:
-        app(args=argv)
-    except VqgenError as err:
-        if os.environ.get("VQGEN_DEBUG") == "1":
-            raise
-        stderr.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise SystemExit(err.exit_code) from None
-    except OSError as err:  # a path the checks did not foresee: still one line
-        if err.filename is None or os.environ.get("VQGEN_DEBUG") == "1":
-            raise
-        why = err.strerror or type(err).__name__
-        stderr.print(f"[red]error:[/] {escape(str(err.filename))}: {escape(why)}", highlight=False)
-        raise SystemExit(1) from None
-    finally:
-        warnings.showwarning = previous
+    with cli_session():
+        try:
+            app(args=argv)
+        except VqgenError as err:
+            if os.environ.get("VQGEN_DEBUG") == "1":
+                raise
+            stderr.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+            raise SystemExit(err.exit_code) from None
+        except MemoryError:  # numpy's and torch's CPU allocations
+            if os.environ.get("VQGEN_DEBUG") == "1":
+                raise
+            stderr.print("[red]error:[/] out of memory; try a smaller --size or --batch-size")
+            raise SystemExit(1) from None
+        except OSError as err:  # a path the checks did not foresee: still one line
+            if err.filename is None or os.environ.get("VQGEN_DEBUG") == "1":
+                raise
+            why = escape(err.strerror or type(err).__name__)
+            stderr.print(f"[red]error:[/] {escape(str(err.filename))}: {why}", highlight=False)
+            raise SystemExit(1) from None

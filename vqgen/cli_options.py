@@ -13,9 +13,26 @@ from typing import Annotated, Any
 import typer
 
 from vqgen.config import TrainConfig, with_options
+from vqgen.errors import UsageError
+
+
+def run_path(value: str | Path) -> Path:
+    """--run as a path; refused when empty, which would write the run into the current folder."""
+    if str(value) == "":
+        raise UsageError("--run is empty; name the run's folder, e.g. --run checkpoints/run")
+    return Path(value)
+
+
+def flag(*names: str, **settings: Any) -> Any:
+    """A boolean option: given or not, it takes no value, so --help shows it no type."""
+    return typer.Option(*names, metavar="", **settings)
+
 
 # -- shared options --------------------------------------------------------------------------
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory for checkpoints and outputs.")]
+RunOpt = Annotated[
+    Path,
+    typer.Option("--run", help="Run directory for checkpoints and outputs.", parser=run_path),
+]
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
 ]
@@ -25,19 +42,18 @@ KindOpt = Annotated[
 SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
+DrawSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of the samples drawn (and of evaluate's subsets).")
+]
 DataSeedOpt = Annotated[
     int,
     typer.Option("--data-seed", help="Seed of subject-level splits and mni152 virtual subjects."),
 ]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-]
+ResumeOpt = Annotated[bool, flag("--resume", help="Continue from the run's last checkpoint.")]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace the model this run already holds.")
+    bool, flag("--overwrite", help="Replace the model this run already holds.")
 ]
-StrictOpt = Annotated[
-    bool, typer.Option("--strict", help="Unreadable images are an error, not a warning.")
-]
+StrictOpt = Annotated[bool, flag("--strict", help="Unreadable images are an error, not a warning.")]
 TemperatureOpt = Annotated[
     float,
     typer.Option(

@@ -19,6 +19,7 @@ Every place that needs to know what a condition is asks this module:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -136,7 +137,20 @@ def metadata(label_names: tuple[str, ...], positions: Tensor) -> dict[str, Any]:
 
 
 def check_metadata(cfg: PriorConfig, meta: dict[str, Any], where: object) -> None:
-    """Refuse label names in prior.json (at `where`) that do not fit the prior's labels."""
+    """Refuse a prior.json (at `where`) whose label names do not fit the prior's labels, a
+    label prior without labels, or a slice range that is not two levels in [0, 1]."""
+    if cfg.condition == "label" and cfg.num_labels < 1:
+        raise CheckpointError(f"{where} 'model': a label prior needs num_labels of at least 1")
+    levels = meta.get("slice_range")
+    if levels is not None and not (
+        isinstance(levels, list)
+        and len(levels) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels)
+        and 0 <= levels[0] <= levels[1] <= 1
+    ):
+        raise CheckpointError(
+            f"{where}: 'slice_range' must be [low, high] in [0, 1] or null, got {levels!r}"
+        )
     names = meta.get("label_names", [])
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or (
         cfg.condition == "label" and len(names) != cfg.num_labels
@@ -182,6 +196,13 @@ def for_sampling(cfg: PriorConfig, meta: dict[str, Any], sampling: SampleConfig)
         if sampling.slice_pos is None:
             low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
             return torch.linspace(float(low), float(high), n)
+        low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
+        if not low <= sampling.slice_pos <= high:
+            warnings.warn(
+                f"--slice {sampling.slice_pos} lies outside the levels this prior was trained on "
+                f"({low:.2f} to {high:.2f}); its samples may be empty or not brain-like",
+                stacklevel=3,
+            )
         return torch.full((n,), float(sampling.slice_pos))
     return None
 

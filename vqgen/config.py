@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from vqgen.errors import CheckpointError, UsageError
 
+MIN_SIZE, MAX_SIZE = 8, 2048  # slice sides: MRI slices are 256 or 512 px, a few 1024
+MAX_SEED = 2**32 - 1  # the largest seed every generator vqgen uses takes
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
 PRIOR_KINDS = ("gated_pixelcnn",)  # vqgen.models.PRIORS builds each
@@ -38,6 +40,18 @@ def at_least(option: str, value: float, low: float) -> None:
         raise UsageError(f"{option} must be a finite number of at least {low}, got {value}")
 
 
+def slice_size(option: str, value: int) -> None:
+    """Refuse a slice side outside [MIN_SIZE, MAX_SIZE], naming its option."""
+    if not MIN_SIZE <= value <= MAX_SIZE:
+        raise UsageError(f"{option} must lie in [{MIN_SIZE}, {MAX_SIZE}], got {value}")
+
+
+def seed_value(option: str, value: int) -> None:
+    """Refuse a seed that numpy or torch cannot take, naming its option."""
+    if not 0 <= value <= MAX_SEED:
+        raise UsageError(f"{option} must be a whole number in [0, {MAX_SEED}], got {value}")
+
+
 def one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UsageError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
@@ -52,6 +66,10 @@ class DataConfig:
     size: int = 128  # slices are resized to size x size
     seed: int = 0  # seeds subject-level splits and the MNI152 virtual subjects
     strict: bool = False  # unreadable images are an error instead of a counted warning
+
+    def __post_init__(self) -> None:
+        slice_size("--size", self.size)
+        seed_value("--data-seed", self.seed)
 
 
 @dataclass
@@ -74,7 +92,7 @@ class VQVAEConfig:
     def __post_init__(self) -> None:
         if self.downsample not in (2, 4, 8):
             raise UsageError(f"--downsample must be 2, 4 or 8, got {self.downsample}")
-        positive("--size", self.size)
+        slice_size("--size", self.size)
         if self.size % self.downsample:
             raise UsageError(
                 f"--size {self.size} is not divisible by --downsample {self.downsample}"
@@ -208,6 +226,7 @@ class TrainConfig:
                 positive(option, value)
         positive("--batch-size", self.batch_size)
         positive("--lr", self.lr)
+        seed_value("--seed", self.seed)
         at_least("--workers", self.workers, 0)
         at_least("weight_decay", self.weight_decay, 0)
         at_least("warmup_steps", self.warmup_steps, 0)
@@ -255,6 +274,7 @@ class SampleConfig:
             at_least("--top-k", self.top_k, 1)
         if self.slice_pos is not None and not 0 <= self.slice_pos <= 1:
             raise UsageError(f"--slice must lie in [0, 1], got {self.slice_pos}")
+        seed_value("--seed", self.seed)
 
 
 EVAL_SPLITS = ("train", "validate", "test")  # vqgen.data.SPLITS, which config may not import
@@ -270,6 +290,7 @@ class EvalConfig:
     top_k: int | None = SampleConfig.top_k
     seed: int = 0  # seeds the samples, the C2ST, KID's subsets and the floor's train slices
     guidance: float = SampleConfig.guidance
+    data: str | None = None  # the dataset's place, where it moved after training
 
     def __post_init__(self) -> None:
         one_of("--split", self.split, EVAL_SPLITS)
@@ -281,6 +302,7 @@ class EvalConfig:
         if self.top_k is not None:
             at_least("--top-k", self.top_k, 1)
         at_least("--guidance", self.guidance, 0)
+        seed_value("--seed", self.seed)
 
     @property
     def sampling(self) -> SampleConfig:

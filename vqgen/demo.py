@@ -92,8 +92,9 @@ def run_demo(
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
         )
+    config.seed_value("--seed", seed)
     run = RunDir(run_dir)
-    with run.lock("demo"), run.replacing("vqvae", resume=False, overwrite=overwrite):
+    with run.lock("demo"), run.replacing("vqvae", False, overwrite, resumable=False):
         return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
-from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig, load_config
+from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig
 from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
-from vqgen.errors import UsageError
+from vqgen.errors import DataError, UsageError
 from vqgen.inference import (
     CodeSet,
     baselines_bits,
@@ -31,6 +33,7 @@ from vqgen.inference import (
     make_output_dir,
     mean_bits,
     nll_bits,
+    note,
     reconstruct,
     resolve_device,
     split_codes,
@@ -139,20 +142,41 @@ def evaluate(
         )
     run = RunDir(run_dir).check_exists()
     out = out or run.report
+    if cfg.split == "train":
+        warnings.warn(
+            "--split train scores the slices the run was trained on: reconstruction and NLL "
+            "flatter it, and the realism floor compares the train split with itself",
+            stacklevel=2,
+        )
     make_output_dir(out.parent, "--out")  # before the slow part
     with run.lock("evaluate"):
-        return _evaluate(run, cfg, out, resolve_device(device))
+        start = time.perf_counter()
+        report = _evaluate(run, cfg, out, resolve_device(device))
+        note(f"evaluate: scored in {time.perf_counter() - start:.0f} s")
+        return report
 
 
 def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Report:
     """Load the run, score it section by section, write report.json and report.md."""
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
-    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
+    data = checkpoint.run_data(run, vqvae_meta, cfg.data)
     prior, prior_meta = None, {}  # a run without a prior is scored on reconstruction only
     if run.has("prior"):  # loaded first: a bad prior fails before any output
         prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
+    else:
+        warnings.warn(
+            f"{run} has no prior ({run.meta('prior').name}): the report leaves out the prior's "
+            "NLL and samples; train one with `vqgen train-prior`",
+            stacklevel=2,
+        )
     dataset = load_data(data, cfg.split)
-    figures = run.figures
+    if len(dataset) < 2:  # one slice has no spread, no pairs and no median
+        raise DataError(
+            f"the {cfg.split} split of {data.source} holds {len(dataset)} slice; evaluate "
+            "needs at least 2: choose another --split or give the data more slices"
+        )
+    note(f"evaluate: scoring {len(dataset)} slices of the {cfg.split} split (takes minutes)")
+    figures = run.eval_figures(out)
     report: Report = {
         "run": str(run),
         "split": cfg.split,

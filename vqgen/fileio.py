@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,12 +131,20 @@ def trim_log(path: Path, last_step: int) -> None:
     steps after its last checkpoint, or torn its last line."""
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
+    kept, lines = [], path.read_text(errors="replace").splitlines()
+    torn = []  # lines that are not a JSON object: a torn last one is expected, others are not
+    for i, line in enumerate(lines):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", float("inf")) <= last_step:
+            record = None
+        if not isinstance(record, dict):
+            torn += [i] if i < len(lines) - 1 else []
+        elif record.get("step", float("inf")) <= last_step:
             kept.append(line + "\n")
+    if torn:
+        warnings.warn(
+            f"{path}: dropped {len(torn)} line(s) that are not JSON, first line {torn[0] + 1}",
+            stacklevel=3,
+        )
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))

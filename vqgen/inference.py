@@ -8,6 +8,8 @@ nor the training loop.
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vqgen import conditioning, fileio, metrics
+from vqgen import conditioning, distributed, fileio, metrics
 from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import load_data
 from vqgen.errors import UsageError
@@ -28,6 +31,7 @@ from vqgen.rundir import RunDir
 from vqgen.sampling import sample_levels
 
 LN2 = math.log(2)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 BATCH = 64  # images or code grids per forward pass when scoring a whole split
 
 
@@ -40,6 +44,12 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)
+
+
+def note(text: str) -> None:
+    """One line on stderr where a verb would otherwise be silent for long (rank 0 only)."""
+    if distributed.is_main():
+        stderr.print(text, markup=False)
 
 
 def make_output_dir(folder: Path, option: str) -> None:
@@ -132,9 +142,12 @@ def split_codes(
         levels = [t[k] for k in keys]
         return CodeSet(levels, t["labels"], t["positions"], tuple(meta["label_names"]))
     dataset = load_data(data, split)
+    start = time.perf_counter()
+    note(f"encoding the {split} split ({len(dataset)} slices) to code grids")
     codes = CodeSet(
         encode(vqvae, dataset.images), dataset.labels, dataset.positions, tuple(dataset.label_names)
     )
+    note(f"encoded the {split} split in {time.perf_counter() - start:.1f} s")
     tensors = dict(zip(keys, codes.levels, strict=True))
     tensors |= {"labels": codes.labels, "positions": codes.positions}
     meta = {
@@ -189,6 +202,12 @@ def draw(
     vqvae: VQVAE, prior: nn.Module, cond: Tensor | None, cfg: SampleConfig, device
 ) -> tuple[Tensor, list[Tensor]]:
     """`cfg.n` decoded samples in [0,1] (on the CPU) and each level's code grids, seeded."""
+    if cfg.top_k is not None and cfg.top_k >= prior.cfg.codebook_size:
+        warnings.warn(
+            f"--top-k {cfg.top_k} keeps all {prior.cfg.codebook_size} codes of this prior: "
+            "it changes nothing",
+            stacklevel=3,
+        )
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     codes = sample_levels(
         prior,

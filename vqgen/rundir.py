@@ -98,6 +98,13 @@ class RunDir:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    def eval_figures(self, report: Path) -> Path:
+        """Where `evaluate` draws the figures of a report written to `report`: the run's
+        figures/ for its own report.json, else a folder beside that report."""
+        if report.resolve() == self.report.resolve():
+            return self.figures
+        return report.with_name(f"{report.stem}-figures")
+
     @property
     def samples(self) -> Path:
         return self.root / "samples"
@@ -117,7 +124,7 @@ class RunDir:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"run directory {self} is a file, not a folder")
         if not self.root.is_dir():
-            raise UsageError(
+            raise dangling(self.root) or UsageError(
                 f"run directory {self} does not exist; run `vqgen train-vqvae --run {self}` first"
             )
         return self
@@ -127,10 +134,20 @@ class RunDir:
         return self.meta(stage).is_file()
 
     def missing(self, stage: str, last: bool = False) -> UsageError:
-        """The error for a stage the run does not hold, with the verb that makes it."""
+        """The error for a stage the run does not hold, with the command that makes it."""
+        name = self.meta(stage, last).name
+        if last:  # --resume
+            return UsageError(
+                f"--resume: {self} has no {stage} checkpoint to continue ({name} missing); "
+                "start without --resume"
+            )
+        if self.meta(stage, last=True).is_file():  # stopped before its first validation
+            return UsageError(
+                f"{self} has no finished {stage} ({name} missing): its training stopped before "
+                f"it first validated; continue it with `vqgen train-{stage} --run {self} --resume`"
+            )
         return UsageError(
-            f"{self} has no {stage} checkpoint ({self.meta(stage, last).name} missing); "
-            f"{TRAIN_HINTS[stage]}"
+            f"{self} has no {stage} checkpoint ({name} missing); {TRAIN_HINTS[stage]}"
         )
 
     @contextlib.contextmanager
@@ -139,55 +156,101 @@ class RunDir:
         with _lock(self, verb, enabled):
             yield
 
+    def made_from(self, stage: str) -> list[Path]:
+        """What the run holds that was made from `stage`'s model and no longer fits once that
+        model changes: for the VQ-VAE, the prior and the code grids."""
+        made = [*self.stage_files("prior"), self.codes_dir] if stage == "vqvae" else []
+        return [p for p in made if p.exists()]
+
     @contextlib.contextmanager
-    def training(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    def training(
+        self, stage: str, resume: bool, overwrite: bool, trains: bool = True
+    ) -> Iterator[None]:
         """While a stage trains into the run: rank 0 holds the lock and replaces what the run
         holds only as `replacing` allows, and the other ranks wait for it before they read
         the run."""
         main = distributed.is_main()
-        replacing = self.replacing(stage, resume, overwrite) if main else contextlib.nullcontext()
+        replacing = (
+            self.replacing(stage, resume, overwrite, trains) if main else contextlib.nullcontext()
+        )
         with _lock(self, f"train-{stage}", enabled=main), replacing:
             distributed.barrier()
             yield
 
     @contextlib.contextmanager
-    def replacing(self, stage: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    def replacing(
+        self,
+        stage: str,
+        resume: bool,
+        overwrite: bool,
+        trains: bool = True,
+        resumable: bool = True,
+    ) -> Iterator[None]:
         """Refuse to train a stage into a run that already holds one, unless the user said
         which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior
-        and code grids made from it, which no longer fit).
+        and code grids made from it, which no longer fit). A --resume that `trains` (has steps
+        left) changes the VQ-VAE under its prior too, so it needs --overwrite as well. A verb
+        that has no --resume is not `resumable`, and its refusal does not advise one.
 
         What --overwrite replaces is set aside in RUN/.replaced, not deleted, until the new
         training has saved a checkpoint: a command that fails before that (a bad option, data
-        it cannot use, a first step that diverges, Ctrl-C) puts it all back.
+        it cannot use, a first step that diverges, Ctrl-C), or saves nothing, puts it all back.
         """
-        existing = [p for p in self.stage_files(stage) if p.exists()]
-        if resume or not existing:
+        old = self._replaced(stage, resume, overwrite, trains, resumable)
+        if not old:
             yield
             return
-        if not overwrite:
-            raise UsageError(
-                f"{self} already holds a {stage} ({existing[0].name}); continue it with "
-                "--resume or replace it with --overwrite"
-            )
-        old = existing
-        if stage == "vqvae":
-            old += [p for p in [*self.stage_files("prior"), self.codes_dir] if p.exists()]
-        aside = self.root / REPLACED_NAME
+        aside, last = self.root / REPLACED_NAME, self.meta(stage, last=True)
         shutil.rmtree(aside, ignore_errors=True)
         aside.mkdir()
+        before = _stamp(last)  # the last checkpoint's inode: a new save renames a new file in
         for p in old:
             os.replace(p, aside / p.name)
         try:
             yield
-        except BaseException:
-            if not self.meta(stage, last=True).exists():  # nothing new was saved: put it back
-                for p in old:  # over the new metrics log, if it began one
-                    os.replace(aside / p.name, p)
-            raise
         finally:
+            saved = _stamp(last) not in (None, before)
+            if not saved:  # put it all back, over the new metrics log if it began one
+                for p in old:
+                    os.replace(aside / p.name, p)
             shutil.rmtree(aside, ignore_errors=True)
-        removed = ", ".join(sorted(p.name for p in old))
-        warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
+        if saved:
+            removed = ", ".join(sorted(p.name for p in old))
+            warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
+
+    def _replaced(
+        self, stage: str, resume: bool, overwrite: bool, trains: bool, resumable: bool
+    ) -> list[Path]:
+        """What training `stage` replaces, refusing where the user did not say --overwrite."""
+        made_from = self.made_from(stage) if trains else []
+        if resume:
+            if made_from and not overwrite:
+                names = ", ".join(sorted(p.name for p in made_from))
+                raise UsageError(
+                    f"{self} holds {made_from[0].name}, made from its {stage}, which --resume "
+                    f"would change under it; add --overwrite to remove {names} once the "
+                    f"{stage} has saved, or resume a copy of the run"
+                )
+            return made_from
+        existing = [p for p in self.stage_files(stage) if p.exists()]
+        if existing in ([], [self.metrics_log(stage)]):  # a log alone: it never saved a step
+            return []
+        if not overwrite:
+            advice = "continue it with --resume or " if resumable else ""
+            raise UsageError(
+                f"{self} already holds a {stage} ({existing[0].name}); {advice}"
+                "replace it with --overwrite"
+            )
+        return existing + made_from
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (device and inode), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:
@@ -229,12 +292,12 @@ def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run {run_dir} is a file, not a folder; choose another --run")
-    path = run.lock_file
+    created = not run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
     except OSError as err:
-        raise path_error(run_dir, err) from None
+        raise dangling(run_dir) or path_error(run_dir, err) from None
+    fd = _open_lock(run)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -258,3 +321,32 @@ def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
         del _held[key]
         os.ftruncate(fd, 0)  # released cleanly: nothing stale for the next holder
         os.close(fd)
+        if created and os.listdir(run_dir) == [LOCK_NAME]:  # a command that failed first
+            run.lock_file.unlink()
+            run_dir.rmdir()
+
+
+def _open_lock(run: RunDir) -> int:
+    """Open or create the lock file, never through a link: a link would have vqgen truncate
+    its target and show its content as the holder."""
+    path = run.lock_file
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~UMASK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            why = "a symbolic link, which vqgen never follows"
+        elif err.errno == errno.EISDIR:
+            why = "a folder, where vqgen keeps its lock file"
+        else:
+            raise path_error(run.root, err) from None
+        raise UsageError(f"{path} is {why}; remove it") from None
+
+
+def dangling(path: Path) -> UsageError | None:
+    """The error for a `path` that is a link to nothing, if it is one."""
+    if path.is_symlink() and not path.exists():
+        return UsageError(
+            f"--run {path} is a link to {os.readlink(path)}, which does not exist; "
+            "create that folder or choose another --run"
+        )
+    return None

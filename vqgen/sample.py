@@ -43,10 +43,13 @@ def sample(
     replacing the samples an earlier `sample` left there, and only those: the files whose
     digests its manifest lists (in run/samples, every sample_NNNN.png and grid.png is
     vqgen's). A file it would write over that vqgen did not write is refused before any
-    work."""
+    work. It holds the run's lock only to write into the run: a run on a read-only disk is
+    sampled into a folder elsewhere."""
     run = RunDir(run_dir).check_exists()
-    with run.lock("sample"):
-        return _sample(run, cfg, out_dir or run.samples, resolve_device(device))
+    out_dir = out_dir or run.samples
+    into_run = out_dir.resolve().is_relative_to(run.root.resolve())
+    with run.lock("sample", enabled=into_run):
+        return _sample(run, cfg, out_dir, resolve_device(device))
 
 
 def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:

@@ -4,8 +4,10 @@ and the plan: the steps a run takes, which a time budget may cut.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler
@@ -55,6 +57,25 @@ def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     if cfg.max_steps is not None:
         limits.append(cfg.max_steps)
     return min(limits)
+
+
+def resume_settings(stored: TrainConfig, state: dict[str, Any], **given: Any) -> TrainConfig:
+    """The settings a run continues with: its own `stored` ones with the `given` device,
+    workers and time budget. A run limited by time alone continues to the steps its budget
+    fitted (its train state's `state`), which become its --max-steps: it ends without a new
+    --max-minutes."""
+    if stored.epochs is None and stored.max_steps is None:
+        fitted = state.get("fitted")
+        given["max_steps"] = fitted if fitted is not None else state["total"]
+    return dataclasses.replace(stored, **given)
+
+
+def steps_left(cfg: TrainConfig, state: dict[str, Any]) -> bool:
+    """Whether a run stopped where its train state's `state` says has steps left under its
+    settings `cfg` (those of `resume_settings`): the end `Plan` continues to."""
+    if cfg.epochs is not None and state["epoch"] >= cfg.epochs:
+        return False
+    return cfg.max_steps is None or state["step"] < cfg.max_steps
 
 
 class TimeBudget:

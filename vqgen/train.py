@@ -30,7 +30,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,7 +44,7 @@ from vqgen import checkpoint, distributed, fileio
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.rundir import RunDir
-from vqgen.schedule import Plan, epoch_batches, learning_rate
+from vqgen.schedule import Plan, epoch_batches, learning_rate, resume_settings, steps_left
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
@@ -185,7 +185,14 @@ def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     """The run's own training settings; only the device, workers and time budget are new."""
     stored = checkpoint.read_meta(run, stage, last=True).get("train")
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
-    return replace(stored, device=cfg.device, workers=cfg.workers, max_minutes=cfg.max_minutes)
+    state = checkpoint.train_state_info(run, stage)
+    given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
+    return resume_settings(stored, state, **given)
+
+
+def resume_trains(stage: str, cfg: TrainConfig, run: RunDir) -> bool:
+    """Whether --resume has steps left to train, and so changes the stage's weights."""
+    return steps_left(resumed_config(stage, cfg, run), checkpoint.train_state_info(run, stage))
 
 
 def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[Batch]:
@@ -409,6 +416,13 @@ class Checkpointer:
         self.saved_step = state.step
 
 
+def clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class Reporter:
     """What a person sees and what the run logs: a progress bar with smoothed scalars (or, into
     a log file, plain lines), a line per validation, and metrics-<stage>.jsonl (a line every
@@ -423,6 +437,7 @@ class Reporter:
         self.running: dict[str, float] = {}  # smoothed scalars for display
         self.history: list[dict[str, float]] = []  # one record per validation
         self.tick, self.seen = time.perf_counter(), 0
+        self.began, self.first_step = self.tick, 0  # from `live`
 
     def begin(self, resumed_at: int | None) -> None:
         """A fresh run starts a fresh log; a resumed one keeps its lines up to `resumed_at`."""
@@ -434,9 +449,17 @@ class Reporter:
             fileio.trim_log(self.log, resumed_at)
 
     def live(self, total: int, step: int) -> Progress:
-        """The progress bar, to hold open while training."""
+        """The progress bar, to hold open while training; the clock of the log's elapsed time
+        and ETA starts here."""
         self.progress.update(self.task, total=total, completed=step)
+        self.began, self.first_step = time.perf_counter(), step
         return self.progress
+
+    def timing(self, step: int, total: int) -> str:
+        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace."""
+        elapsed = time.perf_counter() - self.began
+        left = elapsed / max(step - self.first_step, 1) * (total - step)
+        return f"{clock(elapsed)} elapsed, ETA {clock(left)}"
 
     def start_epoch(self) -> None:
         self.tick, self.seen = time.perf_counter(), 0
@@ -448,14 +471,14 @@ class Reporter:
             self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
         rate = self.seen / max(time.perf_counter() - self.tick, 1e-9)
         stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
-        self.progress.update(
-            self.task, completed=state.step, total=total, stats=f"{stats}  {rate:.0f}/s"
-        )
+        stats += f"  {rate:.0f} slices/s"
+        self.progress.update(self.task, completed=state.step, total=total, stats=stats)
         if self.main and state.step % self.log_every == 0:
             record = {"step": state.step, "epoch": state.epoch, **scalars}
             fileio.append_jsonl(self.log, record)
             if self.plain:
-                console.print(f"{self.stage} {state.where(total)}  {stats}  {rate:.0f}/s")
+                timing = self.timing(state.step, total)
+                console.print(f"{self.stage} {state.where(total)}  {stats}  {timing}")
 
     def log_epoch(self, state: LoopState, metrics: dict[str, float]) -> None:
         record = {"step": state.step, "epoch": state.epoch}

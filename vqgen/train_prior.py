@@ -10,6 +10,7 @@ VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate spli
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from vqgen.inference import (
     level_keys,
     mean_bits,
     nll_bits,
+    note,
     read_codes,
     resolve_device,
     split_codes,
@@ -89,18 +91,22 @@ def training_codes(
     else:
         train = load_data(data, "train")
         subjects = len(set(train.subjects))
-        sets = []
+        announce_copies(copies, len(train), vqvae.cfg.grid)
+        sets = []  # each copy encoded as it is made: one copy's images in memory at a time
         for copy in range(copies):
             if data.kind == "mni152":
                 fresh = mni152.fresh_train_subjects(subjects, copy * subjects, data.size, data.seed)
-                sets.append((fresh.images, fresh.labels, fresh.positions))
+                sets.append((encode(vqvae, fresh.images), fresh.labels, fresh.positions))
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
-                sets.append((images, train.labels, train.positions))
-        encoded = [encode(vqvae, images) for images, _, _ in sets]  # per copy, per level
+                sets.append((encode(vqvae, images), train.labels, train.positions))
+            if (copy + 1) % max(copies // 10, 1) == 0:
+                note(f"--augment: encoded {copy + 1} of {copies} copies of the train split")
         extra = {
             key: torch.cat(level)
-            for key, level in zip(keys, zip(*encoded, strict=True), strict=True)
+            for key, level in zip(
+                keys, zip(*[grids for grids, _, _ in sets], strict=True), strict=True
+            )
         }
         extra["labels"] = torch.cat([labels for _, labels, _ in sets])
         extra["positions"] = torch.cat([positions for _, _, positions in sets])
@@ -114,6 +120,18 @@ def training_codes(
     )
 
 
+def announce_copies(copies: int, slices: int, grid: int) -> None:
+    """Say what --augment is about to make; warn when its code grids take gigabytes."""
+    size = copies * slices * grid * grid * 2 / 1e9  # int16 codes
+    if size >= 1:
+        warnings.warn(
+            f"--augment {copies}: {copies * slices} more code grids, {size:.1f} GB in memory "
+            "and in run/codes",
+            stacklevel=3,
+        )
+    note(f"--augment: making and encoding {copies} copies of the train split ({slices} slices)")
+
+
 def resumed_prior_config(run: RunDir, vqvae_hash: str) -> tuple[PriorConfig, PriorConfig | None]:
     """The interrupted prior's configs (bottom or only level, top level), refusing one trained
     on another VQ-VAE's codes."""
@@ -121,7 +139,8 @@ def resumed_prior_config(run: RunDir, vqvae_hash: str) -> tuple[PriorConfig, Pri
     path = run.meta("prior", last=True)
     if meta.get("vqvae_sha256") != vqvae_hash:
         raise CheckpointError(
-            f"{path} was trained on codes of another VQ-VAE; train the prior again without --resume"
+            f"{path} was trained on codes of another VQ-VAE and cannot be continued; "
+            "train it anew with --overwrite"
         )
     return checkpoint.prior_configs(meta, path)
 
@@ -177,11 +196,12 @@ def _train(
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
     data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
     vqvae_hash = fileio.sha256(run.weights("vqvae"))
+    resumed = resumed_prior_config(run, vqvae_hash) if resume else None  # before any work
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
         split_train = split_codes(run, "train", vqvae, data, vqvae_hash)
         val_codes = split_codes(run, "validate", vqvae, data, vqvae_hash)
-    if resume:
-        cfg, top_cfg = resumed_prior_config(run, vqvae_hash)
+    if resumed is not None:
+        cfg, top_cfg = resumed
     else:
         cfg, top_cfg = level_configs(prior, vqvae.cfg, len(split_train.label_names))
     conditioning.check_data(cfg.condition, split_train.labels, split_train.positions, data.source)

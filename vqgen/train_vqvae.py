@@ -11,6 +11,7 @@ The test split is never read here.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,13 @@ import torch
 
 from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, load_config, to_dict
-from vqgen.data import SliceDataset, detect_kind, load_data
+from vqgen.data import SliceDataset, load_data, resolve
 from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
 from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
-from vqgen.train import Stage, fit
+from vqgen.train import Stage, fit, resume_trains
 
 FIGURE_SLICES = 8  # fixed validation slices shown in the reconstruction figure
 
@@ -83,7 +84,7 @@ def write_figures(model: VQVAE, val_set: SliceDataset, run: RunDir) -> None:
 
 def resolve_data(data: DataConfig) -> DataConfig:
     """Fix the dataset kind and make a path absolute, so later verbs find the same data."""
-    kind = detect_kind(data.source) if data.kind == "auto" else data.kind
+    kind = resolve(data.source, data.kind)[0]  # a --data that does not fit --kind fails here
     source = data.source if kind == "mni152" else str(Path(data.source).expanduser().resolve())
     return DataConfig(source=source, kind=kind, size=data.size, seed=data.seed, strict=data.strict)
 
@@ -98,6 +99,15 @@ def configs(
         data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
         return data, *checkpoint.vqvae_configs(meta, where)
     data = resolve_data(data)
+    defaults = VQLossConfig()
+    if not loss.adversarial and (loss.disc_weight, loss.disc_start) != (
+        defaults.disc_weight,
+        defaults.disc_start,
+    ):
+        warnings.warn(
+            "--disc-weight and --disc-start act only with --adversarial; ignoring them",
+            stacklevel=3,
+        )
     if data.size != model_cfg.size:
         raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
     return data, model_cfg, loss
@@ -119,7 +129,8 @@ def train_vqvae(
     device = distributed.init(resolve_device(train.device))
     # a bad --data fails first
     data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume)
-    with run.training("vqvae", resume, overwrite):
+    trains = not resume or resume_trains("vqvae", train, run)  # else the VQ-VAE stays as it is
+    with run.training("vqvae", resume, overwrite, trains):
         return _train(data, model_cfg, VQLoss(loss), train, run, device, resume)
 
 

@@ -12,9 +12,10 @@ verb, which summarises a dataset, is `describe.py`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from vqgen.config import DataConfig
+from vqgen.config import DataConfig, slice_size
 from vqgen.data import adni, folder, mni152, nifti, oasis
 from vqgen.data.dataset import (
     SPLITS,
@@ -45,7 +46,6 @@ __all__ = [
 SOURCES = {"oasis": oasis, "adni": adni, "nifti": nifti, "folder": folder, "mni152": mni152}
 DETECT_ORDER = ("oasis", "adni", "nifti", "folder")  # most specific layout first
 KINDS = ("auto", *SOURCES)
-MIN_SIZE = 8
 
 
 def _layouts() -> str:
@@ -63,6 +63,8 @@ def resolve(source: str | Path, kind: str = "auto") -> tuple[str, Path | None]:
         return "mni152", None
     if kind == "mni152":
         raise UsageError(f"--kind mni152 takes the source name 'mni152', got '{source}'")
+    if str(source) == "mni152" and not Path(source).exists():
+        raise UsageError(f"--kind {kind} needs --data, the dataset's folder")
     path = Path(source).expanduser()
     if not path.exists():
         raise UsageError(f"data path '{path}' does not exist")
@@ -96,8 +98,7 @@ def load_split(
     """
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
-    if size < MIN_SIZE:
-        raise UsageError(f"--size must be at least {MIN_SIZE}, got {size}")
+    slice_size("--size", size)
     name, root = resolve(source, kind)
     module = SOURCES[name]
     key = cache_key(
@@ -116,6 +117,9 @@ def load_split(
     )
     if len(dataset) == 0:
         raise DataError(f"split '{split}' is empty: no readable slices in {root or name}")
+    if dataset.pixels.max() == 0:  # nothing to learn; SSIM and PSNR are undefined on it
+        where = root or name
+        warnings.warn(f"every slice of the {split} split of {where} is black", DataWarning, 2)
     return dataset
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from vqgen import plots
 from vqgen.config import DataConfig
 from vqgen.data import SPLITS, SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
+from vqgen.rundir import path_error
 
 PREVIEW_PER_SPLIT = 8
 
@@ -31,11 +33,18 @@ def label_counts(dataset: SliceDataset) -> str:
 
 
 def check_preview(preview: Path) -> None:
-    """A preview file vqgen can write: not a folder, in a folder that exists."""
+    """A preview file vqgen can write: not a folder, in a folder that exists and takes files
+    (tried before any slice is loaded)."""
     if preview.is_dir():
         raise UsageError(f"--preview {preview} is a folder; name a PNG file, e.g. {preview}/x.png")
+    if preview.parent.exists() and not preview.parent.is_dir():
+        raise UsageError(f"--preview {preview}: {preview.parent} is a file, not a folder")
     if not preview.parent.is_dir():
         raise UsageError(f"--preview {preview}: the folder {preview.parent} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=preview.parent).close()
+    except OSError as err:
+        raise path_error(preview, err, "--preview") from None
 
 
 def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSummary:

@@ -26,7 +26,13 @@ from vqgen.errors import DataError
 
 LAYOUT = "keras_png_slices_{train,validate,test}/case_XXX_slice_Y.nii.png (OASIS)"
 FOLDERS = {split: f"keras_png_slices_{split}" for split in SPLITS}
+MASK_PREFIX = "keras_png_slices_seg"
 NAME = re.compile(r"(case_\d+)_slice_(\d+)\.nii\.png")
+
+
+def is_mask(path: Path) -> bool:
+    """Whether an image file lies in a keras_png_slices_seg_* folder: a mask, not a slice."""
+    return any(part.startswith(MASK_PREFIX) for part in path.parent.parts)
 
 
 def _is_root(path: Path) -> bool:
@@ -61,9 +67,10 @@ def _warn_shared_subjects(root: Path, split: str, subjects: set[str]) -> None:
     """Subjects in two splits make validation and test scores optimistic; say so."""
     for other in SPLITS:
         shared = subjects & _subjects(root / FOLDERS[other]) if other != split else set()
-        if shared:
+        if shared:  # one text for the pair, whichever split is loaded: it is shown once
+            pair = " and ".join(s for s in SPLITS if s in (split, other))
             warnings.warn(
-                f"{len(shared)} subject(s) of the OASIS {split} split are also in {other}, "
+                f"{len(shared)} subject(s) are in both the OASIS {pair} splits, "
                 f"first: {min(shared)} ({root})",
                 DataWarning,
                 3,
