@@ -47,8 +47,7 @@ def render_markdown(report: Report) -> str:
             "",
             "## Prior",
             "",
-            f"NLL {p['nll_bits']:.3f} bits/code{level_text(p)} (uniform "
-            f"{p['uniform_bits']:.2f}, unigram {p['unigram_bits']:.2f}); "
+            f"NLL {p['nll_bits']:.3f} bits/code{level_text(p)} ({baselines_text(p)}); "
             f"condition: {p['condition']}.",
         ]
     if "samples" in report:
@@ -90,6 +89,11 @@ def sampling_text(samples: SamplesSection) -> str:
     text += "" if samples["top_k"] is None else f", top-k {samples['top_k']}"
     guidance = samples.get("guidance", 1.0)  # reports before guidance have none
     return text + ("" if guidance == 1 else f", guidance {guidance:g}")
+
+
+def baselines_text(prior: PriorSection) -> str:
+    """'uniform 7.00, unigram 6.12': what a prior that learned nothing pays per code."""
+    return f"uniform {prior['uniform_bits']:.2f}, unigram {prior['unigram_bits']:.2f}"
 
 
 def level_text(prior: PriorSection) -> str:
@@ -144,8 +148,7 @@ def report_table(report: Report) -> Table:
         p = report["prior"]
         table.add_row(
             "prior NLL (bits/code)",
-            f"{p['nll_bits']:.3f}{level_text(p)}  (uniform {p['uniform_bits']:.2f}, "
-            f"unigram {p['unigram_bits']:.2f})",
+            f"{p['nll_bits']:.3f}{level_text(p)}  ({baselines_text(p)})",
         )
     if "samples" in report:
         s = report["samples"]
