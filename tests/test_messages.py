@@ -250,3 +250,32 @@ def test_running_out_of_memory_is_one_line(capsys, monkeypatch) -> None:
     monkeypatch.setattr(vqgen.data.describe, "load_data", too_big)
     code, _, err = run_cli(capsys, "data", "mni152")
     assert_one_line_error(code, err, 1, "out of memory", "--size")
+
+
+def test_undefined_figures_show_as_a_dash_not_nan() -> None:
+    """All-black slices have no brain (brain SSIM undefined) and exact reconstructions (PSNR
+    undefined): the report says '-' where report.json holds null or NaN."""
+    from rich.console import Console
+
+    from vqgen.report_text import render_markdown, report_table
+
+    summary = {"mean": 1.0, "std": 0.0, "min": 1.0, "p5": 1.0, "frac_ge_0.6": 1.0}
+    report = {
+        "run": "r",
+        "split": "test",
+        "data": "black",
+        "kind": "folder",
+        "images": 2,
+        "reconstruction": {
+            "ssim": summary,
+            "brain_ssim_mean": float("nan"),
+            "psnr_mean": None,
+            "mse_mean": 0.0,
+            "codebook": {"fraction_used": 0.1, "perplexity": 1.0},
+        },
+        "realism": {"skipped": "too few slices"},
+    }
+    console = Console(width=100, record=True)
+    console.print(report_table(report))
+    for text in (render_markdown(report), console.export_text()):
+        assert "nan" not in text.lower() and "None" not in text

@@ -5,6 +5,7 @@ nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from rich.markup import escape
@@ -36,7 +37,8 @@ def render_markdown(report: Report) -> str:
         "|---|---|---|---|---|---|---|---|",
         f"| {rec['ssim']['mean']:.3f} | {rec['ssim']['std']:.3f} | {rec['ssim']['min']:.3f} | "
         f"{rec['ssim']['p5']:.3f} | {rec['ssim']['frac_ge_0.6']:.0%} | "
-        f"{rec['brain_ssim_mean']:.3f} | {rec['psnr_mean']:.2f} | {rec['mse_mean']:.5f} |",
+        f"{known(rec['brain_ssim_mean'], '.3f')} | {known(rec['psnr_mean'], '.2f')} | "
+        f"{rec['mse_mean']:.5f} |",
         "",
         f"Codebook: {rec['codebook']['fraction_used']:.0%} of codes used, "
         f"perplexity {rec['codebook']['perplexity']:.1f}.",
@@ -91,6 +93,12 @@ def sampling_text(samples: SamplesSection) -> str:
     return text + ("" if guidance == 1 else f", guidance {guidance:g}")
 
 
+def known(value: float | None, spec: str) -> str:
+    """`value` formatted, or "-" where it is undefined: no brain in any slice (brain SSIM),
+    every reconstruction exact (PSNR)."""
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
 def baselines_text(prior: PriorSection) -> str:
     """'uniform 7.00, unigram 6.12': what a prior that learned nothing pays per code."""
     return f"uniform {prior['uniform_bits']:.2f}, unigram {prior['unigram_bits']:.2f}"
@@ -138,8 +146,8 @@ def report_table(report: Report) -> Table:
     table.add_row(
         "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
     )
-    table.add_row("brain-region SSIM", f"{rec['brain_ssim_mean']:.3f}")
-    table.add_row("PSNR (dB)", f"{rec['psnr_mean']:.2f}")
+    table.add_row("brain-region SSIM", known(rec["brain_ssim_mean"], ".3f"))
+    table.add_row("PSNR (dB)", known(rec["psnr_mean"], ".2f"))
     table.add_row(
         "codes used / perplexity",
         f"{rec['codebook']['fraction_used']:.0%} / {rec['codebook']['perplexity']:.1f}",
