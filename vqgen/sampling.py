@@ -12,8 +12,12 @@ Both draw randomness the same way: Gumbel-max with (n, K) noise per position in 
 so float differences of ~1e-6 between the two paths almost never change a code.
 
     prior.eval()
-    codes = sample_codes(prior, 16, temperature=1.0, generator=torch.Generator().manual_seed(0))
-    images = vqvae.decode_codes(codes)
+    codes = sample_levels(prior, 16, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    images = vqvae.decode_codes(codes)  # codes: each level's grids, coarse first
+
+`sample_levels` draws a two-level prior's top grid, then its bottom grid told the top codes.
+With `guidance` S != 1 every sampler runs the conditioned rows and the same rows with their
+condition hidden in one batch and draws from uncond + S (cond - uncond) (`rows_for`).
 """
 
 from __future__ import annotations

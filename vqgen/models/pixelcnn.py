@@ -18,6 +18,11 @@ a 1x1 convolution to the vertical and horizontal gate pre-activations. It does n
 codes, so causality is untouched; it lets the prior place background and brain on the grid,
 which a translation-equivariant stack cannot.
 
+A bottom prior of two code levels (PriorConfig.top_grid) is told the top codes the same way:
+their map on the bottom grid (vqgen.conditioning.TopCodesEmbedding) is projected per layer by
+a 1x1 convolution into both gates. Every top code is known before the bottom grid is drawn, so
+this keeps the prior causal in the bottom codes.
+
 With PriorConfig.attention, one causal self-attention layer follows the last gated block
 (PixelSNAIL, Chen et al. 2018; VQ-VAE-2, Razavi et al. 2019): the gated stacks see only a few
 rows up and across, the attention layer sees every earlier position, for coherence across the
