@@ -74,6 +74,7 @@ def test_sample_matches_the_cli(capsys, trained_run: Path):
 
 def test_sample_takes_the_cli_conditions(trained_run: Path):
     run = vqgen.load_run(trained_run, device="cpu")
+    assert "prior='label'" in repr(run)
     assert run.sample(2, label="AD", seed=1).shape == (2, 1, 32, 32)
     with pytest.raises(UsageError, match="--label XX is unknown"):
         run.sample(2, label="XX")
@@ -85,7 +86,7 @@ def test_sample_takes_the_cli_conditions(trained_run: Path):
 
 def test_a_run_without_a_prior_refuses_to_sample(two_level_template: Path):
     run = vqgen.load_run(two_level_template, device="cpu")
-    assert run.prior is None
+    assert run.prior is None and "prior=None" in repr(run)
     with pytest.raises(UsageError) as err:
         run.sample(2)
     assert "\n" not in str(err.value) and "vqgen train-prior" in str(err.value)

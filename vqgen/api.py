@@ -61,7 +61,7 @@ def load_data(
     return load_split_data(cfg, split)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # models compare and print poorly: see __repr__
 class Run:
     """A trained run: its VQ-VAE, its prior (None until `vqgen train-prior`), their metadata,
     the run directory and the device they live on. Make one with `load_run`."""
@@ -72,6 +72,13 @@ class Run:
     vqvae_meta: dict[str, Any]
     prior: nn.Module | None
     prior_meta: dict[str, Any] | None
+
+    def __repr__(self) -> str:
+        prior = None if self.prior is None else self.prior.cfg.condition  # or "none": unconditional
+        return (
+            f"Run('{self.run_dir}', size={self.size}, levels={self.levels}, "
+            f"prior={prior!r}, device='{self.device}')"
+        )
 
     @property
     def size(self) -> int:
