@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, fileio, metrics, plots, realism
+from vqgen.api import load_run
 from vqgen.config import EVAL_SPLITS, DataConfig, EvalConfig, SampleConfig
 from vqgen.data import SPLITS, SliceDataset, load_data, load_reference
 from vqgen.errors import DataError, UsageError
@@ -158,12 +159,10 @@ def evaluate(
 
 def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Report:
     """Load the run, score it section by section, write report.json and report.md."""
-    vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
-    data = checkpoint.run_data(run, vqvae_meta, cfg.data)
-    prior, prior_meta = None, {}  # a run without a prior is scored on reconstruction only
-    if run.has("prior"):  # loaded first: a bad prior fails before any output
-        prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
-    else:
+    model = load_run(run.root, dev.type)  # a bad prior fails here, before any output
+    vqvae, prior, prior_meta = model.vqvae, model.prior, model.prior_meta or {}
+    data = checkpoint.run_data(run, model.vqvae_meta, cfg.data)
+    if prior is None:  # a run without a prior is scored on reconstruction only
         warnings.warn(
             f"{run} has no prior ({run.meta('prior').name}): the report leaves out the prior's "
             "NLL and samples; train one with `vqgen train-prior`",

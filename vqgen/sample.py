@@ -2,7 +2,8 @@
 
     result = sample(Path("run"), SampleConfig(n=16, temperature=1.0, seed=0))
 
-The algorithm that draws the codes is vqgen.sampling.
+It draws through vqgen.api's `Run`, as `run.sample(...)` does from Python; the algorithm that
+draws the codes is vqgen.sampling.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqgen import checkpoint, fileio, plots
-from vqgen.conditioning import for_sampling
+from vqgen import fileio, plots
+from vqgen.api import load_run
 from vqgen.config import SampleConfig
 from vqgen.errors import UsageError
-from vqgen.inference import draw, make_output_dir, resolve_device, write_png
+from vqgen.inference import make_output_dir, resolve_device, write_png
 from vqgen.rundir import RunDir
 
 SAMPLE_GLOB = "sample_[0-9][0-9][0-9][0-9].png"  # the names `sample` writes
@@ -53,14 +54,13 @@ def sample(
 
 
 def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) -> SampleResult:
-    vqvae, _ = checkpoint.load_vqvae(run, dev)
-    prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
-    cond = for_sampling(prior.cfg, prior_meta, cfg)
+    model = load_run(run.root, dev.type)
+    cond = model.condition(cfg)  # refuses a bad --label or --slice before any output
     make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
     paths = [out_dir / f"sample_{i:04d}.png" for i in range(cfg.n)]
     earlier = earlier_samples(out_dir, out_dir == run.samples, [*paths, out_dir / GRID_NAME])
     start = time.perf_counter()
-    images, codes = draw(vqvae, prior, cond, cfg, dev)
+    images, codes = model.draw(cfg, cond)
     seconds = time.perf_counter() - start
     for path in earlier:
         path.unlink(missing_ok=True)

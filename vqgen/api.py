@@ -1,0 +1,218 @@
+"""The Python API: a trained run as an object, and the datasets, for use from code.
+
+    run = vqgen.load_run("checkpoints/oasis")
+    x = run.data("test").images[:8]          # (8, 1, S, S) float in [0, 1]
+    codes = run.encode(x)                     # each level's (8, h, w) long grids, coarse first
+    y = run.decode(codes)                     # == run.reconstruct(x)
+    s = run.sample(16, temperature=0.9, seed=1)
+
+Images go in and come out as float tensors in [0, 1] shaped (N, 1, S, S), S the run's size;
+outputs are on the CPU. The verbs call the same code: `vqgen sample` draws through `Run.draw`,
+so the same seed gives the same slices here and there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vqgen import checkpoint, conditioning, inference
+from vqgen.config import EVAL_SAMPLES, DataConfig, EvalConfig, SampleConfig
+from vqgen.data import SliceDataset
+from vqgen.data import load_data as load_split_data
+from vqgen.errors import UsageError
+from vqgen.models.vqvae import VQVAE
+from vqgen.rundir import RunDir
+
+
+def load_run(path: str | Path, device: str = "auto") -> Run:
+    """Load a trained run directory: its VQ-VAE, and its prior where it has one.
+
+    `device` is auto, cpu or cuda. A prior that does not fit the VQ-VAE is refused here, as
+    `vqgen sample` and `vqgen evaluate` refuse it."""
+    run = RunDir(Path(path)).check_exists()
+    dev = inference.resolve_device(device)
+    vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
+    prior, prior_meta = None, None
+    if run.has("prior"):
+        prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
+    return Run(run, dev, vqvae, vqvae_meta, prior, prior_meta)
+
+
+def load_data(
+    source: str | Path = "mni152",
+    split: str = "train",
+    *,
+    size: int = 128,
+    kind: str = "auto",
+    seed: int = 0,
+) -> SliceDataset:
+    """One split of a dataset as the CLI reads it: `.images` is (N, 1, size, size) float in
+    [0, 1], beside `.labels`, `.positions` and `.subjects`.
+
+    `source` is a dataset folder (OASIS, ADNI, NIfTI or a folder of images; `kind` names the
+    layout when auto-detection is not wanted) or "mni152", the embedded template. `seed`
+    drives the subject-level splits of sources without given folders."""
+    cfg = DataConfig(source=str(source), kind=kind, size=size, seed=seed)
+    return load_split_data(cfg, split)
+
+
+@dataclass(eq=False, repr=False)  # models compare and print poorly: see __repr__
+class Run:
+    """A trained run: its VQ-VAE, its prior (None until `vqgen train-prior`), their metadata,
+    the run directory and the device they live on. Make one with `load_run`."""
+
+    run_dir: RunDir
+    device: torch.device
+    vqvae: VQVAE
+    vqvae_meta: dict[str, Any]
+    prior: nn.Module | None
+    prior_meta: dict[str, Any] | None
+
+    def __repr__(self) -> str:
+        prior = None if self.prior is None else self.prior.cfg.condition  # or "none": unconditional
+        return (
+            f"Run('{self.run_dir}', size={self.size}, levels={self.levels}, "
+            f"prior={prior!r}, device='{self.device}')"
+        )
+
+    @property
+    def size(self) -> int:
+        """The side S of the (N, 1, S, S) slices this run reads and writes."""
+        return self.vqvae.cfg.size
+
+    @property
+    def levels(self) -> int:
+        """How many code levels the VQ-VAE has: 1, or 2 (top and bottom)."""
+        return self.vqvae.cfg.levels
+
+    def data(self, split: str = "test") -> SliceDataset:
+        """A split of the dataset this run was trained on, prepared as it was in training."""
+        return load_split_data(checkpoint.run_data(self.run_dir, self.vqvae_meta), split)
+
+    # -- stage 1: images <-> codes --------------------------------------------------------------
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """(N, 1, S, S) images in [0, 1] -> each level's (N, h, w) long code grid, coarse
+        first: [codes] for a one-level run, [top, bottom] for two."""
+        return [c.long() for c in inference.encode(self.vqvae, self._check_images(images))]
+
+    def decode(self, codes: list[Tensor] | Tensor) -> Tensor:
+        """Each level's (N, h, w) code grid, coarse first (or one tensor for a one-level run)
+        -> (N, 1, S, S) images in [0, 1], on the CPU."""
+        levels = self._check_codes(codes)
+        batch = inference.BATCH
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    self.vqvae.decode_codes([c[i : i + batch].to(self.device) for c in levels])
+                    .float()
+                    .clamp(0, 1)
+                    .cpu()
+                    for i in range(0, len(levels[0]), batch)
+                ]
+            )
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """(N, 1, S, S) images in [0, 1] -> their reconstructions, the same shape, on the CPU:
+        `decode(encode(images))`."""
+        return inference.reconstruct(self.vqvae, self._check_images(images))[0]
+
+    # -- stage 2: the prior ---------------------------------------------------------------------
+
+    def sample(
+        self,
+        n: int = 16,
+        *,
+        label: str | None = None,
+        slice: float | None = None,  # named as the CLI's --slice
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        guidance: float = 1.0,
+        seed: int = 0,
+    ) -> Tensor:
+        """`n` new slices, (n, 1, S, S) in [0, 1] on the CPU, as `vqgen sample` draws them with
+        the same options: the same seed gives the same slices on the same device.
+
+        `label` (a class name) and `slice` (a level in [0, 1]) condition a prior trained with
+        that condition; without them samples go through the classes or across the levels."""
+        cfg = SampleConfig(n, temperature, top_k, label, slice, seed, guidance)
+        return self.draw(cfg, self.condition(cfg))[0]
+
+    def condition(self, cfg: SampleConfig) -> Tensor | None:
+        """The prior's condition for `cfg`'s samples, refusing options it was not trained
+        with; one line saying to train a prior where the run has none."""
+        if self.prior is None or self.prior_meta is None:
+            raise self.run_dir.missing("prior")
+        return conditioning.for_sampling(self.prior.cfg, self.prior_meta, cfg)
+
+    def draw(self, cfg: SampleConfig, cond: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        """`cfg.n` decoded samples in [0, 1] on the CPU and each level's code grids, drawn
+        under `cond` (from `condition`); what `sample` and `vqgen sample` share."""
+        if self.prior is None:
+            raise self.run_dir.missing("prior")
+        return inference.draw(self.vqvae, self.prior, cond, cfg, self.device)
+
+    def evaluate(
+        self,
+        split: str = "test",
+        *,
+        n_samples: int = EVAL_SAMPLES,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        guidance: float = 1.0,
+        seed: int = 0,
+        out: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Score the run on a split as `vqgen evaluate` does (minutes on a CPU); returns the
+        report, also written to `out` (default run/report.json) with report.md beside it."""
+        from vqgen.evaluate import evaluate
+
+        cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance)
+        report_path = None if out is None else Path(out)
+        return dict(evaluate(self.run_dir.root, cfg, report_path, self.device.type))
+
+    # -- input checks ---------------------------------------------------------------------------
+
+    def _check_images(self, images: Tensor) -> Tensor:
+        """`images` as a float tensor, if shaped (N, 1, S, S) with values in [0, 1]."""
+        S = self.size
+        if not isinstance(images, Tensor):
+            raise UsageError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.dim() != 4 or images.shape[1:] != (1, S, S) or len(images) == 0:
+            raise UsageError(
+                f"images must be shaped (N, 1, {S}, {S}) with N >= 1 for this run, "
+                f"got {tuple(images.shape)}"
+            )
+        if not images.dtype.is_floating_point:
+            raise UsageError(f"images must be floats in [0, 1], got dtype {images.dtype}")
+        if not (torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+            raise UsageError("images must hold finite values in [0, 1]; scale them first")
+        return images.float()
+
+    def _check_codes(self, codes: list[Tensor] | Tensor) -> list[Tensor]:
+        """`codes` as a list of long grids, one per level, if each is (N, h, w) on its level's
+        grid with codes in [0, K)."""
+        levels = [codes] if isinstance(codes, Tensor) else list(codes)
+        grids, K = self.vqvae.cfg.grids, self.vqvae.cfg.codebook_size
+        shapes = ", ".join(f"(N, {g}, {g})" for g in grids)
+        if len(levels) != len(grids):
+            raise UsageError(
+                f"codes must be a list of {len(grids)} grid(s), coarse first: {shapes}; "
+                f"got {len(levels)}"
+            )
+        for c, g in zip(levels, grids, strict=True):
+            if not isinstance(c, Tensor) or c.dim() != 3 or c.shape[1:] != (g, g) or not len(c):
+                got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+                raise UsageError(f"codes must be shaped {shapes} for this run, got {got}")
+            if c.dtype.is_floating_point or c.dtype == torch.bool:
+                raise UsageError(f"codes must be integers, got dtype {c.dtype}")
+            if c.min() < 0 or c.max() >= K:
+                raise UsageError(f"codes must lie in [0, {K}) for this run's codebook")
+        if len({len(c) for c in levels}) != 1:
+            raise UsageError("codes of every level must hold the same number N of grids")
+        return [c.long() for c in levels]
