@@ -1,5 +1,5 @@
 """Samples of several runs side by side: the same seed and slice levels, one row per run, and
-a row of real test slices at the nearest levels. Makes the README's figure of budgets.
+a row of real test slices at the nearest levels. Makes the figure of budgets in docs/results.md.
 
     .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
         --out docs/figures/samples_by_budget.png

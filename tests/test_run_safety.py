@@ -388,7 +388,7 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
 @pytest.mark.parametrize("stop", ["ctrl-c", "max-minutes"])
 def test_plain_resume_continues_a_time_limited_run(tmp_path, monkeypatch, stop) -> None:
     """`--resume` alone (the CLI's default settings: no --max-minutes) continues a run limited
-    by --max-minutes alone to the steps its budget fitted, as the README says."""
+    by --max-minutes alone to the steps its budget fitted, as docs/cli.md says."""
     from vqgen import schedule
     from vqgen.config import VQVAE_TRAINING, with_options
 
