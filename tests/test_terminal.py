@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -77,3 +78,35 @@ def test_the_report_table_fits_80_columns_with_one_column_per_set() -> None:
     assert "1.00 [0.95, 1.00]" in row and "0.90 [0.85, 0.95]" in row and "0.50 [0.45, 0.55]" in row
     for figure in ("2.915", "uniform 7.00", "guidance 2.5", "12.345 ± 1.234", "0.39", "label AD"):
         assert figure in text
+
+
+def test_the_progress_total_is_unknown_until_a_time_budget_is_fitted(monkeypatch, tmp_path, capsys):
+    """--max-minutes alone: the plain lines (and the bar) say 'step 10/?' until the budget
+    has measured the pace, then the fitted total; never a placeholder of 10**9 steps."""
+    from vqgen import schedule
+    from vqgen.config import TrainConfig
+    from vqgen.train import LoopState, Reporter
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(schedule.time, "perf_counter", lambda: clock["t"])
+    plan = schedule.Plan(
+        TrainConfig(max_minutes=1.0, batch_size=2), 8, "vqvae", torch.device("cpu")
+    )
+    plan.start(0)
+    report = Reporter("vqvae", tmp_path / "metrics.jsonl", log_every=10)
+    assert report.plain  # stderr is not a terminal under pytest
+    report.live(plan.known_total(), 0)
+    for step in range(1, 31):
+        clock["t"] += 0.5
+        plan.after_step(step, out_of_time=False)
+        report.step(LoopState(step=step), plan.known_total(), {"loss": 1.0}, 2)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[4] for line in lines] == [
+        "10/?",
+        "20/110",
+        "30/110",
+    ]  # 20 + 0.9 * 50 s / 0.5 s
+    assert lines[0].endswith(" elapsed, ETA ?")
+    assert report.progress.tasks[0].total == 110
+    limited = schedule.Plan(TrainConfig(max_steps=25), 8, "vqvae", torch.device("cpu"))
+    assert limited.known_total() == 25

@@ -101,10 +101,11 @@ class LoopState:
     epoch: int = 0
     skip: int = 0  # steps of `epoch` already taken
 
-    def where(self, total: int) -> str:
-        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun."""
+    def where(self, total: int | None) -> str:
+        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun; 'step
+        10/?' while the total is unknown (a time budget not yet fitted)."""
         epoch = self.epoch + (1 if self.skip else 0)
-        return f"epoch {max(epoch, 1)} step {self.step}/{total}"
+        return f"epoch {max(epoch, 1)} step {self.step}/{'?' if total is None else total}"
 
 
 class Diverged(Exception):
@@ -221,7 +222,7 @@ def fit(
     report.begin(state.step if resume else None)
     plan.start(state.step)
     try:
-        with StopFlag() as stop, report.live(plan.total, state.step):
+        with StopFlag() as stop, report.live(plan.known_total(), state.step):
             while not plan.done(state.step):
                 if train_epoch(trainer, state, plan, report, stop):  # Ctrl-C or SIGTERM
                     keeper.save(state, plan, best_too=False)
@@ -262,7 +263,7 @@ def train_epoch(
         outcome = trainer.step(batch, state.step, plan.total, stop, plan.out_of_time)
         state.step, state.skip = state.step + 1, state.skip + 1
         plan.after_step(state.step, outcome.out_of_time)
-        report.step(state, plan.total, outcome.scalars, len(batch[1]))
+        report.step(state, plan.known_total(), outcome.scalars, len(batch[1]))
         if outcome.stop:
             return True
         if plan.done(state.step):
@@ -283,7 +284,7 @@ def end_epoch(
     metrics = stage.validate(trainer.models["model"])
     report.log_epoch(state, metrics)
     keeper.keep(state, plan, metrics)
-    report.show_epoch(state, plan.total, metrics)
+    report.show_epoch(state, plan.known_total(), metrics)
     if stage.after_epoch is not None:
         stage.after_epoch(trainer.models["model"])
 
@@ -433,7 +434,7 @@ class Reporter:
         self.main = distributed.is_main()
         self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
         self.progress = progress_bar(self.main and not self.plain)
-        self.task = self.progress.add_task(stage, total=0, stats="")
+        self.task = self.progress.add_task(stage, total=None, stats="")  # None: shown as ?
         self.running: dict[str, float] = {}  # smoothed scalars for display
         self.history: list[dict[str, float]] = []  # one record per validation
         self.tick, self.seen = time.perf_counter(), 0
@@ -448,16 +449,19 @@ class Reporter:
         else:
             fileio.trim_log(self.log, resumed_at)
 
-    def live(self, total: int, step: int) -> Progress:
+    def live(self, total: int | None, step: int) -> Progress:
         """The progress bar, to hold open while training; the clock of the log's elapsed time
-        and ETA starts here."""
+        and ETA starts here. A `total` of None is not known yet (`Plan.known_total`)."""
         self.progress.update(self.task, total=total, completed=step)
         self.began, self.first_step = time.perf_counter(), step
         return self.progress
 
-    def timing(self, step: int, total: int) -> str:
-        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace."""
+    def timing(self, step: int, total: int | None) -> str:
+        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace; 'ETA
+        ?' while the total is unknown."""
         elapsed = time.perf_counter() - self.began
+        if total is None:
+            return f"{clock(elapsed)} elapsed, ETA ?"
         left = elapsed / max(step - self.first_step, 1) * (total - step)
         return f"{clock(elapsed)} elapsed, ETA {clock(left)}"
 
@@ -465,7 +469,9 @@ class Reporter:
         self.tick, self.seen = time.perf_counter(), 0
         self.running = {}
 
-    def step(self, state: LoopState, total: int, scalars: dict[str, float], batch: int) -> None:
+    def step(
+        self, state: LoopState, total: int | None, scalars: dict[str, float], batch: int
+    ) -> None:
         self.seen += batch * distributed.world_size()
         for k, v in scalars.items():
             self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
@@ -487,6 +493,6 @@ class Reporter:
         fileio.append_jsonl(self.log, record)
         self.history.append(record)
 
-    def show_epoch(self, state: LoopState, total: int, metrics: dict[str, float]) -> None:
+    def show_epoch(self, state: LoopState, total: int | None, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)
