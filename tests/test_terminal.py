@@ -33,13 +33,15 @@ def full_report() -> dict[str, Any]:
     }
     realism["ms_ssim"] = {"samples": 0.4, "reconstructions": 0.38, "floor": 0.38, "real": 0.39}
     realism["outline"] = {
-        name: {**outline(0.78), "holes": 0.08, "excess": 0.91} for name in ("samples", "floor")
+        **{name: {**outline(0.78), "holes": 0.08, "excess": 0.91} for name in ("samples", "floor")},
+        **{"by_level": True, "window": 0.05, "rare": 0.05},
     }
     realism["per_label"] = {"AD": dict(realism), "NC": dict(realism)}
     summary = {"mean": 0.948, "std": 0.012, "min": 0.9, "p5": 0.91, "frac_ge_0.6": 1.0}
     nearest = {"mean": 0.488, "std": 0.1}
     return {
         **{"run": "checkpoints/a-run-with-a-long-name", "split": "validate", "images": 192},
+        **{"data": "mni152", "kind": "mni152"},
         "reconstruction": {
             **{"ssim": summary, "brain_ssim_mean": 0.912, "psnr_mean": 28.21, "mse_mean": 0.001},
             "codebook": {"fraction_used": 0.51, "perplexity": 31.1},

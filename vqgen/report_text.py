@@ -54,21 +54,7 @@ def render_markdown(report: Report) -> str:
             f"condition: {p['condition']}.",
         ]
     if "samples" in report:
-        s = report["samples"]
-        lines += [
-            "",
-            "## Samples",
-            "",
-            f"Drawn {sampling_text(s)}.",
-            "",
-            "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
-            "pairwise SSIM (samples) | pairwise SSIM (real) |",
-            "|---|---|---|---|---|---|",
-            f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
-            f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
-            f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
-            f"{s['real_pairwise_ssim']:.3f} |",
-        ]
+        lines += samples_markdown(report["samples"])
     lines += [
         "",
         "## Realism",
@@ -84,6 +70,24 @@ def render_markdown(report: Report) -> str:
     for name, section in report["realism"].get("per_label", {}).items():
         lines += ["", f"### Label {name}", "", *realism_markdown(section)]
     return "\n".join(lines) + "\n"
+
+
+def samples_markdown(s: SamplesSection) -> list[str]:
+    """The samples section of report.md: how they were drawn and a table of their scores."""
+    return [
+        "",
+        "## Samples",
+        "",
+        f"Drawn {sampling_text(s)}.",
+        "",
+        "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
+        "pairwise SSIM (samples) | pairwise SSIM (real) |",
+        "|---|---|---|---|---|---|",
+        f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
+        f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
+        f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
+        f"{s['real_pairwise_ssim']:.3f} |",
+    ]
 
 
 def sampling_text(samples: SamplesSection) -> str:
