@@ -117,7 +117,8 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
             if field == "epochs":
                 help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
                 default = None
-            option = typer.Option(flag, help=help_)
+            # an on/off flag takes no value: no type in --help (as `flag` gives)
+            option = typer.Option(flag, help=help_, metavar="" if "/" in flag else None)
             extra.append(
                 inspect.Parameter(
                     field,
