@@ -1,9 +1,9 @@
 """Live curves: an optional TensorBoard event log of training, beside metrics-<stage>.jsonl.
 
-    live = LiveLog.open(run.root, "vqvae", cfg.tensorboard)   # RUN/tensorboard/vqvae/
-    live.begin(resumed_at=None)                               # a fresh run: a fresh log
-    live.scalars({"loss": 0.1}, 10, "train")                  # as train/loss at step 10
-    live.images("validate/reconstructions", grid, step=10)    # (N, 1, H, W) in [0, 1]
+    live = LiveLog.open(run.live_log("vqvae"), cfg.tensorboard)  # RUN/tensorboard/vqvae/
+    live.begin(resumed_at=None)                                  # a fresh run: a fresh log
+    live.scalars({"loss": 0.1}, 10, "train")                     # as train/loss at step 10
+    live.images("validate/images", grid, 10, rows=2)             # (N, 1, H, W) in [0, 1]
     live.close()
 
 Watch it with `tensorboard --logdir checkpoints/`. The log needs the `tensorboard` package
@@ -44,54 +44,57 @@ def wanted(asked: bool | None) -> bool:
 
 
 class LiveLog:
-    """One stage's TensorBoard log in `folder`, or nothing (`folder` None); it writes from
-    `begin` on."""
+    """One stage's TensorBoard log in `folder`, or nothing (`folder` None). It starts with
+    `begin` and opens its event file at the first write: a resumed run that has nothing left
+    to train writes none."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.writer: Any = None
-
-    def begin(self, resumed_at: int | None) -> None:
-        """Start writing: a fresh run replaces the folder's events (as it does the JSONL log), a
-        run resumed at step `resumed_at` hides those logged after it, which it trains again."""
-        if self.folder is None:
-            return
-        if resumed_at is None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow
-
-        purge = None if resumed_at is None else resumed_at + 1
-        self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=purge)
+        self.purge: int | None = None
 
     @classmethod
-    def open(cls, root: Path, stage: str, asked: bool | None) -> LiveLog:
-        """The log of `stage` under root/tensorboard/<stage>/, written by rank 0 where
-        `wanted(asked)`."""
-        on = wanted(asked) and distributed.is_main()
-        return cls(root / "tensorboard" / stage if on else None)
+    def open(cls, folder: Path, asked: bool | None) -> LiveLog:
+        """The log in `folder` (RunDir.live_log), written by rank 0 where `wanted(asked)`."""
+        return cls(folder if wanted(asked) and distributed.is_main() else None)
 
     @property
     def on(self) -> bool:
-        """Whether it writes (from `begin`)."""
-        return self.writer is not None
+        return self.folder is not None
+
+    def begin(self, resumed_at: int | None) -> None:
+        """A fresh run replaces the folder's events (as it does the JSONL log); a run resumed
+        at step `resumed_at` hides those logged after it, which it trains again."""
+        if self.folder is not None and resumed_at is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.purge = None if resumed_at is None else resumed_at + 1
+
+    def _open(self) -> Any:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow
+
+            self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=self.purge)
+        return self.writer
 
     def scalars(self, values: dict[str, float], step: int, group: str) -> None:
         """Each scalar as group/name: 'train/loss', 'validate/val_ssim' ..."""
-        if self.writer is None:
+        if self.folder is None:
             return
+        writer = self._open()
         for name, value in values.items():
-            self.writer.add_scalar(f"{group}/{name}", value, step)
-        self.writer.flush()
+            writer.add_scalar(f"{group}/{name}", value, step)
+        writer.flush()
 
     def images(self, tag: str, images: Tensor, step: int, rows: int = 1) -> None:
         """Images (N, C, H, W) in [0, 1] as one grid of `rows` rows."""
-        if self.writer is None:
+        if self.folder is None:
             return
         from torchvision.utils import make_grid
 
         grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=-(-len(images) // rows))
-        self.writer.add_image(tag, grid, step)  # (C, H', W')
-        self.writer.flush()
+        writer = self._open()
+        writer.add_image(tag, grid, step)  # (C, H', W')
+        writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -223,7 +223,7 @@ def fit(
     trainer = Trainer(stage, cfg, device)
     plan = Plan(cfg, len(stage.train_set), stage.name, device)
     keeper = Checkpointer(run, stage, cfg, trainer)
-    board = LiveLog.open(run.root, stage.name, cfg.tensorboard)
+    board = LiveLog.open(run.live_log(stage.name), cfg.tensorboard)
     report = Reporter(stage.name, run.metrics_log(stage.name), cfg.log_every, board)
     state = keeper.restore(plan) if resume else LoopState()
     report.begin(state.step if resume else None)
