@@ -173,7 +173,7 @@ def headline_table(report: Report) -> Table:
         table.add_row("prior NLL learning nothing", baselines_text(p))
     if "samples" in report:
         s = report["samples"]
-        table.add_row("samples drawn at", sampling_text(s).removeprefix("at "))
+        table.add_row("samples: drawn", sampling_text(s))
         table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
         table.add_row("memorised (> 0.95 to train)", str(s["memorised"]))
         table.add_row(
