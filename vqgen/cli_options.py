@@ -95,6 +95,11 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "device": (str, "--device", "auto, cpu or cuda."),
     "seed": (int, "--seed", "Seed for weights and shuffling."),
     "workers": (int, "--workers", "DataLoader worker processes."),
+    "tensorboard": (
+        bool | None,
+        "--tensorboard/--no-tensorboard",
+        "Write a live TensorBoard log in RUN/tensorboard/ (default: if tensorboard is installed).",
+    ),
 }
 
 
@@ -112,7 +117,8 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
             if field == "epochs":
                 help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
                 default = None
-            option = typer.Option(flag, help=help_)
+            # an on/off flag takes no value: no type in --help (as `flag` gives)
+            option = typer.Option(flag, help=help_, metavar="" if "/" in flag else None)
             extra.append(
                 inspect.Parameter(
                     field,
@@ -133,6 +139,10 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
             if kwargs["resume"]:
                 warn_ignored_on_resume(ctx)
             given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
+            if given["tensorboard"]:
+                from vqgen import live
+
+                live.wanted(True)  # not installed: say so before loading any data
             try:
                 fn(**kwargs, train=with_options(defaults, **given))
             finally:
@@ -147,7 +157,7 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
     return decorate
 
 
-RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes"}
+RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes", "tensorboard"}
 
 
 def warn_ignored_on_resume(ctx: typer.Context) -> None:

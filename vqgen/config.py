@@ -213,6 +213,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     log_every: int = 10  # steps between metrics-<stage>.jsonl lines
+    tensorboard: bool | None = None  # a live TensorBoard log; None: if the package is installed
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:

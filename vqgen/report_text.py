@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -53,21 +54,7 @@ def render_markdown(report: Report) -> str:
             f"condition: {p['condition']}.",
         ]
     if "samples" in report:
-        s = report["samples"]
-        lines += [
-            "",
-            "## Samples",
-            "",
-            f"Drawn {sampling_text(s)}.",
-            "",
-            "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
-            "pairwise SSIM (samples) | pairwise SSIM (real) |",
-            "|---|---|---|---|---|---|",
-            f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
-            f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
-            f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
-            f"{s['real_pairwise_ssim']:.3f} |",
-        ]
+        lines += samples_markdown(report["samples"])
     lines += [
         "",
         "## Realism",
@@ -83,6 +70,24 @@ def render_markdown(report: Report) -> str:
     for name, section in report["realism"].get("per_label", {}).items():
         lines += ["", f"### Label {name}", "", *realism_markdown(section)]
     return "\n".join(lines) + "\n"
+
+
+def samples_markdown(s: SamplesSection) -> list[str]:
+    """The samples section of report.md: how they were drawn and a table of their scores."""
+    return [
+        "",
+        "## Samples",
+        "",
+        f"Drawn {sampling_text(s)}.",
+        "",
+        "| n | nearest-real SSIM | max SSIM to train | memorised (> 0.95) | "
+        "pairwise SSIM (samples) | pairwise SSIM (real) |",
+        "|---|---|---|---|---|---|",
+        f"| {s['n']} | {s['nearest_real_ssim']['mean']:.3f} ± "
+        f"{s['nearest_real_ssim']['std']:.3f} | {s['nearest_train_ssim_max']:.3f} | "
+        f"{s['memorised']} | {s['diversity_pairwise_ssim']:.3f} | "
+        f"{s['real_pairwise_ssim']:.3f} |",
+    ]
 
 
 def sampling_text(samples: SamplesSection) -> str:
@@ -115,7 +120,7 @@ def level_text(prior: PriorSection) -> str:
 def realism_markdown(section: RealismSection) -> list[str]:
     """A realism section as a Markdown table."""
     rows = realism_rows(section)
-    sets = rows[0][1].split(" / ")
+    sets = rows[0][1:]
     table = [
         "| measure | " + " | ".join(sets) + " |",
         "|---" * (len(sets) + 1) + "|",
@@ -135,8 +140,18 @@ def realism_markdown(section: RealismSection) -> list[str]:
     ]
 
 
-def report_table(report: Report) -> Table:
-    """The headline figures of a report, as the CLI prints them."""
+def report_table(report: Report) -> Group:
+    """The headline figures of a report, as the CLI prints them: the reconstruction, prior and
+    samples, then the realism figures with one column per set; each fits 80 columns."""
+    tables = [headline_table(report)]
+    if "skipped" not in report["realism"]:
+        tables.append(realism_table(report["realism"]))
+    return Group(*tables)
+
+
+def headline_table(report: Report) -> Table:
+    """Reconstruction, prior and samples: a figure or two a row, labels of 29 characters at
+    most so that the values have room in 80 columns."""
     table = Table(
         title=f"{escape(report['run'])} on the {report['split']} split ({report['images']} slices)"
     )
@@ -144,7 +159,7 @@ def report_table(report: Report) -> Table:
     table.add_column("value", justify="right")
     rec = report["reconstruction"]
     table.add_row(
-        "reconstruction SSIM (mean ± std)", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
+        "reconstruction SSIM ± std", f"{rec['ssim']['mean']:.3f} ± {rec['ssim']['std']:.3f}"
     )
     table.add_row("brain-region SSIM", known(rec["brain_ssim_mean"], ".3f"))
     table.add_row("PSNR (dB)", known(rec["psnr_mean"], ".2f"))
@@ -154,77 +169,118 @@ def report_table(report: Report) -> Table:
     )
     if "prior" in report:
         p = report["prior"]
-        table.add_row(
-            "prior NLL (bits/code)",
-            f"{p['nll_bits']:.3f}{level_text(p)}  ({baselines_text(p)})",
-        )
+        table.add_row("prior NLL (bits/code)", f"{p['nll_bits']:.3f}{level_text(p)}")
+        table.add_row("prior NLL learning nothing", baselines_text(p))
     if "samples" in report:
         s = report["samples"]
         table.add_row("samples: drawn", sampling_text(s))
         table.add_row("samples: nearest-real SSIM", f"{s['nearest_real_ssim']['mean']:.3f}")
-        table.add_row("samples: memorised (> 0.95 to train)", str(s["memorised"]))
+        table.add_row("memorised (> 0.95 to train)", str(s["memorised"]))
         table.add_row(
             "pairwise SSIM: samples / real",
             f"{s['diversity_pairwise_ssim']:.3f} / {s['real_pairwise_ssim']:.3f}",
         )
-    rows = realism_rows(report["realism"])
-    for measure, *values in rows[1:]:
-        table.add_row(f"{measure}: {rows[0][1]}", "  ".join(values))
-    for name, section in report["realism"].get("per_label", {}).items():
-        label_rows = realism_rows(section)
-        table.add_row(f"label {name}, C2ST: {label_rows[0][1]}", "  ".join(label_rows[1][1:]))
+    if "skipped" in report["realism"]:
+        table.add_row("realism", f"skipped: {report['realism']['skipped']}")
     return table
 
 
-def realism_rows(section: RealismSection) -> list[list[str]]:
+def realism_table(section: RealismSection) -> Table:
+    """The realism figures, one column per set (samples, reconstructions, floor), short labels
+    and what they mean in the caption."""
+    rows = realism_rows(section, short=True)
+    table = Table(
+        title="realism: each set beside its floor (real train slices)", caption_justify="left"
+    )
+    table.add_column("measure")
+    for name in rows[0][1:]:
+        table.add_column(name, justify="right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    for name, labelled in section.get("per_label", {}).items():
+        label_rows = realism_rows(labelled, short=True)
+        table.add_row(f"label {escape(name)}, C2ST", *label_rows[1][1:])
+    notes = [
+        "C2ST: 0.5 = alike, 1 = told apart every time, [95% CI]; reconstructions paired",
+        "with their own slices; half scale: 2x pooled (anatomy). sharpness: 1 = as real.",
+    ]
+    if "ms_ssim" in section:
+        notes.append(
+            f"MS-SSIM of pairs of the split's real slices: {section['ms_ssim']['real']:.2f}"
+        )
+    if "outline" in section:
+        notes.append("outline faults: pieces/holes per slice/excess over the nearest real outline.")
+    table.caption = "\n".join(notes)
+    return table
+
+
+def realism_rows(section: RealismSection, short: bool = False) -> list[list[str]]:
     """The realism section as rows: a header (measure, then the sets: samples if any,
-    reconstructions, floor), then one row per measure."""
+    reconstructions, floor), then one row per measure. `short` labels fit a terminal table;
+    the long ones (report.md) say what the figures mean."""
     if "skipped" in section:
         return [["measure", "-"], ["realism", f"skipped: {section['skipped']}"]]
     sets = [name for name in ("samples", "reconstructions", "floor") if name in section]
-
-    def c2st(scale: str) -> Callable[[SetScores], str]:
-        def show(s: SetScores) -> str:
-            c = s["c2st"][scale]  # type: ignore[literal-required]
-            return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
-
-        return show
-
-    measures = [
-        ("C2ST full scale [95% CI] (0.5 = alike; recon. paired)", c2st("full")),
-        ("C2ST half scale (2x pool: anatomy)", c2st("half")),
-        ("KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
-        ("FID", lambda s: f"{s['fid']:.1f}"),
-        ("precision / recall", lambda s: f"{s['precision']:.2f} / {s['recall']:.2f}"),
-        ("density / coverage", lambda s: f"{s['density']:.2f} / {s['coverage']:.2f}"),
-        ("sharpness (1 = as real)", lambda s: f"{s['sharpness']:.2f}"),
-    ]
-    rows = [["measure", " / ".join(sets)]]
-    rows += [[label, *(show(section[name]) for name in sets)] for label, show in measures]
+    rows = [["measure", *sets]]
+    for long_label, short_label, show in MEASURES:
+        label = short_label if short else long_label
+        rows.append([label, *(show(section[name]) for name in sets)])  # type: ignore[literal-required]
     if "ms_ssim" in section:
         ms = section["ms_ssim"]
-        rows.append(
-            ["MS-SSIM of pairs (real " + f"{ms['real']:.2f})", *(f"{ms[n]:.2f}" for n in sets)]
-        )
+        label = "MS-SSIM of pairs" if short else f"MS-SSIM of pairs (real {ms['real']:.2f})"
+        rows.append([label, *(f"{ms[n]:.2f}" for n in sets)])  # type: ignore[literal-required]
     if "outline" in section:
-        rows += outline_rows(section["outline"], sets)
+        rows += outline_rows(section["outline"], sets, short)
     return rows
 
 
-def outline_rows(section: OutlineSection, sets: list[str]) -> list[list[str]]:
+def c2st_cell(scale: str) -> Callable[[SetScores], str]:
+    """A set's C2ST accuracy at `scale` with its 95% interval: '0.68 [0.61, 0.74]'."""
+
+    def show(s: SetScores) -> str:
+        c = s["c2st"][scale]  # type: ignore[literal-required]
+        return f"{c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+
+    return show
+
+
+# each realism measure: its label in report.md, in the terminal, and one set's cell
+MEASURES: list[tuple[str, str, Callable[[SetScores], str]]] = [
+    ("C2ST full scale [95% CI] (0.5 = alike; recon. paired)", "C2ST full scale", c2st_cell("full")),
+    ("C2ST half scale (2x pool: anatomy)", "C2ST half scale", c2st_cell("half")),
+    ("KID", "KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
+    ("FID", "FID", lambda s: f"{s['fid']:.1f}"),
+    (
+        "precision / recall",
+        "precision/recall",
+        lambda s: f"{s['precision']:.2f} / {s['recall']:.2f}",
+    ),
+    (
+        "density / coverage",
+        "density/coverage",
+        lambda s: f"{s['density']:.2f} / {s['coverage']:.2f}",
+    ),
+    ("sharpness (1 = as real)", "sharpness", lambda s: f"{s['sharpness']:.2f}"),
+]
+
+
+def outline_rows(section: OutlineSection, sets: list[str], short: bool = False) -> list[list[str]]:
     """The outline measure's rows: the share of atypical slices with its 95% interval, then
     pieces, holes and excess per slice; "-" for the reconstructions, which it does not score."""
 
     def cells(show: Callable[[OutlineScores], str]) -> list[str]:
         return [show(section[n]) if n in section else "-" for n in sets]  # type: ignore[literal-required]
 
+    atypical = "atypical outline" if short else "atypical outlines [95% CI] (share of slices)"
+    faults = "outline faults" if short else "outline: pieces / holes / excess per slice"
+    sep = "/" if short else " / "  # a terminal cell fits 17 characters
     return [
         [
-            "atypical outlines [95% CI] (share of slices)",
+            atypical,
             *cells(lambda s: f"{s['atypical']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"),
         ],
         [
-            "outline: pieces / holes / excess per slice",
-            *cells(lambda s: f"{s['components']:.2f} / {s['holes']:.2f} / {s['excess']:.2f}"),
+            faults,
+            *cells(lambda s: f"{s['components']:.2f}{sep}{s['holes']:.2f}{sep}{s['excess']:.2f}"),
         ],
     ]

@@ -68,6 +68,14 @@ class RunDir:
     def metrics_log(self, stage: str) -> Path:
         return self.root / f"metrics-{stage}.jsonl"
 
+    def live_log(self, stage: str) -> Path:
+        """The folder of the stage's TensorBoard event log (vqgen.live)."""
+        return self.root / "tensorboard" / stage
+
+    def logs(self, stage: str) -> list[Path]:
+        """The stage's logs: what a training that never saved a step leaves."""
+        return [self.metrics_log(stage), self.live_log(stage)]
+
     def stage_files(self, stage: str) -> list[Path]:
         """Every file a stage's training writes into the run directory."""
         return [
@@ -76,7 +84,7 @@ class RunDir:
             self.meta(stage, last=True),
             self.weights(stage, last=True),
             self.train_state(stage),
-            self.metrics_log(stage),
+            *self.logs(stage),
         ]
 
     # -- what the verbs make from the models ---------------------------------------------------
@@ -205,18 +213,24 @@ class RunDir:
         aside.mkdir()
         before = _stamp(last)  # the last checkpoint's inode: a new save renames a new file in
         for p in old:
-            os.replace(p, aside / p.name)
+            os.replace(p, aside / self._aside_name(p))
         try:
             yield
         finally:
             saved = _stamp(last) not in (None, before)
-            if not saved:  # put it all back, over the new metrics log if it began one
+            if not saved:  # put it all back, over the new logs if it began them
                 for p in old:
-                    os.replace(aside / p.name, p)
+                    if p.is_dir():
+                        shutil.rmtree(p)  # a folder is not replaced by one
+                    os.replace(aside / self._aside_name(p), p)
             shutil.rmtree(aside, ignore_errors=True)
         if saved:
-            removed = ", ".join(sorted(p.name for p in old))
+            removed = ", ".join(sorted(self._aside_name(p) for p in old))
             warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
+
+    def _aside_name(self, path: Path) -> str:
+        """A file or folder of the run as one name: 'vqvae.json', 'tensorboard-vqvae'."""
+        return "-".join(path.relative_to(self.root).parts)
 
     def _replaced(
         self, stage: str, resume: bool, overwrite: bool, trains: bool, resumable: bool
@@ -233,7 +247,7 @@ class RunDir:
                 )
             return made_from
         existing = [p for p in self.stage_files(stage) if p.exists()]
-        if existing in ([], [self.metrics_log(stage)]):  # a log alone: it never saved a step
+        if set(existing) <= set(self.logs(stage)):  # logs alone: it never saved a step
             return []
         if not overwrite:
             advice = "continue it with --resume or " if resumable else ""

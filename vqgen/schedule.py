@@ -157,3 +157,8 @@ class Plan:
 
     def done(self, step: int) -> bool:
         return step >= self.total
+
+    def known_total(self) -> int | None:
+        """The steps planned, or None while a run limited by time alone has not fitted its
+        budget yet (what a progress line shows as '?')."""
+        return None if self.total >= UNBOUNDED_STEPS else self.total

@@ -25,6 +25,7 @@ joins after a warm-up): that model then keeps its weights for the step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from vqgen import checkpoint, distributed, fileio
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError
+from vqgen.live import LiveLog
 from vqgen.rundir import RunDir
 from vqgen.schedule import Plan, epoch_batches, learning_rate, resume_settings, steps_left
 
@@ -74,6 +76,9 @@ class Stage:
     higher_is_better: bool
     meta: dict[str, Any]  # resolved configs, written beside the weights
     after_epoch: Callable[[nn.Module], None] | None = None  # e.g. refresh figures
+    # images for the live log each epoch, (N, C, H, W) in [0, 1] drawn in two rows: e.g.
+    # validate slices over their reconstructions
+    preview: Callable[[nn.Module], Tensor] | None = None
     helpers: dict[str, nn.Module] = field(default_factory=dict)  # trained beside `model`
     # per model name: its learning rate as a fraction of --lr, and Adam's betas, e.g. a GAN
     # discriminator's (0.5, 0.9); a model not named here takes --lr and (0.9, 0.999)
@@ -101,10 +106,11 @@ class LoopState:
     epoch: int = 0
     skip: int = 0  # steps of `epoch` already taken
 
-    def where(self, total: int) -> str:
-        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun."""
+    def where(self, total: int | None) -> str:
+        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun; 'step
+        10/?' while the total is unknown (a time budget not yet fitted)."""
         epoch = self.epoch + (1 if self.skip else 0)
-        return f"epoch {max(epoch, 1)} step {self.step}/{total}"
+        return f"epoch {max(epoch, 1)} step {self.step}/{'?' if total is None else total}"
 
 
 class Diverged(Exception):
@@ -187,6 +193,7 @@ def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
     state = checkpoint.train_state_info(run, stage)
     given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
+    given["tensorboard"] = cfg.tensorboard
     return resume_settings(stored, state, **given)
 
 
@@ -216,12 +223,13 @@ def fit(
     trainer = Trainer(stage, cfg, device)
     plan = Plan(cfg, len(stage.train_set), stage.name, device)
     keeper = Checkpointer(run, stage, cfg, trainer)
-    report = Reporter(stage.name, run.metrics_log(stage.name), cfg.log_every)
+    board = LiveLog.open(run.live_log(stage.name), cfg.tensorboard)
+    report = Reporter(stage.name, run.metrics_log(stage.name), cfg.log_every, board)
     state = keeper.restore(plan) if resume else LoopState()
     report.begin(state.step if resume else None)
     plan.start(state.step)
     try:
-        with StopFlag() as stop, report.live(plan.total, state.step):
+        with StopFlag() as stop, report.live(plan.known_total(), state.step):
             while not plan.done(state.step):
                 if train_epoch(trainer, state, plan, report, stop):  # Ctrl-C or SIGTERM
                     keeper.save(state, plan, best_too=False)
@@ -262,7 +270,7 @@ def train_epoch(
         outcome = trainer.step(batch, state.step, plan.total, stop, plan.out_of_time)
         state.step, state.skip = state.step + 1, state.skip + 1
         plan.after_step(state.step, outcome.out_of_time)
-        report.step(state, plan.total, outcome.scalars, len(batch[1]))
+        report.step(state, plan.known_total(), outcome.scalars, len(batch[1]))
         if outcome.stop:
             return True
         if plan.done(state.step):
@@ -282,8 +290,9 @@ def end_epoch(
     stage = trainer.stage
     metrics = stage.validate(trainer.models["model"])
     report.log_epoch(state, metrics)
+    report.preview(state, stage, trainer.models["model"])
     keeper.keep(state, plan, metrics)
-    report.show_epoch(state, plan.total, metrics)
+    report.show_epoch(state, plan.known_total(), metrics)
     if stage.after_epoch is not None:
         stage.after_epoch(trainer.models["model"])
 
@@ -425,15 +434,17 @@ def clock(seconds: float) -> str:
 
 class Reporter:
     """What a person sees and what the run logs: a progress bar with smoothed scalars (or, into
-    a log file, plain lines), a line per validation, and metrics-<stage>.jsonl (a line every
-    `log_every` steps and per validation). Only rank 0 shows or writes anything."""
+    a log file, plain lines), a line per validation, metrics-<stage>.jsonl (a line every
+    `log_every` steps and per validation) and the same in the live log `board` (TensorBoard,
+    if on), with preview images per validation. Only rank 0 shows or writes anything."""
 
-    def __init__(self, stage: str, log: Path, log_every: int):
+    def __init__(self, stage: str, log: Path, log_every: int, board: LiveLog | None = None):
         self.stage, self.log, self.log_every = stage, log, log_every
+        self.board = board or LiveLog(None)
         self.main = distributed.is_main()
         self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
         self.progress = progress_bar(self.main and not self.plain)
-        self.task = self.progress.add_task(stage, total=0, stats="")
+        self.task = self.progress.add_task(stage, total=None, stats="")  # None: shown as ?
         self.running: dict[str, float] = {}  # smoothed scalars for display
         self.history: list[dict[str, float]] = []  # one record per validation
         self.tick, self.seen = time.perf_counter(), 0
@@ -447,17 +458,27 @@ class Reporter:
             self.log.unlink(missing_ok=True)
         else:
             fileio.trim_log(self.log, resumed_at)
+        self.board.begin(resumed_at)
 
-    def live(self, total: int, step: int) -> Progress:
-        """The progress bar, to hold open while training; the clock of the log's elapsed time
-        and ETA starts here."""
+    @contextlib.contextmanager
+    def live(self, total: int | None, step: int) -> Iterator[Progress]:
+        """The progress bar, held open while training; the clock of the log's elapsed time and
+        ETA starts here. A `total` of None is not known yet (`Plan.known_total`). The live log
+        closes at the end."""
         self.progress.update(self.task, total=total, completed=step)
         self.began, self.first_step = time.perf_counter(), step
-        return self.progress
+        try:
+            with self.progress:
+                yield self.progress
+        finally:
+            self.board.close()
 
-    def timing(self, step: int, total: int) -> str:
-        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace."""
+    def timing(self, step: int, total: int | None) -> str:
+        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace; 'ETA
+        ?' while the total is unknown."""
         elapsed = time.perf_counter() - self.began
+        if total is None:
+            return f"{clock(elapsed)} elapsed, ETA ?"
         left = elapsed / max(step - self.first_step, 1) * (total - step)
         return f"{clock(elapsed)} elapsed, ETA {clock(left)}"
 
@@ -465,7 +486,9 @@ class Reporter:
         self.tick, self.seen = time.perf_counter(), 0
         self.running = {}
 
-    def step(self, state: LoopState, total: int, scalars: dict[str, float], batch: int) -> None:
+    def step(
+        self, state: LoopState, total: int | None, scalars: dict[str, float], batch: int
+    ) -> None:
         self.seen += batch * distributed.world_size()
         for k, v in scalars.items():
             self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
@@ -476,6 +499,7 @@ class Reporter:
         if self.main and state.step % self.log_every == 0:
             record = {"step": state.step, "epoch": state.epoch, **scalars}
             fileio.append_jsonl(self.log, record)
+            self.board.scalars(scalars, state.step, "train")
             if self.plain:
                 timing = self.timing(state.step, total)
                 console.print(f"{self.stage} {state.where(total)}  {stats}  {timing}")
@@ -485,8 +509,14 @@ class Reporter:
         record.update({f"train_{k}": v for k, v in self.running.items()})
         record.update(metrics)
         fileio.append_jsonl(self.log, record)
+        self.board.scalars(metrics, state.step, "validate")
         self.history.append(record)
 
-    def show_epoch(self, state: LoopState, total: int, metrics: dict[str, float]) -> None:
+    def preview(self, state: LoopState, stage: Stage, model: nn.Module) -> None:
+        """The stage's preview images in the live log, where it is on."""
+        if self.board.on and stage.preview is not None:
+            self.board.images("validate/images", stage.preview(model), state.step, rows=2)
+
+    def show_epoch(self, state: LoopState, total: int | None, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)

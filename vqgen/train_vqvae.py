@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, load_config, to_dict
@@ -74,12 +75,23 @@ def write_figures(model: VQVAE, val_set: SliceDataset, run: RunDir) -> None:
         "mse",
         ["val_ssim", "val_perplexity"],
     )
+    images, recon = figure_reconstructions(model, val_set)
+    caption = "validate split"
+    plots.reconstruction_figure(images, recon, figures / "vqvae_reconstructions.png", caption)
+
+
+def figure_reconstructions(model: VQVAE, val_set: SliceDataset) -> tuple[Tensor, Tensor]:
+    """The figure's fixed validation slices and their reconstructions, on the CPU."""
     images = val_set.images[figure_indices(len(val_set))]
     model.eval()
     with torch.no_grad():
         recon, _ = model(images.to(next(model.parameters()).device))
-    caption = "validate split"
-    plots.reconstruction_figure(images, recon.cpu(), figures / "vqvae_reconstructions.png", caption)
+    return images, recon.cpu()
+
+
+def preview(model: VQVAE, val_set: SliceDataset) -> Tensor:
+    """The live log's images: the figure's validation slices over their reconstructions."""
+    return torch.cat(figure_reconstructions(model, val_set))  # (2N, 1, H, W)
 
 
 def resolve_data(data: DataConfig) -> DataConfig:
@@ -158,6 +170,7 @@ def _train(
         higher_is_better=True,
         meta={"model": to_dict(model_cfg), "loss": to_dict(loss.cfg), "data": to_dict(data)},
         after_epoch=lambda m: write_figures(m, val_set, run),
+        preview=lambda m: preview(m, val_set),
         helpers=loss.helpers(),
         optimizer=loss.optimizers(),
     )
