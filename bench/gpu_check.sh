@@ -31,5 +31,5 @@ for levels in 1 2; do
   grep -E "validate SSIM|validate NLL|samples in|^│|error" "$out/levels$levels.log" || true
 done
 echo "== CUDA tests"
-"$py" -m pytest -q -p no:cacheprovider tests/test_metrics.py -k cuda
+"$py" -m pytest -q -p no:cacheprovider tests/test_metrics.py tests/test_realism.py -k "cuda or gpu"
 echo "== all in $(( $(date +%s) - start )) s"

@@ -253,3 +253,18 @@ def test_copies_of_training_slices_are_flagged_as_memorised():
     report, _, _ = sample_report(samples, split, train, seed=0)
     assert report["memorised"] == 3
     assert report["nearest_train_ssim_max"] == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sample_report_on_the_gpu_agrees_with_the_cpu():
+    from vqgen.evaluate import sample_report
+
+    g = torch.Generator().manual_seed(1)
+    train, split = torch.rand(30, 1, 32, 32, generator=g), torch.rand(12, 1, 32, 32, generator=g)
+    samples = torch.cat([train[[2, 5]], torch.rand(6, 1, 32, 32, generator=g)])
+    cpu, cpu_ssim, cpu_idx = sample_report(samples, split, train, 0)
+    gpu, gpu_ssim, gpu_idx = sample_report(samples, split, train, 0, torch.device("cuda"))
+    assert gpu["memorised"] == cpu["memorised"] == 2 and torch.equal(gpu_idx, cpu_idx)
+    torch.testing.assert_close(gpu_ssim, cpu_ssim, atol=1e-4, rtol=0)
+    for key in ("diversity_pairwise_ssim", "real_pairwise_ssim"):
+        assert gpu[key] == pytest.approx(cpu[key], abs=1e-4)
