@@ -39,7 +39,7 @@ from tiny import (
     train_cfg,
 )
 
-import vqgen.sample
+import vqgen.inference
 from vqgen import checkpoint, fileio, rundir
 from vqgen.data import SPLITS, DataWarning, load_split
 from vqgen.rundir import RunDir
@@ -192,7 +192,7 @@ def test_ctrl_c_while_sampling_exits_130_without_traceback_or_partial_files(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vqgen.sample, "draw", interrupted)
+    monkeypatch.setattr(vqgen.inference, "draw", interrupted)  # where sample draws
     before = snapshot(run)
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "2", *CPU)
     assert_one_line_error(code, err, 130, "sample interrupted")
