@@ -194,8 +194,9 @@ def prior_configs(meta: dict[str, Any], where: Path) -> tuple[PriorConfig, Prior
 
 
 def describe_grids(grids: list[int]) -> str:
-    """'a 32x32 grid' or 'an 8x8 and a 32x32 grid'."""
-    return " and ".join(f"a{'n' if g == 8 else ''} {g}x{g}" for g in grids) + " grid"
+    """'a 32x32 grid' (one level) or '8x8 and 32x32 grids' (top and bottom level)."""
+    sides = " and ".join(f"{g}x{g}" for g in grids)
+    return f"a {sides} grid" if len(grids) == 1 else f"{sides} grids"
 
 
 # -- train state: what --resume needs, in one file ---------------------------------------------
