@@ -60,7 +60,7 @@ def test_a_large_augment_warns_of_its_size() -> None:
     from vqgen.train_prior import announce_copies
 
     with pytest.warns(UserWarning, match=r"--augment 1000: 1152000 more code grids, 2\.4 GB"):
-        announce_copies(1000, 1152, 32)
+        announce_copies(1000, 1152, 32 * 32)
 
 
 # -- advice that works -----------------------------------------------------------------------------

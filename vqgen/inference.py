@@ -107,11 +107,6 @@ class CodeSet(Dataset):
     def __getitem__(self, i: int) -> tuple[list[Tensor], Tensor, Tensor]:
         return [c[i].long() for c in self.levels], self.labels[i], self.positions[i]
 
-    @property
-    def codes(self) -> Tensor:
-        """The finest level's grids: the bottom level, or the only one."""
-        return self.levels[-1]
-
 
 def level_keys(levels: int) -> list[str]:
     """The tensor names of each level's grids in a codes file, coarse first."""

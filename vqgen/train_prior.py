@@ -91,7 +91,7 @@ def training_codes(
     else:
         train = load_data(data, "train")
         subjects = len(set(train.subjects))
-        announce_copies(copies, len(train), vqvae.cfg.grid)
+        announce_copies(copies, len(train), sum(g * g for g in vqvae.cfg.grids))
         sets = []  # each copy encoded as it is made: one copy's images in memory at a time
         for copy in range(copies):
             if data.kind == "mni152":
@@ -120,9 +120,10 @@ def training_codes(
     )
 
 
-def announce_copies(copies: int, slices: int, grid: int) -> None:
-    """Say what --augment is about to make; warn when its code grids take gigabytes."""
-    size = copies * slices * grid * grid * 2 / 1e9  # int16 codes
+def announce_copies(copies: int, slices: int, codes_per_slice: int) -> None:
+    """Say what --augment is about to make; warn when its code grids (every level's
+    `codes_per_slice` codes) take gigabytes."""
+    size = copies * slices * codes_per_slice * 2 / 1e9  # int16 codes
     if size >= 1:
         warnings.warn(
             f"--augment {copies}: {copies * slices} more code grids, {size:.1f} GB in memory "
