@@ -47,6 +47,72 @@ def test_sees_exactly_its_receptive_field(kernel: int, layers: int, condition: s
             assert torch.equal(seen, expected), f"position {(i, j)} sees {seen.nonzero().tolist()}"
 
 
+def stacked_field(dilations: list[int], kernel: int) -> dict[tuple[int, int], set]:
+    """Per position, the inputs the last horizontal stack sees, built layer by layer from the
+    taps: a vertical tap (a rows up, b across) and a horizontal tap (t to the left), d apart."""
+    p, cells = kernel // 2, [(i, j) for i in range(G) for j in range(G)]
+
+    def inside(i: int, j: int) -> bool:
+        return 0 <= i < G and 0 <= j < G
+
+    v = {
+        (i, j): {(i - a, j + b) for a in range(1, p + 1) for b in range(-p, p + 1)}
+        for i, j in cells
+    }
+    v = {cell: {x for x in seen if inside(*x)} for cell, seen in v.items()}
+    h = {(i, j): {(i, j - t) for t in range(1, p + 1) if j - t >= 0} | v[i, j] for i, j in cells}
+    for d in dilations[1:]:
+        v = {
+            (i, j): set().union(
+                *(
+                    v[i - a * d, j + b * d]
+                    for a in range(p + 1)
+                    for b in range(-p, p + 1)
+                    if inside(i - a * d, j + b * d)
+                )
+            )
+            for i, j in cells
+        }
+        h = {
+            (i, j): set().union(*(h[i, j - t * d] for t in range(p + 1) if j - t * d >= 0))
+            | v[i, j]
+            for i, j in cells
+        }
+    return h
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 2), (3, 4), (5, 2)])
+def test_a_dilated_prior_sees_exactly_its_taps(kernel: int, dilation: int) -> None:
+    """With --dilation every position sees exactly what its layers' spaced taps reach: never
+    itself or anything after it in raster order, and farther up than without."""
+    from vqgen.models.pixelcnn import layer_dilations
+
+    net = tiny_prior("slice", kernel=kernel, layers=3, dilation=dilation)
+    field = stacked_field(layer_dilations(net.cfg), kernel)
+    codes = torch.randint(0, K, (1, G, G), generator=torch.Generator().manual_seed(1))
+    for i in range(G):
+        for j in range(G):
+            emb = net.embed(codes).detach().requires_grad_()
+            net.head(net.body(emb, example_cond("slice", 1)))[0, :, i, j].sum().backward()
+            seen = emb.grad.abs().sum(1)[0] > 0
+            expected = torch.zeros(G, G, dtype=torch.bool)
+            for r, c in field[i, j]:
+                expected[r, c] = True
+            if dilation == 1:
+                assert torch.equal(expected, receptive_field(i, j, 3, kernel))
+            assert torch.equal(seen, expected), f"position {(i, j)} sees {seen.nonzero().tolist()}"
+            assert not (seen & ~raster_before(i, j)).any()
+    if dilation > 1:  # the last position sees a row that three plain layers do not reach
+        assert seen[G - 1 - 3 * (kernel // 2) - 1].any()
+
+
+def test_dilation_must_be_a_power_of_two() -> None:
+    with pytest.raises(UsageError, match="--dilation"):
+        PriorConfig(dilation=3)
+    with pytest.raises(UsageError, match="--dilation"):
+        PriorConfig(dilation=0)
+
+
 def raster_before(i: int, j: int) -> torch.Tensor:
     """Positions strictly before (i, j) in raster order, (G, G) bool."""
     return (torch.arange(G * G) < i * G + j).view(G, G)

@@ -13,7 +13,11 @@ K, G = 8, 6
 
 
 def tiny_prior(
-    condition: str = "none", kernel: int = 3, dropout: float = 0.0, attention: bool = False
+    condition: str = "none",
+    kernel: int = 3,
+    dropout: float = 0.0,
+    attention: bool = False,
+    dilation: int = 1,
 ) -> GatedPixelCNN:
     torch.manual_seed(0)
     cfg = PriorConfig(
@@ -26,6 +30,7 @@ def tiny_prior(
         num_labels=3,
         dropout=dropout,
         attention=attention,
+        dilation=dilation,
     )
     return GatedPixelCNN(cfg).double().eval()
 
@@ -35,15 +40,18 @@ def seeded(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize(
-    "condition,kernel,temperature,top_k,dropout,attention",
+    "condition,kernel,temperature,top_k,dropout,attention,dilation",
     [
-        ("none", 3, 1.0, None, 0.0, False),
-        ("none", 5, 0.7, 3, 0.0, False),
-        ("label", 3, 1.0, None, 0.0, False),
-        ("slice", 3, 1.3, 4, 0.0, False),
-        ("slice", 3, 1.0, None, 0.5, False),
-        ("none", 3, 1.0, None, 0.0, True),
-        ("slice", 5, 0.8, 4, 0.5, True),
+        ("none", 3, 1.0, None, 0.0, False, 1),
+        ("none", 5, 0.7, 3, 0.0, False, 1),
+        ("label", 3, 1.0, None, 0.0, False, 1),
+        ("slice", 3, 1.3, 4, 0.0, False, 1),
+        ("slice", 3, 1.0, None, 0.5, False, 1),
+        ("none", 3, 1.0, None, 0.0, True, 1),
+        ("slice", 5, 0.8, 4, 0.5, True, 1),
+        ("slice", 3, 1.0, None, 0.0, False, 2),
+        ("label", 5, 0.9, 4, 0.0, True, 2),
+        ("none", 3, 1.0, None, 0.0, False, 4),
     ],
 )
 def test_fast_sampler_matches_naive(
@@ -53,8 +61,9 @@ def test_fast_sampler_matches_naive(
     top_k: int | None,
     dropout: float,
     attention: bool,
+    dilation: int,
 ) -> None:
-    prior = tiny_prior(condition, kernel, dropout, attention)
+    prior = tiny_prior(condition, kernel, dropout, attention, dilation)
     cond = example_cond(condition, 4)
     for seed in range(3):
         kw = dict(cond=cond, temperature=temperature, top_k=top_k)

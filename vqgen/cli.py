@@ -35,6 +35,7 @@ from vqgen.cli_options import (
     DataOpt,
     DataSeedOpt,
     DeviceOpt,
+    DilationOpt,
     DownsampleOpt,
     DrawSeedOpt,
     GuidanceOpt,
@@ -205,6 +206,7 @@ def train_prior_cmd(
     run: RunOpt = DEFAULT_RUN,
     layers: Annotated[int, typer.Option(help="Gated layers of the PixelCNN.")] = PriorConfig.layers,
     channels: Annotated[int, typer.Option(help="Channels of the PixelCNN.")] = PriorConfig.channels,
+    dilation: DilationOpt = PriorConfig.dilation,
     condition: Annotated[str, typer.Option(help="none, label or slice.")] = PriorConfig.condition,
     dropout: Annotated[
         float, typer.Option(help="Dropout in the gated blocks while training.")
@@ -240,6 +242,7 @@ def train_prior_cmd(
     prior = PriorConfig(
         channels=channels,
         layers=layers,
+        dilation=dilation,
         condition=condition,
         dropout=dropout,
         augment=augment,

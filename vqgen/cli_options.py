@@ -83,6 +83,14 @@ GuidanceOpt = Annotated[
         "as trained, above 1 holds closer to the label or slice level.",
     ),
 ]
+# the prior's shape (train-prior)
+DilationOpt = Annotated[
+    int,
+    typer.Option(
+        help="Largest dilation of the gated layers: after the first they cycle through 1, 2, "
+        "4, .. up to it, to see farther up the grid (1: none)."
+    ),
+]
 DEFAULT_RUN = Path("checkpoints/run")
 
 # The options of TrainConfig that both training verbs take: field -> (type, flag, help).

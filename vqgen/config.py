@@ -157,6 +157,7 @@ class PriorConfig:
     channels: int = 64
     layers: int = 10
     kernel: int = 3
+    dilation: int = 1  # 1, 2, 4, ..: layers after the first cycle through dilations up to this
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
     dropout: float = 0.0  # in the gated blocks, while training
@@ -170,6 +171,8 @@ class PriorConfig:
         one_of("--condition", self.condition, CONDITIONS)
         if self.kernel % 2 == 0 or self.kernel < 3:
             raise UsageError(f"prior kernel must be odd and >= 3, got {self.kernel}")
+        if self.dilation < 1 or self.dilation & (self.dilation - 1):
+            raise UsageError(f"--dilation must be 1, 2, 4, 8, .., got {self.dilation}")
         positive("--channels", self.channels)
         positive("--layers", self.layers)
         at_least("codebook_size", self.codebook_size, 2)

@@ -217,8 +217,9 @@ def sample_gated_pixelcnn(prior: GatedPixelCNN, rows: Rows, device: torch.device
     Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
     stacks of all layers run on that row alone (they only see rows above); then at each
     position the horizontal stacks (as matrix products) and the head run on a window of
-    k//2 + 1 columns. The gate biases (position, condition, top codes) are computed once for
-    the whole grid and indexed at row i (vertical) or at (i, j) (horizontal). An attention
+    k//2 + 1 columns (d apart in a layer of dilation d). The gate biases (position, condition,
+    top codes) are computed once for the whole grid and indexed at row i (vertical) or at
+    (i, j) (horizontal). An attention
     layer keeps the keys and values of the positions drawn so far. On a CPU the loop runs on
     one thread (see `one_cpu_thread`).
     """
@@ -236,8 +237,9 @@ def _cached_raster_loop(
     pick: Callable[[Tensor], Tensor],
     device: torch.device,
 ) -> Tensor:
-    g, C, p = prior.cfg.grid, prior.cfg.channels, prior.cfg.kernel // 2
+    g, C = prior.cfg.grid, prior.cfg.channels
     blocks = list(prior.blocks)
+    P = max(block.pad for block in blocks)  # the farthest any layer's taps reach
     dtype = prior.embedding.weight.dtype
     # per layer: gate biases (position + condition) for the vertical stack, (n or 1, 2C, g, g),
     # and for the horizontal stack, indexed [i, j] -> (n or 1, 2C)
@@ -246,9 +248,9 @@ def _cached_raster_loop(
         bv, bh = block.gate_bias(prior.pos, c, top)
         gates.append((bv, bh.permute(2, 3, 0, 1).contiguous()))  # bh: (g, g, n or 1, 2C)
 
-    # v_in[l]: input of layer l's vertical stack, padded p rows above and p columns each side;
+    # v_in[l]: input of layer l's vertical stack, padded P rows above and P columns each side;
     # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
-    v_in = [torch.zeros(n, C, g + p, g + 2 * p, dtype=dtype, device=device) for _ in blocks]
+    v_in = [torch.zeros(n, C, g + P, g + 2 * P, dtype=dtype, device=device) for _ in blocks]
     attention = prior.attention
     if attention is not None:  # keys and values of every position drawn so far
         cache = (attention.heads, g * g, C // attention.heads)
@@ -259,24 +261,27 @@ def _cached_raster_loop(
         from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
         for layer, (block, (bv, _)) in enumerate(zip(blocks, gates, strict=True)):
             row_bias = bv[:, :, i : i + 1]  # (n or 1, 2C, 1, g)
-            v_out, to_h = block.vertical(v_in[layer][:, :, i : i + p + 1], row_bias)  # (n, C, 1, g)
+            p = block.pad
+            rows = v_in[layer][:, :, i + P - p : i + P + 1, P - p : P + g + p]
+            v_out, to_h = block.vertical(rows, row_bias)  # (n, C, 1, g)
             if layer + 1 < len(blocks):
-                v_in[layer + 1][:, :, i + p, p : p + g] = v_out[:, :, 0]
+                v_in[layer + 1][:, :, i + P, P : P + g] = v_out[:, :, 0]
             from_v.append(to_h[:, :, 0].permute(2, 0, 1).contiguous())  # (n, 2C, g) -> (g, n, 2C)
-        # h_in[l]: input of layer l's horizontal stack on row i, padded p columns on the left
-        h_in = [v_in[0][:, :, i + p, : g + p]]  # a view of the embeddings: codes appear as drawn
-        h_in += [torch.zeros(n, C, g + p, dtype=dtype, device=device) for _ in blocks[1:]]
+        # h_in[l]: input of layer l's horizontal stack on row i, padded P columns on the left
+        h_in = [v_in[0][:, :, i + P, : g + P]]  # a view of the embeddings: codes appear as drawn
+        h_in += [torch.zeros(n, C, g + P, dtype=dtype, device=device) for _ in blocks[1:]]
         for j in range(g):
             for layer, (block, (_, bh)) in enumerate(zip(blocks, gates, strict=True)):
-                window = h_in[layer][:, :, j : j + p + 1]  # (n, C, p + 1)
+                p, d = block.pad, block.dilation
+                window = h_in[layer][:, :, P + j - p : P + j + 1 : d]  # (n, C, k//2 + 1)
                 h = block.horizontal_step(window, from_v[layer][j], bh[i, j])
                 if layer + 1 < len(blocks):
-                    h_in[layer + 1][:, :, p + j] = h
+                    h_in[layer + 1][:, :, P + j] = h
             if attention is not None:
                 h = attention.step(h, keys, values, i * g + j)
             code = pick(prior.out(h))  # from (n, K) logits
             codes[:, i, j] = code
-            v_in[0][:, :, i + p, p + j] = prior.embedding(code)
+            v_in[0][:, :, i + P, P + j] = prior.embedding(code)
     return codes
 
 

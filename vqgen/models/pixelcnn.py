@@ -8,6 +8,11 @@ the current row to the left and takes the vertical stack in through a 1x1 convol
 Causality comes from cropped kernels plus a mask on the first layer only:
     vertical   kernel (k//2 + 1, k): rows i-k//2..i,  padded above and on both sides
     horizontal kernel (1, k//2 + 1): cols j-k//2..j,  padded on the left
+A layer with dilation d spaces its taps d apart (rows i-d*(k//2)..i in steps of d, and so on),
+as WaveNet's layers do (van den Oord et al. 2016, https://arxiv.org/abs/1609.03499): with
+PriorConfig.dilation the layers after the first cycle through 1, 2, 4, .. up to it, so that a
+few layers see most of the grid above at no extra cost. The taps stay above or to the left, so
+causality is untouched.
 Mask "A" (first layer) removes the current row from the vertical kernel and the current
 position from the horizontal one; mask "B" layers keep them, since by then the features at
 (i, j) only depend on inputs before (i, j) in raster order.
@@ -54,9 +59,14 @@ class MaskedConv2d(nn.Conv2d):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: tuple[int, int], mask: Tensor | None
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: tuple[int, int],
+        mask: Tensor | None,
+        dilation: int = 1,
     ):
-        super().__init__(in_channels, out_channels, kernel)
+        super().__init__(in_channels, out_channels, kernel, dilation=dilation)
         assert mask is None or mask.shape == kernel, (mask.shape, kernel)
         mask = mask.to(self.weight.dtype) if mask is not None else None
         self.register_buffer("mask", mask, persistent=False)
@@ -81,6 +91,7 @@ class GatedBlock(nn.Module):
     Args:
         channels: feature channels C of both stacks.
         kernel: odd kernel size k; each layer widens the receptive field by k//2 on each side.
+        dilation: spacing d of the kernel's taps; the layer then widens it by d * (k//2).
         mask: "A" for the first layer (current position hidden), "B" for the others.
         conditional: whether a (B, C) condition embedding is added inside the gates.
         positions: channels P of the positional embedding (P, h, w) added inside the gates.
@@ -98,19 +109,22 @@ class GatedBlock(nn.Module):
         positions: int,
         dropout: float = 0.0,
         spatial: bool = False,
+        dilation: int = 1,
     ):
         super().__init__()
         assert mask in ("A", "B"), mask
-        self.pad = kernel // 2
+        assert mask == "B" or dilation == 1, "the masked first layer is not dilated"
+        self.dilation = dilation
+        self.pad = kernel // 2 * dilation  # how far the taps reach: the padding each side needs
         v_mask = h_mask = None
         if mask == "A":
-            v_mask = torch.ones(self.pad + 1, kernel)
+            v_mask = torch.ones(kernel // 2 + 1, kernel)
             v_mask[-1] = 0  # the current row
-            h_mask = torch.ones(1, self.pad + 1)
+            h_mask = torch.ones(1, kernel // 2 + 1)
             h_mask[:, -1] = 0  # the current position
         c2 = 2 * channels
-        self.v_conv = MaskedConv2d(channels, c2, (self.pad + 1, kernel), v_mask)
-        self.h_conv = MaskedConv2d(channels, c2, (1, self.pad + 1), h_mask)
+        self.v_conv = MaskedConv2d(channels, c2, (kernel // 2 + 1, kernel), v_mask, dilation)
+        self.h_conv = MaskedConv2d(channels, c2, (1, kernel // 2 + 1), h_mask, dilation)
         self.v_to_h = nn.Conv2d(c2, c2, 1)
         self.h_out = nn.Conv2d(channels, channels, 1)
         self.dropout = nn.Dropout(dropout)
@@ -136,16 +150,17 @@ class GatedBlock(nn.Module):
         return bv, bh
 
     def vertical(self, v_padded: Tensor, bv: Tensor) -> tuple[Tensor, Tensor]:
-        """Vertical stack on input padded k//2 above and on both sides.
+        """Vertical stack on input padded p = d * (k//2) above and on both sides.
 
-        (B, C, h + k//2, w + 2(k//2)) -> gated output (B, C, h, w), term for the
+        (B, C, h + p, w + 2p) -> gated output (B, C, h, w), term for the
         horizontal stack (B, 2C, h, w). bv: gate bias for these rows, (B or 1, 2C, h, w).
         """
         pre = self.v_conv(v_padded) + bv
         return gate(pre), self.v_to_h(pre)
 
     def horizontal(self, h_padded: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
-        """Horizontal stack on input padded k//2 on the left: (B, C, h, w + k//2) -> (B, C, h, w).
+        """Horizontal stack on input padded p = d * (k//2) on the left: (B, C, h, w + p) ->
+        (B, C, h, w).
 
         from_v: the vertical term from `vertical`, (B, 2C, h, w); bh: gate bias, (B or 1, 2C, h, w).
         """
@@ -156,7 +171,8 @@ class GatedBlock(nn.Module):
     def horizontal_step(self, window: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
         """`horizontal` at one position, as matrix products (far cheaper than tiny convolutions).
 
-        window: the inputs at this position and the k//2 before it, (B, C, k//2 + 1);
+        window: the inputs at this position and the k//2 taps before it, d apart,
+        (B, C, k//2 + 1);
         from_v: the vertical term here, (B, 2C); bh: the gate bias here, (B or 1, 2C) -> (B, C).
         """
         pre = F.linear(window.flatten(1), self.h_conv.masked_weight.flatten(1), self.h_conv.bias)
@@ -216,6 +232,12 @@ class CausalSelfAttention(nn.Module):
         return x + self.proj(att.flatten(1))
 
 
+def layer_dilations(cfg: PriorConfig) -> list[int]:
+    """Each gated layer's dilation: 1 for the first, then 1, 2, 4, .. cfg.dilation, repeated."""
+    cycle = [2**k for k in range(cfg.dilation.bit_length())]  # 1, 2, .., dilation
+    return [1] + [cycle[i % len(cycle)] for i in range(cfg.layers - 1)]
+
+
 class GatedPixelCNN(nn.Module):
     """Autoregressive prior p(codes) over (grid x grid) code grids in raster order.
 
@@ -247,8 +269,9 @@ class GatedPixelCNN(nn.Module):
                 POSITION_CHANNELS,
                 cfg.dropout,
                 spatial,
+                dilation,
             )
-            for i in range(cfg.layers)
+            for i, dilation in enumerate(layer_dilations(cfg))
         )
         self.attention = CausalSelfAttention(C) if cfg.attention else None
         # applied over the channels of each position: (..., C) -> (..., K)
