@@ -60,3 +60,16 @@ def test_a_wrong_type_still_refuses_in_one_line(old_run: Path, capsys) -> None:
     (old_run / "vqvae.json").write_text(json.dumps(meta))
     code, _, err = run_cli(capsys, "sample", "--run", old_run, "--device", "cpu")
     assert_one_line_error(code, err, 1, "vqvae.json", "hidden")
+
+
+def test_an_older_run_keeps_the_training_it_had_when_defaults_change(old_run: Path) -> None:
+    """The L1 term, the prior's dropout and --augment came on by default after this run was
+    made: reading it back (as --resume does) must give the settings it was trained with."""
+    from vqgen import checkpoint
+
+    vqvae_meta = json.loads((old_run / "vqvae.json").read_text())
+    _, loss = checkpoint.vqvae_configs(vqvae_meta, old_run / "vqvae.json")
+    prior_meta = json.loads((old_run / "prior.json").read_text())
+    prior, _ = checkpoint.prior_configs(prior_meta, old_run / "prior.json")
+    assert (loss.l1_weight, prior.dropout, prior.augment) == (0.0, 0.0, 0)
+    assert (prior.dilation, prior.cond_dropout) == (1, 0.0)  # later settings, off when missing

@@ -32,8 +32,13 @@ from vqgen.fileio import (
 from vqgen.rundir import RunDir
 
 FORMAT = "vqgen-run/1"
-# a vqvae.json without a "loss" section keeps the loss settings in "model"
+# a vqvae.json without a "loss" section keeps the loss settings in "model"; such a run that
+# recorded no L1 weight was trained without the L1 term, which is on by default now
 LEGACY_LOSS_KEYS = {f.name for f in dataclasses.fields(VQLossConfig)}
+LEGACY_LOSS = {"l1_weight": 0.0}
+# a prior.json from before dropout and --augment were recorded trained with neither, the
+# defaults of today notwithstanding
+LEGACY_PRIOR = {"dropout": 0.0, "augment": 0}
 
 
 def save_model(run: RunDir, stage: str, model: nn.Module, meta: dict[str, Any], last: bool) -> Path:
@@ -128,7 +133,7 @@ def vqvae_configs(meta: dict[str, Any], where: Path) -> tuple[VQVAEConfig, VQLos
     its own section keeps those settings in "model"; one without them takes the defaults."""
     model, loss = meta.get("model"), meta.get("loss")
     if loss is None and isinstance(model, dict):
-        loss = {k: v for k, v in model.items() if k in LEGACY_LOSS_KEYS}
+        loss = LEGACY_LOSS | {k: v for k, v in model.items() if k in LEGACY_LOSS_KEYS}
         model = {k: v for k, v in model.items() if k not in LEGACY_LOSS_KEYS}
     return (
         load_config(VQVAEConfig, model, f"{where} 'model'"),
@@ -184,10 +189,15 @@ def load_prior(
 def prior_configs(meta: dict[str, Any], where: Path) -> tuple[PriorConfig, PriorConfig | None]:
     """The prior settings of a prior.json at `where`: its "model" (the bottom or only level)
     and, for a run of two code levels, its "top_model"."""
-    cfg = load_config(PriorConfig, meta.get("model"), f"{where} 'model'")
+    def read(key: str) -> PriorConfig:
+        given = meta.get(key)
+        given = LEGACY_PRIOR | given if isinstance(given, dict) else given
+        return load_config(PriorConfig, given, f"{where} '{key}'")
+
+    cfg = read("model")
     if not cfg.top_grid:
         return cfg, None
-    top = load_config(PriorConfig, meta.get("top_model"), f"{where} 'top_model'")
+    top = read("top_model")
     if top.grid != cfg.top_grid or top.top_grid:
         raise CheckpointError(f"{where}: 'top_model' is not the prior of 'model''s top grid")
     return cfg, top

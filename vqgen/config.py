@@ -83,7 +83,7 @@ class VQVAEConfig:
     levels: int = 1  # 1, or 2 for VQ-VAE-2's top grid of codes above the bottom one
     top_downsample: int = 4  # 2 or 4: the top grid is the bottom grid / top_downsample
     codebook_size: int = 512
-    code_dim: int = 64
+    code_dim: int = 8  # low-dimensional codes train faster and sharper (bench/RESULTS.md)
     beta: float = 0.25  # weight of the commitment loss
     quantizer: str = "ema"  # "st": codebook loss; "ema": moving-average codebook updates
     decay: float = 0.99  # EMA decay
@@ -132,7 +132,7 @@ class VQLossConfig:
     """Stage 1's loss beside the MSE and the quantizer's: an L1 term, and a PatchGAN adversary
     as in VQGAN (vqgen.losses). The "loss" section of vqvae.json."""
 
-    l1_weight: float = 0.0
+    l1_weight: float = 1.0  # an L1 term beside the MSE: sharper slices (bench/RESULTS.md)
     adversarial: bool = False
     disc_start: int = 0  # steps of pure reconstruction before the discriminator joins in
     disc_weight: float = 0.5  # times the adaptive weight (reconstruction / GAN gradient norm)
@@ -160,9 +160,9 @@ class PriorConfig:
     dilation: int = 1  # 1, 2, 4, ..: layers after the first cycle through dilations up to this
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
-    dropout: float = 0.0  # in the gated blocks, while training
+    dropout: float = 0.1  # in the gated blocks, while training: long runs overfit without it
     attention: bool = False  # one causal self-attention layer after the gated blocks
-    augment: int = 0  # extra copies of the train split to learn from (train_prior.training_codes)
+    augment: int = 2  # extra copies of the train split to learn from (train_prior.training_codes)
     top_grid: int = 0  # side of the top code grid this (bottom) prior is told; 0: no top level
     cond_dropout: float = 0.0  # rate at which training hides the condition, for --guidance
 
