@@ -53,7 +53,7 @@ run_setting() {
     # shellcheck disable=SC2046
     if ! { { [ -n "$base" ] || vqgen train-vqvae --data mni152 --size 128 --run "$run" \
             --max-minutes "$vq_min" --seed 0 --no-tensorboard $(flags_of "$name"); } &&
-        vqgen train-prior --run "$run" --condition slice --augment 2 --max-minutes "$prior_min" \
+        vqgen train-prior --run "$run" --condition slice --augment 2 --dropout 0 --max-minutes "$prior_min" \
             --seed 0 --no-tensorboard $(prior_flags_of "$name") &&
         vqgen evaluate --run "$run" --split validate --seed 0; } >"$log" 2>&1; then
         echo "setting $name failed:" >&2; tail -5 "$log" >&2; exit 1
