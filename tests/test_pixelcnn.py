@@ -17,7 +17,15 @@ K, G = 8, 6
 
 def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
     torch.manual_seed(0)
-    cfg = dict(codebook_size=K, grid=G, channels=16, layers=3, condition=condition, num_labels=3)
+    cfg = dict(
+        codebook_size=K,
+        grid=G,
+        channels=16,
+        layers=3,
+        condition=condition,
+        num_labels=3,
+        dilation=1,
+    )
     return GatedPixelCNN(PriorConfig(**{**cfg, **kw})).double().eval()
 
 

@@ -63,13 +63,14 @@ def test_a_wrong_type_still_refuses_in_one_line(old_run: Path, capsys) -> None:
 
 
 def test_an_older_run_keeps_the_training_it_had_when_defaults_change(old_run: Path) -> None:
-    """The L1 term, the prior's dropout and --augment came on by default after this run was
-    made: reading it back (as --resume does) must give the settings it was trained with."""
+    """The L1 term, the prior's dropout, --augment and --dilation came on by default after this
+    run was made: reading it back (as --resume does) must give the settings it was trained
+    with, and the network its weights fit."""
     from vqgen import checkpoint
 
     vqvae_meta = json.loads((old_run / "vqvae.json").read_text())
     _, loss = checkpoint.vqvae_configs(vqvae_meta, old_run / "vqvae.json")
     prior_meta = json.loads((old_run / "prior.json").read_text())
     prior, _ = checkpoint.prior_configs(prior_meta, old_run / "prior.json")
-    assert (loss.l1_weight, prior.dropout, prior.augment) == (0.0, 0.0, 0)
-    assert (prior.dilation, prior.cond_dropout) == (1, 0.0)  # later settings, off when missing
+    assert (loss.l1_weight, prior.dropout, prior.augment, prior.dilation) == (0.0, 0.0, 0, 1)
+    assert prior.cond_dropout == 0.0  # a later setting whose default is off

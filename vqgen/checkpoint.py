@@ -36,9 +36,9 @@ FORMAT = "vqgen-run/1"
 # recorded no L1 weight was trained without the L1 term, which is on by default now
 LEGACY_LOSS_KEYS = {f.name for f in dataclasses.fields(VQLossConfig)}
 LEGACY_LOSS = {"l1_weight": 0.0}
-# a prior.json from before dropout and --augment were recorded trained with neither, the
-# defaults of today notwithstanding
-LEGACY_PRIOR = {"dropout": 0.0, "augment": 0}
+# a prior.json from before dropout, --augment and --dilation were recorded was trained without
+# them (and its network has no dilated layers), the defaults of today notwithstanding
+LEGACY_PRIOR = {"dropout": 0.0, "augment": 0, "dilation": 1}
 
 
 def save_model(run: RunDir, stage: str, model: nn.Module, meta: dict[str, Any], last: bool) -> Path:
@@ -189,6 +189,7 @@ def load_prior(
 def prior_configs(meta: dict[str, Any], where: Path) -> tuple[PriorConfig, PriorConfig | None]:
     """The prior settings of a prior.json at `where`: its "model" (the bottom or only level)
     and, for a run of two code levels, its "top_model"."""
+
     def read(key: str) -> PriorConfig:
         given = meta.get(key)
         given = LEGACY_PRIOR | given if isinstance(given, dict) else given

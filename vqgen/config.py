@@ -157,7 +157,7 @@ class PriorConfig:
     channels: int = 64
     layers: int = 10
     kernel: int = 3
-    dilation: int = 1  # 1, 2, 4, ..: layers after the first cycle through dilations up to this
+    dilation: int = 8  # 1, 2, 4, ..: layers after the first cycle through dilations up to this
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
     dropout: float = 0.1  # in the gated blocks, while training: long runs overfit without it
