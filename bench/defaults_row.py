@@ -34,7 +34,8 @@ def main(run: Path, name: str) -> None:
     )
     print(
         f"floor (real train slices): KID {f['kid']:.3f}, sharpness {f['sharpness']:.2f}, "
-        f"recall {f['recall']:.2f}, C2ST {scales(f)}, atypical outlines {o['floor']['atypical']:.2f}"
+        f"recall {f['recall']:.2f}, C2ST {scales(f)}, "
+        f"atypical outlines {o['floor']['atypical']:.2f}"
     )
 
 

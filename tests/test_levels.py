@@ -133,9 +133,10 @@ def test_two_level_state_dict_round_trip() -> None:
     prior = two_level(attention=True)
     copy = build_prior(prior_cfg(attention=True), prior_cfg(grid=TOP, top_grid=0, attention=True))
     copy.load_state_dict(prior.state_dict())
+    copy.double().eval()  # dropout off, as in `prior`
     codes = [random_top(2), torch.randint(0, K, (2, BOTTOM, BOTTOM))]
     cond = torch.tensor([1, 2])
-    ours, theirs = level_logits(prior, codes, cond), level_logits(copy.double(), codes, cond)
+    ours, theirs = level_logits(prior, codes, cond), level_logits(copy, codes, cond)
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a, b)
 

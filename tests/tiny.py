@@ -38,7 +38,7 @@ CPU_DEVICE = torch.device("cpu")
 TINY_VQVAE = VQVAEConfig(
     size=16, hidden=16, res_blocks=1, downsample=4, codebook_size=8, code_dim=4
 )
-vqvae_step = VQLoss(VQLossConfig()).step  # MSE and the quantizer's loss
+vqvae_step = VQLoss(VQLossConfig(l1_weight=0.0)).step  # MSE and the quantizer's loss only
 
 
 def blobs(n: int, size: int = 16, seed: int = 0) -> SliceDataset:
