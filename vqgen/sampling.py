@@ -219,9 +219,8 @@ def sample_gated_pixelcnn(prior: GatedPixelCNN, rows: Rows, device: torch.device
     position the horizontal stacks (as matrix products) and the head run on a window of
     k//2 + 1 columns (d apart in a layer of dilation d). The gate biases (position, condition,
     top codes) are computed once for the whole grid and indexed at row i (vertical) or at
-    (i, j) (horizontal). An attention
-    layer keeps the keys and values of the positions drawn so far. On a CPU the loop runs on
-    one thread (see `one_cpu_thread`).
+    (i, j) (horizontal). An attention layer keeps the keys and values of the positions drawn
+    so far. On a CPU the loop runs on one thread (see `one_cpu_thread`).
     """
     c = prior.embed_condition(rows.cond, rows.count, rows.drop)
     top = prior.embed_top(rows.top, rows.count)

@@ -91,13 +91,13 @@ class GatedBlock(nn.Module):
     Args:
         channels: feature channels C of both stacks.
         kernel: odd kernel size k; each layer widens the receptive field by k//2 on each side.
-        dilation: spacing d of the kernel's taps; the layer then widens it by d * (k//2).
         mask: "A" for the first layer (current position hidden), "B" for the others.
         conditional: whether a (B, C) condition embedding is added inside the gates.
         positions: channels P of the positional embedding (P, h, w) added inside the gates.
         spatial: whether a (B, C, h, w) map of the top codes is added inside the gates.
         dropout: probability of zeroing a gated horizontal feature in training (none in eval,
             so sampling is deterministic given its random draws).
+        dilation: spacing d of the kernel's taps; the layer then widens it by d * (k//2).
     """
 
     def __init__(
