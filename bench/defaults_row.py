@@ -9,10 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def scales(scores: dict) -> str:
-    """'0.99 / 0.86': the C2ST's accuracy at full and half scale."""
-    return " / ".join(f"{scores['c2st'][k]['accuracy']:.2f}" for k in ("full", "half"))
+from demo_variants import scales  # bench/ is on the path when this script runs
 
 
 def main(run: Path, name: str) -> None:
