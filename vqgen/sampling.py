@@ -244,7 +244,7 @@ def _cached_raster_loop(
     # and for the horizontal stack, indexed [i, j] -> (n or 1, 2C)
     gates = []
     for block in blocks:
-        bv, bh = block.gate_bias(prior.pos, c, top)
+        bv, bh = (sum(terms[1:], terms[0]) for terms in block.gate_bias(prior.pos, c, top))
         gates.append((bv, bh.permute(2, 3, 0, 1).contiguous()))  # bh: (g, g, n or 1, 2C)
 
     # v_in[l]: input of layer l's vertical stack, padded P rows above and P columns each side;
@@ -262,7 +262,7 @@ def _cached_raster_loop(
             row_bias = bv[:, :, i : i + 1]  # (n or 1, 2C, 1, g)
             p = block.pad
             rows = v_in[layer][:, :, i + P - p : i + P + 1, P - p : P + g + p]
-            v_out, to_h = block.vertical(rows, row_bias)  # (n, C, 1, g)
+            v_out, to_h = block.vertical(rows, [row_bias])  # (n, C, 1, g)
             if layer + 1 < len(blocks):
                 v_in[layer + 1][:, :, i + P, P : P + g] = v_out[:, :, 0]
             from_v.append(to_h[:, :, 0].permute(2, 0, 1).contiguous())  # (n, 2C, g) -> (g, n, 2C)

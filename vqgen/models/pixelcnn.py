@@ -135,36 +135,38 @@ class GatedBlock(nn.Module):
 
     def gate_bias(
         self, pos: Tensor, c: Tensor | None, top: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Gate biases (vertical, horizontal), each (B or 1, 2C, h, w).
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The terms of the gate biases (vertical, horizontal), each broadcastable to
+        (B, 2C, h, w): position (1, 2C, h, w), condition (B, 2C, 1, 1), top codes (B, 2C, h, w).
 
         pos: the positional embedding (1, P, h, w); c: a (B, C) condition embedding or None;
-        top: the (B, C, h, w) map of the top codes, or None.
+        top: the (B, C, h, w) map of the top codes, or None. The terms stay apart because adding
+        each to a convolution's output costs less than materialising their (B, 4C, h, w) sum.
         """
-        bias = self.pos(pos)  # (1, 4C, h, w)
+        terms = [self.pos(pos)]  # (1, 4C, h, w)
         if self.cond is not None and c is not None:
-            bias = bias + self.cond(c)[:, :, None, None]  # (B, 4C, h, w)
+            terms.append(self.cond(c)[:, :, None, None])  # (B, 4C, 1, 1)
         if self.top is not None and top is not None:
-            bias = bias + self.top(top)  # (B, 4C, h, w)
-        bv, bh = bias.chunk(2, dim=1)
-        return bv, bh
+            terms.append(self.top(top))  # (B, 4C, h, w)
+        halves = [term.chunk(2, dim=1) for term in terms]
+        return [v for v, _ in halves], [h for _, h in halves]
 
-    def vertical(self, v_padded: Tensor, bv: Tensor) -> tuple[Tensor, Tensor]:
+    def vertical(self, v_padded: Tensor, bv: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Vertical stack on input padded p = d * (k//2) above and on both sides.
 
         (B, C, h + p, w + 2p) -> gated output (B, C, h, w), term for the
-        horizontal stack (B, 2C, h, w). bv: gate bias for these rows, (B or 1, 2C, h, w).
+        horizontal stack (B, 2C, h, w). bv: gate bias terms for these rows, from `gate_bias`.
         """
-        pre = self.v_conv(v_padded) + bv
+        pre = sum(bv, self.v_conv(v_padded))
         return gate(pre), self.v_to_h(pre)
 
-    def horizontal(self, h_padded: Tensor, from_v: Tensor, bh: Tensor) -> Tensor:
+    def horizontal(self, h_padded: Tensor, from_v: Tensor, bh: list[Tensor]) -> Tensor:
         """Horizontal stack on input padded p = d * (k//2) on the left: (B, C, h, w + p) ->
         (B, C, h, w).
 
-        from_v: the vertical term from `vertical`, (B, 2C, h, w); bh: gate bias, (B or 1, 2C, h, w).
+        from_v: the vertical term from `vertical`, (B, 2C, h, w); bh: gate bias terms.
         """
-        pre = self.h_conv(h_padded) + from_v + bh
+        pre = sum(bh, self.h_conv(h_padded) + from_v)
         out = self.h_out(self.dropout(gate(pre)))
         return out + h_padded[..., self.pad :] if self.residual else out
 
@@ -289,7 +291,9 @@ class GatedPixelCNN(nn.Module):
         assert codes.dim() == 3 and codes.shape[1:] == (g, g), f"codes {tuple(codes.shape)}"
         assert not (codes.dtype.is_floating_point or codes.dtype == torch.bool), codes.dtype
         assert not codes.numel() or 0 <= codes.min() <= codes.max() < K, "codes out of range"
-        return self.embedding(codes.long()).permute(0, 3, 1, 2)  # (B, h, w, C) -> (B, C, h, w)
+        # (B, h, w, C) -> (B, C, h, w), made contiguous: left a channels-last view, it would make
+        # every add in the gated blocks mix memory layouts, several times slower on a CPU
+        return self.embedding(codes.long()).permute(0, 3, 1, 2).contiguous()
 
     def embed_condition(
         self, cond: Tensor | None, batch: int, drop: Tensor | None = None
