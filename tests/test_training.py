@@ -153,6 +153,28 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def test_bf16_autocast_is_recorded_changes_the_numbers_and_resumes_exactly(tmp_path):
+    """--bf16 / --no-bf16 reach the computation (forced here, whatever this CPU computes
+    natively), each run says which it used, and a bf16 run resumes to the same weights."""
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    weights = {}
+    for name, bf16 in (("float32", False), ("bf16", True)):
+        run = RunDir(tmp_path / name)
+        fit(make_stage(run.root, train_set, val_set), train_cfg(bf16=bf16), run, CPU_DEVICE)
+        assert checkpoint.read_meta(run, "vqvae", last=True)["train"]["bf16"] is bf16
+        weights[name] = fileio.load_tensors(run.weights("vqvae", last=True))
+    assert any(not torch.equal(weights["float32"][k], weights["bf16"][k]) for k in weights["bf16"])
+
+    run = RunDir(tmp_path / "resumed")
+    with pytest.raises(Interrupted, match="--resume"):
+        stage = make_stage(run.root, train_set, val_set, interrupt_at(7))
+        fit(stage, train_cfg(bf16=True), run, CPU_DEVICE)
+    fit(make_stage(run.root, train_set, val_set), train_cfg(bf16=True), run, CPU_DEVICE, True)
+    resumed = fileio.load_tensors(run.weights("vqvae", last=True))
+    for key, value in weights["bf16"].items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 

@@ -108,6 +108,12 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
         "--tensorboard/--no-tensorboard",
         "Write a live TensorBoard log in RUN/tensorboard/ (default: if tensorboard is installed).",
     ),
+    "bf16": (
+        bool | None,
+        "--bf16/--no-bf16",
+        "Train under bf16 autocast (default: where the device computes bf16 natively, CUDA and "
+        "CPUs with AVX512-BF16). --no-bf16 trains in float32, the same numbers on every machine.",
+    ),
 }
 
 

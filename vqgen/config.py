@@ -217,6 +217,7 @@ class TrainConfig:
     workers: int = 0
     log_every: int = 10  # steps between metrics-<stage>.jsonl lines
     tensorboard: bool | None = None  # a live TensorBoard log; None: if the package is installed
+    bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:
