@@ -29,7 +29,7 @@ from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 from vqgen.schedule import learning_rate
-from vqgen.train import OptimizerSettings, fit
+from vqgen.train import OptimizerSettings, fit, resumed_config
 from vqgen.train_vqvae import reconstruction_metrics
 
 
@@ -173,6 +173,18 @@ def test_bf16_autocast_is_recorded_changes_the_numbers_and_resumes_exactly(tmp_p
     resumed = fileio.load_tensors(run.weights("vqvae", last=True))
     for key, value in weights["bf16"].items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resume_keeps_the_autocast_a_run_recorded_or_had_before_it_was_recorded(tmp_path):
+    """A run resumes with the bf16 choice it recorded; one from before the choice was recorded
+    trained in float32 on the CPU, and resumes so."""
+    run = RunDir(tmp_path)
+    fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), train_cfg(bf16=True), run, CPU_DEVICE)
+    assert resumed_config("vqvae", train_cfg(), run).bf16 is True
+    meta = json.loads(run.meta("vqvae", last=True).read_text())
+    del meta["train"]["bf16"]
+    run.meta("vqvae", last=True).write_text(json.dumps(meta))
+    assert resumed_config("vqvae", train_cfg(), run).bf16 is False
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

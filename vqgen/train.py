@@ -190,6 +190,9 @@ def progress_bar(enabled: bool) -> Progress:
 def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     """The run's own training settings; only the device, workers and time budget are new."""
     stored = checkpoint.read_meta(run, stage, last=True).get("train")
+    if isinstance(stored, dict) and "bf16" not in stored:  # from before --bf16: bf16 on CUDA only
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        stored = {**stored, "bf16": cuda}
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
     state = checkpoint.train_state_info(run, stage)
     given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
@@ -299,7 +302,7 @@ def end_epoch(
 
 def computes_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 (by torch's
-    own probe). Training runs under bf16 autocast there, 1.3-1.8x faster on such a CPU
+    own probe). Training runs under bf16 autocast there, 1.4-1.8x faster on such a CPU
     (bench/RESULTS.md, "A faster prior"); elsewhere bf16 would be slower than float32."""
     if device.type == "cuda":
         return True
