@@ -1,31 +1,44 @@
 """Training steps/s of the prior beside a plain gated PixelCNN of the same size, in one run.
 
     .venv/bin/python bench/bench_prior_speed.py [--steps 12] [--threads 2]
+    PYTHONPATH=OTHER_CHECKOUT .venv/bin/python bench/bench_prior_speed.py   # another version
 
 The plain model is the textbook gated PixelCNN as public VQ-VAE repositories write it
 (e.g. ritheshkumar95/pytorch-vqvae): vertical and horizontal stacks built from symmetrically
 padded convolutions that are cropped afterwards, the mask of the first layer applied to the
 weights, tanh x sigmoid gates, a 1x1 output head, no positional bias and no condition. It is
-written here from that description, not copied. Each model takes AdamW steps on random codes;
-the table gives the median of `--steps` timed steps after two warm-up steps, and grids/s. Run
-it alone on the machine: a second busy process makes every figure several times slower.
+written here from that description, not copied. Each model takes AdamW steps on random codes,
+in float32 and under bf16 autocast (as `fit` trains where the device computes bf16 natively);
+the table gives the median of `--steps` timed steps after two warm-up steps. The demo's row
+uses the 5-minute demo's prior (`vqgen.demo.demo_prior`). Run it alone on the machine: a
+second busy process makes every figure several times slower.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen.config import PriorConfig
+from vqgen.demo import demo_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.sampling import sample_codes
 
-# (name, channels, layers, codebook, grid, batch): the demo's prior, and the size the issue named
-SIZES = [("demo", 32, 8, 128, 32, 16), ("64ch-15L-K512-16x16", 64, 15, 512, 16, 32)]
+# (name, prior, batch): the 5-minute demo's prior on its 32x32 grid of 128 codes, and the size
+# of the plain gated PixelCNNs in public VQ-VAE repositories (with vqgen's other defaults)
+SIZES = [
+    ("demo", replace(demo_prior(5.0), codebook_size=128, grid=32), 16),
+    (
+        "64ch-15L-K512-16x16",
+        PriorConfig(codebook_size=512, grid=16, channels=64, layers=15, condition="slice"),
+        32,
+    ),
+]
 
 
 class PlainGatedLayer(nn.Module):
@@ -69,12 +82,16 @@ class PlainGatedPixelCNN(nn.Module):
         return self.head(xh)
 
 
-def steps_per_second(model: nn.Module, codes: Tensor, cond: Tensor | None, steps: int) -> float:
+def steps_per_second(
+    model: nn.Module, codes: Tensor, cond: Tensor | None, steps: int, bf16: bool
+) -> float:
     """Median AdamW steps/s of `model` on `codes` after two warm-up steps."""
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step() -> None:
-        loss = F.cross_entropy(model(codes, cond).float(), codes)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(codes, cond)
+        loss = F.cross_entropy(logits.float(), codes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -95,24 +112,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("| size | batch | plain gated PixelCNN steps/s | vqgen prior steps/s | vqgen grids/s |")
+    print("steps/s, float32 / bf16 autocast\n")
+    print("| size | batch | plain gated PixelCNN | vqgen prior | vqgen grids/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, channels, layers, codebook, grid, batch in SIZES:
+    for name, cfg, batch in SIZES:
         torch.manual_seed(0)
-        codes = torch.randint(0, codebook, (batch, grid, grid))
+        codes = torch.randint(0, cfg.codebook_size, (batch, cfg.grid, cfg.grid))
         cond = torch.rand(batch)
-        plain = steps_per_second(
-            PlainGatedPixelCNN(codebook, channels, layers), codes, None, args.steps
-        )
-        cfg = PriorConfig(
-            codebook_size=codebook, grid=grid, channels=channels, layers=layers, condition="slice"
-        )
-        ours = steps_per_second(GatedPixelCNN(cfg).train(), codes, cond, args.steps)
-        print(f"| {name} | {batch} | {plain:.2f} | {ours:.2f} | {ours * batch:.0f} |")
-    prior = GatedPixelCNN(PriorConfig(codebook_size=128, grid=32, channels=32, layers=8)).eval()
+        rates = {}
+        for bf16 in (False, True):
+            torch.manual_seed(0)
+            plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers)
+            rates["plain", bf16] = steps_per_second(plain, codes, None, args.steps, bf16)
+            ours = GatedPixelCNN(cfg).train()
+            rates["ours", bf16] = steps_per_second(ours, codes, cond, args.steps, bf16)
+        plain = f"{rates['plain', False]:.2f} / {rates['plain', True]:.2f}"
+        ours = f"{rates['ours', False]:.2f} / {rates['ours', True]:.2f}"
+        grids = f"{rates['ours', False] * batch:.0f} / {rates['ours', True] * batch:.0f}"
+        print(f"| {name} | {batch} | {plain} | {ours} | {grids} |")
+    prior = GatedPixelCNN(SIZES[0][1]).eval()
     start = time.perf_counter()
-    sample_codes(prior, 16, generator=torch.Generator().manual_seed(0))
-    print(f"\nsampling 16 grids of 32x32, demo-size prior: {time.perf_counter() - start:.2f} s")
+    sample_codes(prior, 16, cond=torch.rand(16), generator=torch.Generator().manual_seed(0))
+    print(f"\nsampling 16 grids of 32x32, demo's prior: {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ the real shapes (VQ-VAE: batch 32, hidden 128, K 512; prior: the default 64 chan
 K 512, on the code grids of 64 and 128 px slices). Variants:
   eager          the models as `fit` runs them
   channels_last  weights (and VQ-VAE inputs) in NHWC memory format
+  bf16           under bf16 autocast, as `fit` trains where the device computes bf16 natively
+                 (the VQ-VAE in channels_last, as train-vqvae keeps it)
   compile        torch.compile of the model (compile time is reported, not counted)
 Prints one Markdown table row per (model, variant); results go in bench/RESULTS.md.
 """
@@ -26,7 +28,7 @@ from vqgen.models.vqvae import VQVAE
 
 BATCH = 32
 MODELS = ("vqvae-64", "vqvae-128", "prior-16", "prior-32")
-VARIANTS = ("eager", "channels_last", "compile")
+VARIANTS = ("eager", "channels_last", "bf16", "compile")
 
 
 def build(model_name: str, variant: str, device: torch.device):
@@ -37,7 +39,7 @@ def build(model_name: str, variant: str, device: torch.device):
     if kind == "vqvae":
         model = VQVAE(VQVAEConfig(size=side, hidden=128, codebook_size=512)).to(device)
         images = torch.rand(BATCH, 1, side, side, device=device)
-        if variant == "channels_last":
+        if variant in ("channels_last", "bf16"):
             model = model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
 
@@ -65,8 +67,11 @@ def measure(model_name: str, variant: str, steps: int, warmup: int, device: torc
         net = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16")
+
     def step() -> None:
-        loss = loss_fn(net)
+        with autocast:
+            loss = loss_fn(net)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,7 +1,7 @@
 """The demo pipeline with other settings, scored on the validate split (the test split chooses
 nothing): one table row of reconstruction and sample figures per run.
 
-    .venv/bin/python bench/demo_variants.py RUN [--minutes 5] [key=value ...]
+    .venv/bin/python bench/demo_variants.py RUN [--minutes 5] [--seed 0] [key=value ...]
     .venv/bin/python bench/demo_variants.py RUN --score-only   # a run made before
 
 Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0, help="the demo's training seed")
     parser.add_argument("--score-only", action="store_true", help="score RUN as it is")
     parser.add_argument("--guidance", type=float, default=1.0, help="score samples guided so")
     parser.add_argument("settings", nargs="*", help="key=value")
@@ -48,10 +49,12 @@ def main() -> None:
     apply(args.settings)
     seconds = {}
     if not args.score_only:
-        seconds = demo.run_demo(args.run, args.minutes, overwrite=True).seconds
+        seconds = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True).seconds
     cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=args.guidance)
     report = evaluate(args.run, cfg, out=args.run / "report-validate.json")
     name = " ".join(args.settings) or str(args.run)
+    if args.seed:
+        name += f" (seed {args.seed})"
     if args.guidance != 1:
         name += f" (guidance {args.guidance:g})"
     print(f"# {name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
