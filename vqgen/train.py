@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from vqgen import checkpoint, distributed, fileio
 from vqgen.config import TrainConfig, load_config, to_dict
 from vqgen.errors import Interrupted, TrainingError
+from vqgen.inference import resolve_device
 from vqgen.live import LiveLog
 from vqgen.rundir import RunDir
 from vqgen.schedule import Plan, epoch_batches, learning_rate, resume_settings, steps_left
@@ -191,8 +192,7 @@ def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
     """The run's own training settings; only the device, workers and time budget are new."""
     stored = checkpoint.read_meta(run, stage, last=True).get("train")
     if isinstance(stored, dict) and "bf16" not in stored:  # from before --bf16: bf16 on CUDA only
-        cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        stored = {**stored, "bf16": cuda}
+        stored = {**stored, "bf16": resolve_device(cfg.device).type == "cuda"}
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
     state = checkpoint.train_state_info(run, stage)
     given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
