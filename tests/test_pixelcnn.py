@@ -7,26 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import example_cond
+from tiny import G, K, tiny_prior
 
 from vqgen.config import PriorConfig
 from vqgen.errors import UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
-
-K, G = 8, 6
-
-
-def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
-    torch.manual_seed(0)
-    cfg = dict(
-        codebook_size=K,
-        grid=G,
-        channels=16,
-        layers=3,
-        condition=condition,
-        num_labels=3,
-        dilation=1,
-    )
-    return GatedPixelCNN(PriorConfig(**{**cfg, **kw})).double().eval()
 
 
 def receptive_field(i: int, j: int, layers: int, kernel: int) -> torch.Tensor:

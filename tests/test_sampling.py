@@ -3,36 +3,12 @@
 import pytest
 import torch
 from fixtures import example_cond
+from tiny import G, K, tiny_prior
 
-from vqgen.config import PriorConfig, SampleConfig
+from vqgen.config import SampleConfig
 from vqgen.errors import UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.sampling import sample_codes, sample_codes_naive
-
-K, G = 8, 6
-
-
-def tiny_prior(
-    condition: str = "none",
-    kernel: int = 3,
-    dropout: float = 0.0,
-    attention: bool = False,
-    dilation: int = 1,
-) -> GatedPixelCNN:
-    torch.manual_seed(0)
-    cfg = PriorConfig(
-        codebook_size=K,
-        grid=G,
-        channels=16,
-        layers=3,
-        kernel=kernel,
-        condition=condition,
-        num_labels=3,
-        dropout=dropout,
-        attention=attention,
-        dilation=dilation,
-    )
-    return GatedPixelCNN(cfg).double().eval()
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -63,7 +39,9 @@ def test_fast_sampler_matches_naive(
     attention: bool,
     dilation: int,
 ) -> None:
-    prior = tiny_prior(condition, kernel, dropout, attention, dilation)
+    prior = tiny_prior(
+        condition, kernel=kernel, dropout=dropout, attention=attention, dilation=dilation
+    )
     cond = example_cond(condition, 4)
     for seed in range(3):
         kw = dict(cond=cond, temperature=temperature, top_k=top_k)

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset
 from vqgen.losses import VQLoss
+from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.train import Stage
 from vqgen.train_vqvae import reconstruction_metrics
@@ -31,6 +32,27 @@ VQVAE_32 = [*SIZE_32, *NARROW, *SMALL_CODEBOOK]  # 32 px, 16 codes of 8 dimensio
 VQVAE_32_DEFAULT_CODEBOOK = [*SIZE_32, *NARROW]  # 32 px, the default codebook
 PRIOR_2X8 = ["--layers", "2", "--channels", "8"]
 PRIOR_3X16 = ["--layers", "3", "--channels", "16"]
+
+# -- a tiny prior --------------------------------------------------------------------------------
+
+K, G = 8, 6  # its codebook size and grid side
+
+
+def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
+    """A 3-layer, 16-channel prior over 6x6 grids of 8 codes, in float64 and eval mode (exact
+    comparisons), undilated unless `kw` says otherwise; the same weights on every call."""
+    torch.manual_seed(0)
+    cfg = dict(
+        codebook_size=K,
+        grid=G,
+        channels=16,
+        layers=3,
+        condition=condition,
+        num_labels=3,
+        dilation=1,
+    )
+    return GatedPixelCNN(PriorConfig(**{**cfg, **kw})).double().eval()
+
 
 # -- in-process training -------------------------------------------------------------------------
 
