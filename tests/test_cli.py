@@ -265,3 +265,14 @@ def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp
     assert low > 0.1  # the former fixed range started below the data
     cond = conditioning.for_sampling(prior.cfg, meta, SampleConfig(n=9))
     assert float(cond.min()) == pytest.approx(low) and float(cond.max()) == pytest.approx(high)
+
+
+def test_train_prior_keeps_the_moving_average_it_is_given_and_refuses_a_decay_of_one(
+    capsys, trained_run: Path
+):
+    args = ["--run", trained_run, "--overwrite", "--max-steps", "2", "--layers", "2", *CPU]
+    code, _, err = run_cli(capsys, "train-prior", *args, "--channels", "8", "--ema", "0.9")
+    assert code == 0, err
+    assert json.loads((trained_run / "prior.json").read_text())["train"]["ema"] == 0.9
+    code, _, err = run_cli(capsys, "train-prior", *args, "--ema", "1")
+    assert_one_line_error(code, err, 2, "--ema must lie in [0, 1), got 1")

@@ -223,14 +223,17 @@ def save_train_state(
     info: dict[str, Any],
 ) -> None:
     """The weights and optimiser of every model of a stage (e.g. a VQ-VAE and its
-    discriminator), the RNG and `info` (step, epoch, ...), in one file: one atomic rename
-    keeps them consistent."""
+    discriminator; a model without an optimiser, such as a moving average of weights, has its
+    weights alone), the RNG and `info` (step, epoch, ...), in one file: one atomic rename keeps
+    them consistent."""
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     groups = {}
     for name, model in models.items():
         tensors.update({f"{name}.weights.{k}": v for k, v in model.state_dict().items()})
+        if name not in optimizers:
+            continue
         state = optimizers[name].state_dict()
         for idx, slots in state["state"].items():
             tensors.update({f"{name}.opt.{idx}.{slot}": v for slot, v in slots.items()})
@@ -266,6 +269,8 @@ def load_train_state(
     meta, tensors = train_state_info(run, stage), load_tensors(path)
     for name, model in models.items():
         load_state(model, _section(tensors, f"{name}.weights."), path)
+        if name not in optimizers:
+            continue
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in _section(tensors, f"{name}.opt.").items():
             idx, slot = key.split(".", 1)

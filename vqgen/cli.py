@@ -30,6 +30,7 @@ from rich.table import Table
 import vqgen
 from vqgen.cli_options import (
     DEFAULT_RUN,
+    PRIOR_TRAIN_OPTIONS,
     CodebookSizeOpt,
     CodeDimOpt,
     DataOpt,
@@ -200,7 +201,7 @@ def train_vqvae_cmd(
 
 
 @command("train-prior")
-@training_options(PRIOR_TRAINING)
+@training_options(PRIOR_TRAINING, PRIOR_TRAIN_OPTIONS)
 def train_prior_cmd(
     train: TrainConfig,
     run: RunOpt = DEFAULT_RUN,

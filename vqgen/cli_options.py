@@ -115,10 +115,22 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
         "CPUs with AVX512-BF16). --no-bf16 trains in float32, the same numbers on every machine.",
     ),
 }
+# ... and those of train-prior alone
+PRIOR_TRAIN_OPTIONS = TRAIN_OPTIONS | {
+    "ema": (
+        float,
+        "--ema",
+        "Decay of a moving average of the prior's weights, which is what is validated, saved "
+        "and sampled from: smoother samples than the last step's weights (0: none).",
+    ),
+}
 
 
-def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the TRAIN_OPTIONS, with `defaults`; it receives them as `train`.
+def training_options(
+    defaults: TrainConfig, options: dict[str, tuple[Any, str, str]] = TRAIN_OPTIONS
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the `options` of TrainConfig, with `defaults`; it receives them as
+    `train`.
 
     --epochs shows the stage's default but is None unless given, so that --max-steps or
     --max-minutes alone set the length of the run (`with_options`).
@@ -126,7 +138,7 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         extra = []
-        for field, (kind, flag, help_) in TRAIN_OPTIONS.items():
+        for field, (kind, flag, help_) in options.items():
             default = getattr(defaults, field)
             if field == "epochs":
                 help_ += f" Default {default}; with only --max-steps or --max-minutes, no limit."
@@ -152,7 +164,7 @@ def training_options(defaults: TrainConfig) -> Callable[[Callable[..., None]], C
             ctx = kwargs.pop("ctx")
             if kwargs["resume"]:
                 warn_ignored_on_resume(ctx)
-            given = {field: kwargs.pop(field) for field in TRAIN_OPTIONS}
+            given = {field: kwargs.pop(field) for field in options}
             if given["tensorboard"]:
                 from vqgen import live
 

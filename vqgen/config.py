@@ -218,6 +218,9 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics-<stage>.jsonl lines
     tensorboard: bool | None = None  # a live TensorBoard log; None: if the package is installed
     bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively
+    # decay of a moving average of the model's weights, which is what is validated and saved
+    # (the raw weights go on training); 0: none
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:
@@ -237,6 +240,8 @@ class TrainConfig:
         at_least("warmup_steps", self.warmup_steps, 0)
         positive("grad_clip", self.grad_clip)
         positive("log_every", self.log_every)
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema must lie in [0, 1), got {self.ema}")
 
 
 # Samples `evaluate` draws: the C2ST and KID need a few hundred a side to be stable.
@@ -244,7 +249,9 @@ EVAL_SAMPLES = 256
 
 # Each stage's defaults; the CLI shows and uses these.
 VQVAE_TRAINING = TrainConfig(epochs=8)
-PRIOR_TRAINING = TrainConfig(epochs=20)
+# the prior's samples come from a moving average of its weights: lower KID, higher recall in
+# 5 and 30 minutes of the demo (bench/RESULTS.md, "A moving average of the prior's weights")
+PRIOR_TRAINING = TrainConfig(epochs=20, ema=0.99)
 
 
 def with_options(defaults: TrainConfig, **given: Any) -> TrainConfig:

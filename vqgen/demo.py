@@ -51,7 +51,7 @@ DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit
 # the VQ-VAE's share of the training time, the prior gets the rest: under bf16 the VQ-VAE reaches
 # brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (bench/RESULTS.md)
 VQVAE_SHARE = 0.3
-REPORT_RESERVE_S = 70.0  # sampling and the test-split report with its realism metrics (~65 s)
+REPORT_RESERVE_S = 50.0  # sampling and the test-split report with its realism metrics (~35 s)
 SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
 COPY_S = 4.0  # and for each copy, making its 48 fresh subjects and encoding them
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
@@ -127,7 +127,8 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS)
     lap("vqvae")
     prior_minutes = max(minutes_left() - setup_minutes, MIN_STAGE_MINUTES)
-    train_prior(run_dir, prior, TrainConfig(**train, max_minutes=prior_minutes))
+    prior_train = TrainConfig(**train, max_minutes=prior_minutes, ema=config.PRIOR_TRAINING.ema)
+    train_prior(run_dir, prior, prior_train)
     lap("prior")
     sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")

@@ -10,12 +10,13 @@
     Reporter      the progress bar or plain log lines, and the JSONL metrics log
 
 `fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
-where the device computes bf16 natively (CUDA, recent x86 CPUs); shows a rich progress bar;
-validates after every epoch; keeps the best checkpoint (by `stage.monitor`) and the last one,
-with a train state (optimisers, step, RNG) so that `resume=True` continues exactly where it
-stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and exits cleanly; a NaN or
-infinite loss stops with an error and leaves the last good checkpoint untouched. Under torchrun
-the same loop runs on every rank with DDP (see vqgen.distributed).
+where the device computes bf16 natively (CUDA, recent x86 CPUs); with `cfg.ema`, keeps a moving
+average of the model's weights, which is then what is validated and saved; shows a rich
+progress bar; validates after every epoch; keeps the best checkpoint (by `stage.monitor`) and
+the last one, with a train state (optimisers, step, RNG) so that `resume=True` continues
+exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and exits
+cleanly; a NaN or infinite loss stops with an error and leaves the last good checkpoint
+untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.distributed).
 
 A stage trains one model, or one model with helpers beside it (a discriminator): its step
 returns one loss per model, each loss updates only its own model's weights, and every model and
@@ -39,6 +40,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
 from vqgen import checkpoint, distributed, fileio
@@ -290,14 +292,14 @@ def end_epoch(
     if not distributed.is_main():
         keeper.save(state, plan, best_too=False)
         return
-    stage = trainer.stage
-    metrics = stage.validate(trainer.models["model"])
+    stage, model = trainer.stage, trainer.kept()
+    metrics = stage.validate(model)
     report.log_epoch(state, metrics)
-    report.preview(state, stage, trainer.models["model"])
+    report.preview(state, stage, model)
     keeper.keep(state, plan, metrics)
     report.show_epoch(state, plan.known_total(), metrics)
     if stage.after_epoch is not None:
-        stage.after_epoch(trainer.models["model"])
+        stage.after_epoch(model)
 
 
 def computes_bf16(device: torch.device) -> bool:
@@ -308,6 +310,22 @@ def computes_bf16(device: torch.device) -> bool:
         return True
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private: looked up, not assumed
     return device.type == "cpu" and probe is not None and bool(probe())
+
+
+def moving_average(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """AveragedModel's update for an exponential moving average of weights and buffers that
+    warms up: after n updates it keeps at most (1 + n) / (10 + n) of the average, so that a
+    short run's average does not hold on to its first weights. Integer buffers are copied."""
+
+    def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
+        keep = min(decay, (1 + int(n)) / (10 + int(n)))
+        for mean, value in zip(averaged, current, strict=True):
+            if mean.is_floating_point():
+                mean.lerp_(value, 1 - keep)
+            else:
+                mean.copy_(value)
+
+    return update
 
 
 class Trainer:
@@ -332,6 +350,18 @@ class Trainer:
         }
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        self.average = None  # the moving average of the model's weights, with --ema
+        if cfg.ema:
+            model, update = self.models["model"], moving_average(cfg.ema)
+            self.average = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+    def kept(self) -> nn.Module:
+        """The model as validated and saved: the moving average of its weights, if kept."""
+        return self.models["model"] if self.average is None else self.average.module
+
+    def saved(self) -> dict[str, nn.Module]:
+        """Every module whose state the train state holds for --resume."""
+        return self.models if self.average is None else {**self.models, "ema": self.average}
 
     def describe(self, name: str) -> str:
         """A model of the stage, as an error names it: 'vqvae', 'vqvae disc'."""
@@ -366,6 +396,8 @@ class Trainer:
             if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
                 raise Diverged(f"{self.describe(name)} gradient became {norm.item()}")
             self.optimizers[name].step()
+        if self.average is not None and "model" in losses:
+            self.average.update_parameters(self.models["model"])
         return outcome
 
 
@@ -383,7 +415,7 @@ class Checkpointer:
         """Models, optimisers, RNG, where training stood and the plan, from the train state."""
         trainer = self.trainer
         info = checkpoint.load_train_state(
-            self.run, self.stage.name, trainer.models, trainer.optimizers
+            self.run, self.stage.name, trainer.saved(), trainer.optimizers
         )
         state = LoopState(step=info["step"], epoch=info["epoch"], skip=info["skip"])
         self.best = info.get("best")
@@ -422,8 +454,9 @@ class Checkpointer:
         trainer, name = self.trainer, self.stage.name
         for key, model in trainer.models.items():
             distributed.check_same_model(model, f"{trainer.describe(key)} step {state.step}")
-        for key, model in trainer.models.items():
-            optimizer_state = trainer.optimizers[key].state
+        for key, model in trainer.saved().items():
+            optimizer = trainer.optimizers.get(key)
+            optimizer_state = {} if optimizer is None else optimizer.state
             if not (all_finite(model.state_dict()) and all_finite(optimizer_state)):
                 raise Diverged(f"{trainer.describe(key)} weights became non-finite")
         if not distributed.is_main():
@@ -431,12 +464,12 @@ class Checkpointer:
         train = to_dict(replace(self.cfg, bf16=trainer.bf16))  # as resolved on this device
         meta = {**self.stage.meta, "train": train, "step": state.step}
         meta.update(epoch=state.epoch, metrics=self.metrics)
-        model = trainer.models["model"]
+        model = trainer.kept()
         if best_too:
             checkpoint.save_model(self.run, name, model, meta, last=False)
         checkpoint.save_model(self.run, name, model, meta, last=True)
         info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
-        checkpoint.save_train_state(self.run, name, trainer.models, trainer.optimizers, info)
+        checkpoint.save_train_state(self.run, name, trainer.saved(), trainer.optimizers, info)
         self.saved_step = state.step
 
 
