@@ -23,11 +23,13 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from vqgen.config import PriorConfig
 from vqgen.demo import demo_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.sampling import sample_codes
+from vqgen.train import moving_average
 
 # (name, prior, batch): the 5-minute demo's prior on its 32x32 grid of 128 codes, and the size
 # of the plain gated PixelCNNs in public VQ-VAE repositories (with vqgen's other defaults)
@@ -106,6 +108,18 @@ def steps_per_second(
     return 1 / sorted(times)[len(times) // 2]
 
 
+def average_seconds(model: nn.Module, repeats: int = 50) -> float:
+    """Median time of one update of the moving average of `model`'s weights (--ema)."""
+    average = AveragedModel(model, multi_avg_fn=moving_average(0.99), use_buffers=True)
+    average.update_parameters(model)  # the first update copies
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        average.update_parameters(model)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
@@ -115,6 +129,7 @@ def main() -> None:
     print("steps/s, float32 / bf16 autocast\n")
     print("| size | batch | plain gated PixelCNN | vqgen prior | vqgen grids/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
+    averages = []
     for name, cfg, batch in SIZES:
         torch.manual_seed(0)
         codes = torch.randint(0, cfg.codebook_size, (batch, cfg.grid, cfg.grid))
@@ -130,6 +145,9 @@ def main() -> None:
         ours = f"{rates['ours', False]:.2f} / {rates['ours', True]:.2f}"
         grids = f"{rates['ours', False] * batch:.0f} / {rates['ours', True] * batch:.0f}"
         print(f"| {name} | {batch} | {plain} | {ours} | {grids} |")
+        update = average_seconds(GatedPixelCNN(cfg))
+        averages.append(f"{name}: {1e3 * update:.2f} ms, {update * rates['ours', True]:.1%}")
+    print(f"\n--ema, one update of the average and its share of a bf16 step: {'; '.join(averages)}")
     prior = GatedPixelCNN(SIZES[0][1]).eval()
     start = time.perf_counter()
     sample_codes(prior, 16, cond=torch.rand(16), generator=torch.Generator().manual_seed(0))

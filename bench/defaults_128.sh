@@ -6,13 +6,13 @@
 # Pin each run to one core to run two side by side:
 #   WORK=/tmp/d CORES=0 bash bench/defaults_128.sh first d8l1-2lv4 &
 #   WORK=/tmp/d CORES=1 bash bench/defaults_128.sh d8l1 d8l1-dil8 &
-# Each row goes to bench/out/defaults_128/<setting>.md, its figures beside it.
+# Each row goes to bench/out/defaults_128/<setting>.md (or OUT/<setting>.md), its figures beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vq_min=${VQ_MIN:-12}
 prior_min=${PRIOR_MIN:-18}
 cores=${CORES:-0-1}
-out=bench/out/defaults_128
+out=${OUT:-bench/out/defaults_128}
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$out"
 py=${PY:-.venv/bin/python}

@@ -270,9 +270,22 @@ def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp
 def test_train_prior_keeps_the_moving_average_it_is_given_and_refuses_a_decay_of_one(
     capsys, trained_run: Path
 ):
+    """The average is what prior.safetensors holds; the VQ-VAE (an EMA codebook) takes none."""
+    import torch
+
+    from vqgen import fileio
+    from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
+    from vqgen.errors import UsageError
+    from vqgen.train_vqvae import train_vqvae
+
     args = ["--run", trained_run, "--overwrite", "--max-steps", "2", "--layers", "2", *CPU]
     code, _, err = run_cli(capsys, "train-prior", *args, "--channels", "8", "--ema", "0.9")
     assert code == 0, err
     assert json.loads((trained_run / "prior.json").read_text())["train"]["ema"] == 0.9
+    saved = fileio.load_tensors(trained_run / "prior-last.safetensors")
+    state = fileio.load_tensors(trained_run / "train_state-prior.safetensors")
+    assert any(not torch.equal(saved[k], state[f"model.weights.{k}"]) for k in saved)  # averaged
     code, _, err = run_cli(capsys, "train-prior", *args, "--ema", "1")
     assert_one_line_error(code, err, 2, "--ema must lie in [0, 1), got 1")
+    with pytest.raises(UsageError, match=r"ema: .* for the prior"):
+        train_vqvae(DataConfig(), VQVAEConfig(), TrainConfig(max_steps=1, ema=0.9), trained_run)

@@ -175,22 +175,25 @@ def test_bf16_autocast_is_recorded_changes_the_numbers_and_resumes_exactly(tmp_p
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_resume_keeps_the_autocast_a_run_recorded_or_had_before_it_was_recorded(tmp_path):
-    """A run resumes with the bf16 choice it recorded; one from before the choice was recorded
-    trained in float32 on the CPU, and resumes so."""
+def test_resume_keeps_the_autocast_and_average_a_run_recorded_or_had_before_they_were(tmp_path):
+    """A run resumes with the bf16 choice and moving average it recorded; one from before they
+    were recorded trained in float32 on the CPU and without an average, and resumes so."""
     run = RunDir(tmp_path)
-    fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), train_cfg(bf16=True), run, CPU_DEVICE)
-    assert resumed_config("vqvae", train_cfg(), run).bf16 is True
+    cfg = train_cfg(bf16=True, ema=0.5)
+    fit(make_stage(tmp_path, blobs(8), blobs(4, seed=1)), cfg, run, CPU_DEVICE)
+    resumed = resumed_config("vqvae", train_cfg(), run)
+    assert resumed.bf16 is True and resumed.ema == 0.5
     meta = json.loads(run.meta("vqvae", last=True).read_text())
-    del meta["train"]["bf16"]
+    del meta["train"]["bf16"], meta["train"]["ema"]
     run.meta("vqvae", last=True).write_text(json.dumps(meta))
-    assert resumed_config("vqvae", train_cfg(), run).bf16 is False
+    resumed = resumed_config("vqvae", train_cfg(), run)
+    assert resumed.bf16 is False and resumed.ema == 0
 
 
 def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tmp_path):
     """With --ema the saved weights are the warmed-up moving average of the weights after each
     step (by hand here), validated as saved; Ctrl-C and --resume give the same average."""
-    train_set, val_set, decay = blobs(20), blobs(8, seed=1), 0.8
+    train_set, val_set, decay = blobs(20), blobs(8, seed=1), 0.3  # past the warm-up at n = 3
     seen = []  # the weights each step starts from: those after every step before it
 
     def recording(nets, batch, step):

@@ -318,10 +318,10 @@ def moving_average(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor
     short run's average does not hold on to its first weights. Integer buffers are copied."""
 
     def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
-        keep = min(decay, (1 + int(n)) / (10 + int(n)))
+        keep = ((1 + n) / (10 + n)).clamp(max=decay)  # on n's device: no wait for a GPU
         for mean, value in zip(averaged, current, strict=True):
             if mean.is_floating_point():
-                mean.lerp_(value, 1 - keep)
+                mean.lerp_(value, (1 - keep).to(mean.dtype))
             else:
                 mean.copy_(value)
 

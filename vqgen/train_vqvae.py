@@ -137,6 +137,8 @@ def train_vqvae(
     """Train stage 1 into `run_dir` with `loss` (default: MSE and the quantizer's), holding
     the run's lock. A run that already holds a VQ-VAE needs `resume` (continue it, with its own
     configs) or `overwrite` (replace it)."""
+    if train.ema:  # its EMA codebook would be averaged with codes restarted moments ago
+        raise UsageError("ema: a moving average of weights is for the prior, not the VQ-VAE")
     run = RunDir(run_dir)
     device = distributed.init(resolve_device(train.device))
     # a bad --data fails first
