@@ -41,7 +41,9 @@ from vqgen.train_vqvae import train_vqvae
 # codes"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower the prior's
 # validate NLL; the adversarial loss does not pay in this budget. Dilated layers (1, 2, 4 apart)
 # let the prior's 8 layers see 16 rows up instead of 8: fewer broken outlines ("Defaults at
-# 128 px" and "A dilated prior in the demo").
+# 128 px" and "A dilated prior in the demo"). Samples come from a moving average of
+# the prior's weights, as `train-prior` keeps it: half the KID ("A moving average of the prior's
+# weights").
 SIZE = 64
 DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8)
 DEMO_LOSS = VQLossConfig(l1_weight=1.0)
