@@ -23,7 +23,6 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from vqgen.config import PriorConfig
 from vqgen.demo import demo_prior
@@ -110,7 +109,7 @@ def steps_per_second(
 
 def average_seconds(model: nn.Module, repeats: int = 50) -> float:
     """Median time of one update of the moving average of `model`'s weights (--ema)."""
-    average = AveragedModel(model, multi_avg_fn=moving_average(0.99), use_buffers=True)
+    average = moving_average(model, 0.99)
     average.update_parameters(model)  # the first update copies
     times = []
     for _ in range(repeats):

@@ -42,8 +42,7 @@ def keep_averages(decays: list[float]) -> dict[float, AveragedModel]:
             model = self.models["model"]
             for decay in decays:
                 if decay not in averages:
-                    update = train.moving_average(decay)
-                    averages[decay] = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+                    averages[decay] = train.moving_average(model, decay)
                 averages[decay].update_parameters(model)
         return outcome
 

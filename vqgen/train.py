@@ -312,10 +312,11 @@ def computes_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and probe is not None and bool(probe())
 
 
-def moving_average(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
-    """AveragedModel's update for an exponential moving average of weights and buffers that
-    warms up: after n updates it keeps at most (1 + n) / (10 + n) of the average, so that a
-    short run's average does not hold on to its first weights. Integer buffers are copied."""
+def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights and buffers (`update_parameters` after
+    each step) that warms up: after n updates it keeps at most (1 + n) / (10 + n) of the average,
+    so that a short run's average does not hold on to its first weights. Integer buffers are
+    copied."""
 
     def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
         keep = ((1 + n) / (10 + n)).clamp(max=decay)  # on n's device: no wait for a GPU
@@ -325,7 +326,7 @@ def moving_average(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor
             else:
                 mean.copy_(value)
 
-    return update
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 class Trainer:
@@ -352,8 +353,7 @@ class Trainer:
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
         if cfg.ema:
-            model, update = self.models["model"], moving_average(cfg.ema)
-            self.average = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+            self.average = moving_average(self.models["model"], cfg.ema)
 
     def kept(self) -> nn.Module:
         """The model as validated and saved: the moving average of its weights, if kept."""
