@@ -5,8 +5,10 @@ nothing): one table row of reconstruction and sample figures per run.
     .venv/bin/python bench/demo_variants.py RUN --score-only   # a run made before
 
 Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
-`prior.` prefix (`prior.layers=12`), or the demo's own constants with a `demo.` prefix
-(`demo.VQVAE_SHARE=0.3`). Run it alone on the machine: the demo's budget is wall clock.
+`prior.` prefix (`prior.layers=12`), the prior's TrainConfig fields that the demo takes from
+train-prior's defaults with a `train.` prefix (`train.lr=2e-3`, `train.ema=0`), or the demo's
+own constants with a `demo.` prefix (`demo.VQVAE_SHARE=0.3`). Run it alone on the machine: the
+demo's budget is wall clock.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from vqgen import demo
+from vqgen import config, demo
 from vqgen.config import EvalConfig
 from vqgen.evaluate import evaluate
 
 
 def apply(settings: list[str]) -> None:
     """Set each key=value on the demo's VQ-VAE config, its prior config or the module."""
-    vqvae, prior = {}, {}
+    vqvae, prior, train = {}, {}, {}
     for setting in settings:
         key, value = setting.split("=", 1)
-        if key.startswith("demo."):
+        if key.startswith("train."):
+            name = key.removeprefix("train.")
+            train[name] = type(getattr(config.PRIOR_TRAINING, name))(value)
+        elif key.startswith("demo."):
             name = key.removeprefix("demo.")
             setattr(demo, name, type(getattr(demo, name))(value))
         elif key.startswith("prior."):
@@ -35,6 +40,7 @@ def apply(settings: list[str]) -> None:
             vqvae[key] = type(getattr(demo.DEMO_VQVAE, key))(value)
     demo.DEMO_VQVAE = dataclasses.replace(demo.DEMO_VQVAE, **vqvae)
     demo.DEMO_PRIOR = dataclasses.replace(demo.DEMO_PRIOR, **prior)
+    config.PRIOR_TRAINING = dataclasses.replace(config.PRIOR_TRAINING, **train)
 
 
 def main() -> None:
