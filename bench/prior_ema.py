@@ -31,6 +31,15 @@ from vqgen.train_prior import train_prior
 VQVAE_FILES = ["vqvae.json", "vqvae.safetensors", "vqvae-last.json", "vqvae-last.safetensors"]
 
 
+def copy_vqvae(run: Path, out: Path) -> None:
+    """Make `out` a fresh run holding `run`'s VQ-VAE and cached codes, for a prior to train on."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in VQVAE_FILES:
+        shutil.copy(run / name, out / name)
+    shutil.copytree(run / "codes", out / "codes")
+
+
 def keep_averages(decays: list[float]) -> dict[float, AveragedModel]:
     """Make every prior training step also update one moving average per decay."""
     averages: dict[float, AveragedModel] = {}
@@ -60,11 +69,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     args = parser.parse_args()
     decays = [float(d) for d in args.decays.split(",")]
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    for name in VQVAE_FILES:
-        shutil.copy(args.demo_run / name, args.out / name)
-    shutil.copytree(args.demo_run / "codes", args.out / "codes")
+    copy_vqvae(args.demo_run, args.out)
     budget = json.loads((args.demo_run / "prior.json").read_text())["train"]
     averages = keep_averages(decays)
     budget = {k: budget[k] for k in ("max_minutes", "batch_size", "lr")}

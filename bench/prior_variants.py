@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 from demo_variants import print_rows
-from prior_ema import VQVAE_FILES
+from prior_ema import copy_vqvae
 
 from vqgen import demo
 from vqgen.config import EvalConfig, PriorConfig, TrainConfig
@@ -58,11 +57,7 @@ def main() -> None:
             args.settings, TrainConfig(**budget, seed=seed), PriorConfig(**recorded["model"])
         )
         out = args.out / f"seed{seed}"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        for file in VQVAE_FILES:
-            shutil.copy(args.run / file, out / file)
-        shutil.copytree(args.run / "codes", out / "codes")
+        copy_vqvae(args.run, out)
         result = train_prior(out, prior, train)
         print(f"# {name}, seed {seed}: {result.steps} steps, validate NLL {result.val_bits:.3f}")
         report = evaluate(out, EvalConfig("validate", demo.EVAL_SAMPLES, seed=0))
