@@ -250,9 +250,8 @@ EVAL_SAMPLES = 256
 # Each stage's defaults; the CLI shows and uses these.
 VQVAE_TRAINING = TrainConfig(epochs=8)
 # the prior's samples come from a moving average of its weights: lower KID, higher recall in
-# 5 and 30 minutes of the demo (bench/RESULTS.md, "A moving average of the prior's weights");
-# averaged, it learns faster at twice the VQ-VAE's rate ("The prior's learning rate")
-PRIOR_TRAINING = TrainConfig(epochs=20, lr=4e-3, ema=0.99)
+# 5 and 30 minutes of the demo (bench/RESULTS.md, "A moving average of the prior's weights")
+PRIOR_TRAINING = TrainConfig(epochs=20, ema=0.99)
 
 
 def with_options(defaults: TrainConfig, **given: Any) -> TrainConfig:
