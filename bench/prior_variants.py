@@ -27,8 +27,11 @@ from vqgen.evaluate import evaluate
 from vqgen.train_prior import train_prior
 
 
-def with_settings(given: list[str], train: TrainConfig, prior: PriorConfig):
-    """The training and prior configs with the key=value settings applied."""
+def with_settings(
+    given: list[str], train: TrainConfig, prior: PriorConfig
+) -> tuple[TrainConfig, PriorConfig]:
+    """The training and prior configs with the key=value settings applied (a time budget is a
+    float, even where the run had none)."""
     train_fields, prior_fields = {}, {}
     for setting in given:
         key, value = setting.split("=", 1)
