@@ -1,5 +1,7 @@
 """Samples of several runs side by side: the same seed and slice levels, one row per run, and
-a row of real test slices at the nearest levels. Makes the figure of budgets in docs/results.md.
+a row of real test slices at the nearest levels, drawn with the demo's guidance unless
+`--guidance` says otherwise (1 for a run whose prior was trained without `--cond-dropout`).
+Makes the figure of budgets in docs/results.md.
 
     .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
         --out docs/figures/samples_by_budget.png
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vqgen import checkpoint, plots
+from vqgen import checkpoint, demo, plots
 from vqgen.conditioning import for_sampling
 from vqgen.config import DataConfig, SampleConfig, load_config
 from vqgen.data import load_data
@@ -26,10 +28,11 @@ def main() -> None:
     parser.add_argument("--names", nargs="+")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=demo.DEMO_GUIDANCE, help="as the demo")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     names = args.names or [str(run) for run in args.runs]
-    cfg = SampleConfig(n=args.n, seed=args.seed)
+    cfg = SampleConfig(n=args.n, seed=args.seed, guidance=args.guidance)
     rows, cond = [], None
     for name, run in zip(names, args.runs, strict=True):
         vqvae, meta = checkpoint.load_vqvae(RunDir(run))

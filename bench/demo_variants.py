@@ -49,19 +49,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0, help="the demo's training seed")
     parser.add_argument("--score-only", action="store_true", help="score RUN as it is")
-    parser.add_argument("--guidance", type=float, default=1.0, help="score samples guided so")
+    parser.add_argument(
+        "--guidance", type=float, help="score samples guided so (default: as the demo draws them)"
+    )
     parser.add_argument("settings", nargs="*", help="key=value")
     args = parser.parse_intermixed_args()  # options before, between or after the settings
     apply(args.settings)
     seconds = {}
     if not args.score_only:
         seconds = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True).seconds
-    cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=args.guidance)
+    guidance = demo.DEMO_GUIDANCE if args.guidance is None else args.guidance
+    cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=guidance)
     report = evaluate(args.run, cfg, out=args.run / "report-validate.json")
     name = " ".join(args.settings) or str(args.run)
     if args.seed:
         name += f" (seed {args.seed})"
-    if args.guidance != 1:
+    if args.guidance is not None:
         name += f" (guidance {args.guidance:g})"
     print(f"# {name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     print_rows(name, report)

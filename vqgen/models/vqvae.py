@@ -207,15 +207,17 @@ class VQVAE(nn.Module):
         z_top = self.top_quantizer.lookup(top)
         return [top, self.quantizer.codes(self.bottom_input(z_e, z_top))]
 
+    @property
+    def quantizers(self) -> list[VectorQuantizer]:
+        """The quantizer of each code level, coarse first: [bottom] or [top, bottom]."""
+        return [self.top_quantizer, self.quantizer] if self.cfg.levels == 2 else [self.quantizer]
+
     def lookup(self, codes: list[Tensor]) -> list[Tensor]:
         """Each level's (B, h, w) code grid -> its (B, D, h, w) code vectors."""
-        quantizers = [self.quantizer]
-        if self.cfg.levels == 2:
-            quantizers.insert(0, self.top_quantizer)
-        assert len(codes) == len(quantizers), f"{len(codes)} levels of codes"
+        assert len(codes) == self.cfg.levels, f"{len(codes)} levels of codes"
         for c, grid in zip(codes, self.cfg.grids, strict=True):
             assert c.dim() == 3 and c.shape[1:] == (grid, grid), f"codes {tuple(c.shape)}"
-        return [q.lookup(c) for q, c in zip(quantizers, codes, strict=True)]
+        return [q.lookup(c) for q, c in zip(self.quantizers, codes, strict=True)]
 
     def decode_codes(self, codes: list[Tensor]) -> Tensor:
         """Each level's (B, h, w) long code grid, coarse first -> (B, 1, S, S), unbounded."""
