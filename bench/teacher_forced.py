@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from skimage.metrics import structural_similarity
 
-from vqgen import checkpoint, conditioning, fileio
+from vqgen import checkpoint, conditioning, fileio, metrics
 from vqgen.config import DataConfig, load_config
 from vqgen.data import load_data
 from vqgen.inference import LN2, split_codes
@@ -31,7 +29,7 @@ from vqgen.rundir import RunDir
 def regions(images: torch.Tensor, grid: int) -> dict[str, torch.Tensor]:
     """(N, grid, grid) masks of code cells: all background, inside the brain (4 px or more from
     its outline) and the rest, the outline."""
-    brain = (images > 0.05).float()
+    brain = metrics.foreground_mask(images).float()
     near_outside = F.max_pool2d(1 - brain, 9, 1, 4)
     background = F.adaptive_avg_pool2d(brain, grid)[:, 0] == 0
     inside = F.adaptive_avg_pool2d(near_outside, grid)[:, 0] == 0
@@ -50,8 +48,7 @@ def main() -> None:
     prior, _ = checkpoint.load_prior(run, vqvae_cfg=vqvae.cfg)
     assert vqvae.cfg.levels == 1, "a one-level run"
     data = load_config(DataConfig, meta["data"], "vqvae.json 'data'")
-    images = load_data(data, "validate").images.float()
-    images = images / 255 if images.max() > 1.5 else images
+    images = load_data(data, "validate").images
     codes = split_codes(run, "validate", vqvae, data, fileio.sha256(run.weights("vqvae")))
     grid = codes.levels[0].long()
     cond = conditioning.from_batch(prior.cfg.condition, codes.labels, codes.positions)
@@ -73,12 +70,7 @@ def main() -> None:
     decode = lambda c: vqvae.decode_codes([c]).clamp(0, 1)  # noqa: E731
     recon, rows = decode(grid[pick]), {"draw": decode(drawn), "argmax": decode(p.argmax(-1))}
     for name, image in rows.items():
-        ssim = np.mean(
-            [
-                structural_similarity(a[0], b[0], data_range=1)
-                for a, b in zip(recon.numpy(), image.numpy(), strict=True)
-            ]
-        )
+        ssim = metrics.ssim(recon, image).mean()
         print(f"teacher-forced {name}: SSIM to the reconstruction {ssim:.3f}")
     figure = torch.cat([images[pick], recon, *rows.values()])
     torchvision.utils.save_image(figure, args.out, nrow=args.n, padding=2)
