@@ -67,7 +67,10 @@ def main() -> None:
     drawn = torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=generator).view(
         grid[pick].shape
     )
-    decode = lambda c: vqvae.decode_codes([c]).clamp(0, 1)  # noqa: E731
+
+    def decode(c: torch.Tensor) -> torch.Tensor:
+        return vqvae.decode_codes([c]).clamp(0, 1)
+
     recon, rows = decode(grid[pick]), {"draw": decode(drawn), "argmax": decode(p.argmax(-1))}
     for name, image in rows.items():
         ssim = metrics.ssim(recon, image).mean()
