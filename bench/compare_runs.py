@@ -1,6 +1,6 @@
 """Samples of several runs side by side: the same seed and slice levels, one row per run, and
-a row of real test slices at the nearest levels, drawn with the demo's guidance unless
-`--guidance` says otherwise (1 for a run whose prior was trained without `--cond-dropout`).
+a row of real test slices at the nearest levels, drawn at the guidance `vqgen sample` draws at
+(1.5 for a prior trained with `--cond-dropout`, else 1) unless `--guidance` says otherwise.
 Makes the figure of budgets in docs/results.md.
 
     .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vqgen import checkpoint, demo, plots
+from vqgen import checkpoint, plots
 from vqgen.conditioning import for_sampling
 from vqgen.config import DataConfig, SampleConfig, load_config
 from vqgen.data import load_data
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--names", nargs="+")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, default=demo.DEMO_GUIDANCE, help="as the demo")
+    parser.add_argument("--guidance", type=float, help="default: as `vqgen sample` draws")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     names = args.names or [str(run) for run in args.runs]

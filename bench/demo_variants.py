@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the demo's training seed")
     parser.add_argument("--score-only", action="store_true", help="score RUN as it is")
     parser.add_argument(
-        "--guidance", type=float, help="score samples guided so (default: as the demo draws them)"
+        "--guidance", type=float, help="score samples guided so (default: as `sample` draws them)"
     )
     parser.add_argument("settings", nargs="*", help="key=value")
     args = parser.parse_intermixed_args()  # options before, between or after the settings
@@ -58,8 +58,7 @@ def main() -> None:
     seconds = {}
     if not args.score_only:
         seconds = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True).seconds
-    guidance = demo.DEMO_GUIDANCE if args.guidance is None else args.guidance
-    cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=guidance)
+    cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=args.guidance)
     report = evaluate(args.run, cfg, out=args.run / "report-validate.json")
     name = " ".join(args.settings) or str(args.run)
     if args.seed:

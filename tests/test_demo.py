@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vqgen import demo
+from vqgen.config import GUIDANCE
 from vqgen.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
@@ -23,7 +24,7 @@ def test_demo_runs_every_stage_and_times_each_phase(tmp_path, tiny_mni152, monke
     assert list(result.seconds) == ["data", "vqvae", "prior", "sample", "evaluate"]
     assert all(s >= 0 for s in result.seconds.values())
     assert result.report["split"] == "test"
-    assert result.report["samples"]["guidance"] == demo.DEMO_GUIDANCE > 1  # as the demo draws
+    assert result.report["samples"]["guidance"] == GUIDANCE > 1  # a guided prior's default
     assert {"reconstruction", "prior", "samples", "realism"} <= set(result.report)
     assert result.samples.is_file() and result.report_path.is_file()
     for stage in ("vqvae", "prior"):

@@ -5,8 +5,8 @@ its formula says."""
 import pytest
 import torch
 
-from vqgen.conditioning import for_sampling
-from vqgen.config import PriorConfig, SampleConfig, VQVAEConfig
+from vqgen.conditioning import for_sampling, guidance_scale
+from vqgen.config import GUIDANCE, PriorConfig, SampleConfig, VQVAEConfig
 from vqgen.errors import UsageError
 from vqgen.models import TwoLevelPrior, build_prior, level_logits
 from vqgen.sampling import sample_codes, sample_codes_naive, sample_levels
@@ -162,4 +162,13 @@ def test_guidance_needs_a_prior_trained_with_cond_dropout() -> None:
     meta = {"label_names": ["AD", "NC"]}
     with pytest.raises(UsageError, match=r"--guidance 2.0: .*--cond-dropout"):
         for_sampling(cfg, meta, SampleConfig(n=2, guidance=2.0))
-    assert for_sampling(cfg, meta, SampleConfig(n=2)) is not None  # guidance 1 is plain
+    assert for_sampling(cfg, meta, SampleConfig(n=2)) is not None  # untold, it draws at 1
+
+
+def test_guidance_defaults_to_what_the_prior_was_trained_for() -> None:
+    guided = PriorConfig(condition="slice", cond_dropout=0.1)
+    plain = PriorConfig(condition="slice")
+    assert guidance_scale(guided, SampleConfig()) == GUIDANCE > 1
+    assert guidance_scale(plain, SampleConfig()) == 1
+    assert guidance_scale(guided, SampleConfig(guidance=0.5)) == 0.5
+    assert guidance_scale(plain, SampleConfig(guidance=1.0)) == 1

@@ -13,8 +13,9 @@ from fixtures import assert_one_line_error, make_oasis, run_cli
 from tiny import CPU, PRIOR_3X16, VQVAE_32, interrupt_at
 
 from vqgen import fileio, train_prior
-from vqgen.config import PriorConfig, TrainConfig
+from vqgen.config import PriorConfig, SampleConfig, TrainConfig
 from vqgen.errors import Interrupted
+from vqgen.sample import sample
 
 pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
 
@@ -54,6 +55,12 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "3", "--guidance", "2", *CPU)
     assert code == 0, err
     assert len(list((run / "samples").glob("sample_*.png"))) == 3
+    untold, *told = (
+        sample(run, SampleConfig(n=2, guidance=g), tmp_path / f"samples-{g}", "cpu").codes
+        for g in (None, 1.5, 1.0)
+    )
+    same = [all(map(torch.equal, untold, codes)) for codes in told]
+    assert same == [True, False]  # a prior trained with --cond-dropout draws at 1.5 untold
     evaluate = ["--run", run, "--n-samples", "8", "--guidance", "2", *CPU]
     code, _, err = run_cli(capsys, "evaluate", *evaluate)
     assert code == 0, err

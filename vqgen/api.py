@@ -132,7 +132,7 @@ class Run:
         slice: float | None = None,  # named as the CLI's --slice
         temperature: float = 1.0,
         top_k: int | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         seed: int = 0,
     ) -> Tensor:
         """`n` new slices, (n, 1, S, S) in [0, 1] on the CPU, as `vqgen sample` draws them with
@@ -164,7 +164,7 @@ class Run:
         n_samples: int = EVAL_SAMPLES,
         temperature: float = 1.0,
         top_k: int | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         seed: int = 0,
         out: str | Path | None = None,
     ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vqgen.config import TrainConfig, with_options
+from vqgen.config import GUIDANCE, TrainConfig, with_options
 from vqgen.errors import UsageError
 
 
@@ -76,11 +76,12 @@ TopDownsampleOpt = Annotated[
 CodebookSizeOpt = Annotated[int, typer.Option(help="Number of codebook vectors K (per level).")]
 CodeDimOpt = Annotated[int, typer.Option(help="Dimension of each code vector.")]
 GuidanceOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--guidance",
         help="Classifier-free guidance scale for a prior trained with --cond-dropout: 1 draws "
-        "as trained, above 1 holds closer to the label or slice level.",
+        "as trained, above 1 holds closer to the label or slice level (default: "
+        f"{GUIDANCE:g} for such a prior, 1 for others).",
     ),
 ]
 # the prior's shape (train-prior)

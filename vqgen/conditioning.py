@@ -12,6 +12,7 @@ Every place that needs to know what a condition is asks this module:
     meta = metadata(label_names, positions)                # written to prior.json
     check_metadata(cfg, meta, path)                        # load_prior: does prior.json fit?
     cond = for_sampling(cfg, meta, sample_cfg)             # sample, evaluate: which to draw
+    scale = guidance_scale(cfg, sample_cfg)                # and at which guidance
     TopCodesEmbedding(K, channels, factor)                 # a bottom prior's top codes
     for group in groups(cfg.condition, label_names): ...   # evaluate: scores per class
 """
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vqgen.config import PriorConfig, SampleConfig
+from vqgen.config import GUIDANCE, PriorConfig, SampleConfig
 from vqgen.errors import CheckpointError, UsageError
 
 SLICE_FREQUENCIES = 6  # Fourier features sin/cos(pi 2^f s), f < 6, for the slice position s
@@ -164,17 +165,27 @@ def check_metadata(cfg: PriorConfig, meta: dict[str, Any], where: object) -> Non
 # -- sampling ----------------------------------------------------------------------------------
 
 
+def guidance_scale(cfg: PriorConfig, sampling: SampleConfig) -> float:
+    """The classifier-free guidance scale `sampling` draws at: its --guidance, or where none
+    was given GUIDANCE for a prior trained with --cond-dropout (what it was trained for) and 1
+    for one without. Refuses guidance for a prior that has no unconditional half."""
+    if sampling.guidance is None:
+        return GUIDANCE if cfg.cond_dropout else 1.0
+    if sampling.guidance != 1 and not cfg.cond_dropout:
+        raise UsageError(
+            f"--guidance {sampling.guidance}: this prior was trained without --cond-dropout, "
+            "so it has no unconditional half to guide with"
+        )
+    return sampling.guidance
+
+
 def for_sampling(cfg: PriorConfig, meta: dict[str, Any], sampling: SampleConfig) -> Tensor | None:
     """The condition tensor for `sampling.n` samples, refusing options the prior was not
     trained with. Without --label or --slice, samples go through the classes (`meta`
     "label_names"), or evenly across the slice positions the prior was trained on (`meta`
     "slice_range"): asked for a level it never saw, it draws black or near-empty slices."""
     condition, n = cfg.condition, sampling.n
-    if sampling.guidance != 1 and not cfg.cond_dropout:
-        raise UsageError(
-            f"--guidance {sampling.guidance}: this prior was trained without --cond-dropout, "
-            "so it has no unconditional half to guide with"
-        )
+    guidance_scale(cfg, sampling)  # refuses --guidance for a prior trained without a "none"
     if sampling.label is not None and condition != "label":
         raise UsageError(
             f"--label {sampling.label}: this prior was trained with --condition {condition}"

@@ -45,14 +45,14 @@ from vqgen.train_vqvae import train_vqvae
 # the prior's weights, as `train-prior` keeps it: half the KID ("A moving average of the prior's
 # weights"). The prior trains with train-prior's rate and average: twice the rate lowers its NLL
 # but raises the samples' KID over whole runs ("The prior's learning rate"). It learns without
-# the slice's level a tenth of the time, and samples are drawn with classifier-free guidance
-# 1.5: higher recall, a lower KID and C2ST than unguided samples at 5 and 30 minutes; from 1.75
-# the KID rises ("Classifier-free guidance for one level").
+# the slice's level a tenth of the time, so that its samples are drawn with classifier-free
+# guidance, at `sample`'s default for such a prior (config.GUIDANCE, 1.5): higher recall, a lower
+# KID and C2ST than unguided samples at 5 and 30 minutes ("Classifier-free guidance for one
+# level").
 SIZE = 64
 DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8)
 DEMO_LOSS = VQLossConfig(l1_weight=1.0)
 DEMO_PRIOR = PriorConfig(channels=32, layers=8, dilation=4, condition="slice", cond_dropout=0.1)
-DEMO_GUIDANCE = 1.5
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
 # the VQ-VAE's share of the training time, the prior gets the rest: under bf16 the VQ-VAE reaches
@@ -138,10 +138,10 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     prior_train = TrainConfig(**train, lr=defaults.lr, ema=defaults.ema, max_minutes=prior_minutes)
     train_prior(run_dir, prior, prior_train)
     lap("prior")
-    drawn = SampleConfig(n=DEMO_SAMPLES, seed=seed, guidance=DEMO_GUIDANCE)
+    drawn = SampleConfig(n=DEMO_SAMPLES, seed=seed)
     sampled = sample(run_dir, drawn, device=device)
     lap("sample")
-    scored = EvalConfig("test", EVAL_SAMPLES, seed=seed, guidance=DEMO_GUIDANCE)
+    scored = EvalConfig("test", EVAL_SAMPLES, seed=seed)
     report = evaluate(run_dir, scored, device=device)
     lap("evaluate")
     return DemoResult(report, sampled.grid, RunDir(run_dir).report, seconds)

@@ -297,7 +297,7 @@ def samples_section(
         **scores,
         "temperature": cfg.temperature,
         "top_k": cfg.top_k,
-        "guidance": cfg.guidance,
+        "guidance": conditioning.guidance_scale(prior.cfg, cfg),
     }
     if groups:  # a group needs 2 samples and 2 real slices for its pairwise SSIM
         section["per_label"] = {

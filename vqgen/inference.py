@@ -208,7 +208,7 @@ def draw(
         prior,
         cfg.n,
         cond=None if cond is None else cond.to(device),
-        guidance=cfg.guidance,
+        guidance=conditioning.guidance_scale(prior.cfg, cfg),
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         generator=generator,
