@@ -52,8 +52,9 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
         4,
         4,
     )
-    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "3", "--guidance", "2", *CPU)
+    code, out, err = run_cli(capsys, "sample", "--run", run, "--n", "3", "--guidance", "2", *CPU)
     assert code == 0, err
+    assert "3 samples at guidance 2 in" in out
     assert len(list((run / "samples").glob("sample_*.png"))) == 3
     untold, *told = (
         sample(run, SampleConfig(n=2, guidance=g), tmp_path / f"samples-{g}", "cpu").codes

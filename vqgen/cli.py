@@ -283,8 +283,9 @@ def sample_cmd(
     cfg = SampleConfig(n, temperature, top_k, label, slice_pos, seed, guidance)
     result = sample(run, cfg, out, device)
     folder = escape(str(result.paths[0].parent))
+    guided = "" if result.guidance == 1 else f" at guidance {result.guidance:g}"
     console.print(
-        f"{len(result.paths)} samples in {folder}  grid {escape(str(result.grid))}  "
+        f"{len(result.paths)} samples{guided} in {folder}  grid {escape(str(result.grid))}  "
         f"({result.seconds:.1f} s)"
     )
 

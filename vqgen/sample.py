@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqgen import fileio, plots
+from vqgen import conditioning, fileio, plots
 from vqgen.api import load_run
 from vqgen.config import SampleConfig
 from vqgen.errors import UsageError
@@ -35,6 +35,7 @@ class SampleResult:
     paths: list[Path]
     grid: Path
     seconds: float
+    guidance: float  # the scale drawn at: --guidance, or the prior's default
 
 
 def sample(
@@ -70,7 +71,8 @@ def _sample(run: RunDir, cfg: SampleConfig, out_dir: Path, dev: torch.device) ->
         write_png(image, path)
     grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
     fileio.write_json(out_dir / MANIFEST, {"sha256": [fileio.sha256(p) for p in [*paths, grid]]})
-    return SampleResult(images, codes, paths, grid, seconds)
+    guidance = conditioning.guidance_scale(model.prior.cfg, cfg)
+    return SampleResult(images, codes, paths, grid, seconds, guidance)
 
 
 def earlier_samples(out_dir: Path, in_run: bool, new: list[Path]) -> list[Path]:
