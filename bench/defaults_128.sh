@@ -7,10 +7,12 @@
 #   WORK=/tmp/d CORES=0 bash bench/defaults_128.sh first d8l1-2lv4 &
 #   WORK=/tmp/d CORES=1 bash bench/defaults_128.sh d8l1 d8l1-dil8 &
 # Each row goes to bench/out/defaults_128/<setting>.md (or OUT/<setting>.md), its figures beside it.
+# SEED (default 0) seeds both stages; PRIOR_FLAGS adds train-prior options to every row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vq_min=${VQ_MIN:-12}
 prior_min=${PRIOR_MIN:-18}
+seed=${SEED:-0}
 cores=${CORES:-0-1}
 out=${OUT:-bench/out/defaults_128}
 work=${WORK:-$(mktemp -d)}
@@ -50,11 +52,11 @@ run_setting() {
     if [ -n "$base" ]; then
         mkdir -p "$run" && cp "$work/$base"/vqvae*.json "$work/$base"/vqvae*.safetensors "$run/"
     fi
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2046,SC2086
     if ! { { [ -n "$base" ] || vqgen train-vqvae --data mni152 --size 128 --run "$run" \
-            --max-minutes "$vq_min" --seed 0 --no-tensorboard $(flags_of "$name"); } &&
+            --max-minutes "$vq_min" --seed "$seed" --no-tensorboard $(flags_of "$name"); } &&
         vqgen train-prior --run "$run" --condition slice --augment 2 --dropout 0 --max-minutes "$prior_min" \
-            --seed 0 --no-tensorboard $(prior_flags_of "$name") &&
+            --seed "$seed" --no-tensorboard $(prior_flags_of "$name") ${PRIOR_FLAGS:-} &&
         vqgen evaluate --run "$run" --split validate --seed 0; } >"$log" 2>&1; then
         echo "setting $name failed:" >&2; tail -5 "$log" >&2; exit 1
     fi
