@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="samples drawn (seed 0)")
     args = parser.parse_args()
     run = load_run(args.run)
-    images = run.data("validate").images.float()
+    images = run.data("validate").images
     codes = run.encode(images)[-1]  # the finest level: its codes are the decoder's detail
     factor, K = images.shape[-1] // codes.shape[-1], run.vqvae.cfg.codebook_size
     inside, total = np.zeros(K), np.zeros(K)

@@ -49,7 +49,7 @@ def main() -> None:
         return codes
 
     inference.sample_levels = sample_levels  # what evaluate's draw calls
-    report = evaluate(args.run, EvalConfig("validate", 256, seed=0), out=args.out)
+    report = evaluate(args.run, EvalConfig("validate", seed=0), out=args.out)
     print_rows(" ".join(args.settings) or str(args.run), report)
 
 
