@@ -87,20 +87,6 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_discriminator_trains_under_torchrun_too(tmp_path: Path) -> None:
-    """With --adversarial both the VQ-VAE and its discriminator are DDP: the ranks hold the
-    same weights of both at every save (check_same_model), and the run saves the discriminator."""
-    data = make_oasis(tmp_path, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
-    run = tmp_path / "run"
-    args = ["--data", data, "--run", run, *VQVAE, *COMMON, "--adversarial", "--disc-start", "2"]
-    done = vqgen("train-vqvae", *args, processes=2)
-    assert done.returncode == 0, done.stderr
-    state = load_file(run / "train_state-vqvae.safetensors")
-    assert any(k.startswith("disc.opt.") for k in state)
-    assert "gan" in (run / "metrics-vqvae.jsonl").read_text()
-
-
-@pytest.mark.slow
 def test_batch_size_must_split_over_the_processes(tmp_path: Path) -> None:
     data = make_oasis(tmp_path, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
     done = vqgen(

@@ -181,13 +181,6 @@ def test_sampling_options_that_do_nothing_or_leave_the_prior_warn(tmp_path, tiny
         assert err.count("warning:") == 1 and needle in err, err
 
 
-def test_discriminator_options_without_adversarial_warn(tmp_path, tiny_mni152, capsys) -> None:
-    args = ["--run", tmp_path / "run", "--disc-weight", "1", *TINY]
-    code, _, err = run_cli(capsys, "train-vqvae", *args)
-    assert code == 0, err
-    assert "warning: --disc-weight and --disc-start act only with --adversarial" in err
-
-
 def test_data_of_black_slices_warns(tmp_path, capsys) -> None:
     folder = tmp_path / "black"
     folder.mkdir()

@@ -25,7 +25,6 @@ from tiny import (
     PRIOR_2X8,
     VQVAE_32_DEFAULT_CODEBOOK,
     blobs,
-    critic_stage,
     interrupt_at,
     make_stage,
     snapshot,
@@ -150,14 +149,15 @@ def test_non_finite_weights_are_never_saved(tmp_path) -> None:
     resume point is the last good one."""
     calls = {"n": 0}
 
-    def poison_weights(nets, batch, step):
+    def poison_weights(model, batch, step):
+        loss = vqvae_step(model, batch, step)
         calls["n"] += 1
-        if calls["n"] == 7:  # mid epoch 2 of 5-step epochs; no loss reads the critic
-            nets["critic"].score.weight.data.fill_(float("nan"))
-        return vqvae_step(nets, batch, step)
+        if calls["n"] == 10:  # the last step of epoch 2 (5-step epochs), after its loss
+            model.decoder.net[-1].weight.data.fill_(float("nan"))
+        return loss
 
-    stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1), poison_weights)
-    expected = r"critic weights became non-finite at step 10; the last good checkpoint \(step 5\)"
+    stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), poison_weights)
+    expected = r"vqvae weights became non-finite at step 10; the last good checkpoint \(step 5\)"
     with pytest.raises(TrainingError, match=expected):
         fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
     state = fileio.load_tensors(tmp_path / "train_state-vqvae.safetensors")
@@ -567,12 +567,12 @@ def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
 def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
     calls = {"n": 0}
 
-    def twice(nets, batch, step):
+    def twice(model, batch, step):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)  # before the step ends
-        return vqvae_step(nets, batch, step)
+        return vqvae_step(model, batch, step)
 
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), twice)
     with pytest.raises(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import run_cli
-from tiny import CPU_DEVICE, TINY_VQVAE, blobs, make_stage, train_cfg
+from fixtures import assert_one_line_error, run_cli
+from tiny import CPU_DEVICE, blobs, make_stage, train_cfg
 
 from vqgen import conditioning, sampling
 from vqgen.config import PRIOR_KINDS, PriorConfig, SampleConfig, TrainConfig
@@ -173,11 +173,19 @@ def test_a_run_whose_loss_settings_are_in_model_loads_them_into_loss(run_07f045d
     meta = json.loads((run_07f045d / "vqvae.json").read_text())
     assert "loss" not in meta and meta["model"]["adversarial"] is True
     model_cfg, loss_cfg = checkpoint.vqvae_configs(meta, run_07f045d / "vqvae.json")
-    assert (loss_cfg.adversarial, loss_cfg.l1_weight, loss_cfg.disc_start) == (True, 1.0, 2)
-    assert model_cfg.codebook_size == 8
+    assert loss_cfg.l1_weight == 1.0 and model_cfg.codebook_size == 8
+    assert checkpoint.trained_adversarially(meta)  # the discriminator's settings are dropped
     del meta["model"]["adversarial"], meta["model"]["l1_weight"]
     _, defaults = checkpoint.vqvae_configs(meta, run_07f045d / "vqvae.json")
-    assert (defaults.adversarial, defaults.l1_weight) == (False, 0.0)  # a missing setting
+    assert defaults.l1_weight == 0.0  # a missing setting
+    assert not checkpoint.trained_adversarially(meta)
+
+
+def test_a_vqvae_trained_with_the_removed_discriminator_is_not_resumed(run_07f045d, capsys):
+    (run_07f045d / "vqvae-last.json").write_bytes((run_07f045d / "vqvae.json").read_bytes())
+    args = ["--run", run_07f045d, "--resume", "--device", "cpu"]
+    code, _, err = run_cli(capsys, "train-vqvae", *args)
+    assert_one_line_error(code, err, 2, "vqvae-last.json", "--adversarial", "no longer")
 
 
 def test_a_run_made_at_07f045d_samples_and_evaluates(run_07f045d, tiny_mni152, capsys):
@@ -193,15 +201,8 @@ def test_a_run_made_at_07f045d_samples_and_evaluates(run_07f045d, tiny_mni152, c
 
 def test_a_new_run_writes_the_loss_section(trained_run):
     meta = json.loads((trained_run / "vqvae.json").read_text())
-    assert set(meta["loss"]) >= {"l1_weight", "adversarial", "disc_start", "disc_weight"}
-    assert "adversarial" not in meta["model"]
-
-
-def test_the_model_exposes_its_last_layer():
-    from vqgen.models.vqvae import VQVAE
-
-    model = VQVAE(TINY_VQVAE)
-    assert model.last_layer is model.decoder.net[-1].weight
+    assert set(meta["loss"]) == {"l1_weight"}
+    assert "l1_weight" not in meta["model"]
 
 
 # -- the prior registry --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 import signal
 
 import pytest
@@ -15,12 +14,10 @@ from tiny import (
     CPU_DEVICE,
     TINY_VQVAE,
     blobs,
-    critic_stage,
     interrupt_at,
     make_stage,
     train_cfg,
     vqvae_step,
-    with_critic,
 )
 
 from vqgen import checkpoint, fileio
@@ -29,7 +26,7 @@ from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 from vqgen.schedule import learning_rate
-from vqgen.train import OptimizerSettings, fit, resumed_config
+from vqgen.train import fit, resumed_config
 from vqgen.train_vqvae import reconstruction_metrics
 
 
@@ -196,9 +193,9 @@ def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tm
     train_set, val_set, decay = blobs(20), blobs(8, seed=1), 0.3  # past the warm-up at n = 3
     seen = []  # the weights each step starts from: those after every step before it
 
-    def recording(nets, batch, step):
-        seen.append(copy.deepcopy(nets["model"].state_dict()))
-        return vqvae_step(nets, batch, step)
+    def recording(model, batch, step):
+        seen.append(copy.deepcopy(model.state_dict()))
+        return vqvae_step(model, batch, step)
 
     run = RunDir(tmp_path / "whole")
     result = fit(
@@ -248,11 +245,10 @@ def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tm
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 
-    def poisoned(nets, batch, step):
+    def poisoned(model, batch, step):
         calls["n"] += 1
-        losses, scalars = vqvae_step(nets, batch, step)
-        loss = losses["model"]
-        return {"model": loss * float("nan") if calls["n"] == 8 else loss}, scalars
+        loss, scalars = vqvae_step(model, batch, step)
+        return loss * float("nan") if calls["n"] == 8 else loss, scalars
 
     stage = make_stage(tmp_path, blobs(20), blobs(8, seed=1), poisoned)
     with pytest.raises(TrainingError, match="loss became nan at step 7"):
@@ -278,76 +274,6 @@ def test_checkpoint_files_get_the_usual_permissions(tmp_path):
     )
     mode = (tmp_path / "vqvae.safetensors").stat().st_mode & 0o777
     assert mode == 0o666 & ~fileio.UMASK
-
-
-def test_a_helper_model_trains_on_its_own_loss_only(tmp_path):
-    """Each loss updates only its own model: the VQ-VAE trains exactly as it would alone, the
-    helper learns, and both are in the train state."""
-    train_set, val_set = blobs(20), blobs(8, seed=1)
-    alone = fit(
-        make_stage(tmp_path / "a", train_set, val_set),
-        train_cfg(),
-        RunDir(tmp_path / "a"),
-        CPU_DEVICE,
-    )
-    stage = critic_stage(tmp_path / "b", train_set, val_set)
-    before = copy.deepcopy(stage.helpers["critic"].state_dict())
-    beside = fit(stage, train_cfg(), RunDir(tmp_path / "b"), CPU_DEVICE)
-    assert beside.step == alone.step
-    a = fileio.load_tensors(tmp_path / "a" / "vqvae-last.safetensors")
-    b = fileio.load_tensors(tmp_path / "b" / "vqvae-last.safetensors")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    after = stage.helpers["critic"].state_dict()
-    assert not torch.equal(before["score.weight"], after["score.weight"])
-    state = fileio.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
-    assert torch.equal(state["critic.weights.score.weight"], after["score.weight"])
-    assert any(k.startswith("critic.opt.") for k in state)
-
-
-def test_resume_restores_a_helper_model_and_its_optimiser_exactly(tmp_path):
-    train_set, val_set = blobs(20), blobs(8, seed=1)
-    whole = critic_stage(tmp_path / "a", train_set, val_set)
-    fit(whole, train_cfg(), RunDir(tmp_path / "a"), CPU_DEVICE)
-
-    def interrupted(nets, batch, step, calls={"n": 0}):  # noqa: B006 - a counter across calls
-        calls["n"] += 1
-        if calls["n"] == 7:
-            os.kill(os.getpid(), signal.SIGINT)
-        return with_critic(nets, batch, step)
-
-    with pytest.raises(Interrupted):
-        fit(
-            critic_stage(tmp_path / "b", train_set, val_set, interrupted),
-            train_cfg(),
-            RunDir(tmp_path / "b"),
-            CPU_DEVICE,
-        )
-    resumed = critic_stage(tmp_path / "b", train_set, val_set)
-    torch.nn.init.zeros_(resumed.helpers["critic"].score.weight)  # must come back from the state
-    fit(resumed, train_cfg(), RunDir(tmp_path / "b"), CPU_DEVICE, resume=True)
-    for key, value in whole.helpers["critic"].state_dict().items():
-        torch.testing.assert_close(
-            value, resumed.helpers["critic"].state_dict()[key], rtol=0, atol=0
-        )
-    a = fileio.load_tensors(tmp_path / "a" / "train_state-vqvae.safetensors")
-    b = fileio.load_tensors(tmp_path / "b" / "train_state-vqvae.safetensors")
-    for key in a:
-        if key.startswith("critic.opt."):
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-
-
-def test_each_model_takes_its_own_learning_rate_scale(tmp_path):
-    """Stage.optimizer scales a helper's learning rate: at 0 it never moves, while the VQ-VAE
-    trains as usual."""
-    stage = critic_stage(tmp_path, blobs(20), blobs(8, seed=1))
-    stage.optimizer = {"critic": OptimizerSettings(lr_scale=0.0, betas=(0.5, 0.9))}
-    critic = copy.deepcopy(stage.helpers["critic"].state_dict())
-    vqvae = copy.deepcopy(stage.model.state_dict())
-    fit(stage, train_cfg(), RunDir(tmp_path), CPU_DEVICE)
-    for key, value in stage.helpers["critic"].state_dict().items():
-        assert torch.equal(value, critic[key]), key
-    assert any(not torch.equal(v, vqvae[k]) for k, v in stage.model.state_dict().items())
 
 
 def test_a_slow_probe_is_corrected_by_the_next_fit(monkeypatch):

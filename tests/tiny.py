@@ -12,7 +12,6 @@ import signal
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset
@@ -114,50 +113,13 @@ def interrupt_at(step_to_stop: int, signum: int = signal.SIGINT, loss=vqvae_step
     given call."""
     calls = {"n": 0}
 
-    def step(nets, batch, step_index):
+    def step(model, batch, step_index):
         calls["n"] += 1
         if calls["n"] == step_to_stop:
             os.kill(os.getpid(), signum)
-        return loss(nets, batch, step_index)
+        return loss(model, batch, step_index)
 
     return step
-
-
-class Critic(torch.nn.Module):
-    """A helper trained beside the VQ-VAE, as a discriminator would be: it scores the
-    reconstructions, so its loss reaches back into the VQ-VAE's graph."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.score = torch.nn.Linear(1, 1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.score(images.mean(dim=(1, 2, 3))[:, None])
-
-
-def vqvae_alone(nets, batch, step):
-    images = batch[0]
-    recon, (q,) = nets["model"](images)
-    return {"model": F.mse_loss(recon, images) + q.loss}, {}
-
-
-def with_critic(nets, batch, step):
-    """The VQ-VAE's loss of `vqvae_alone`; the critic learns to predict each image's mean from
-    its reconstruction (a loss whose gradient would also reach the VQ-VAE if let through)."""
-    images = batch[0]
-    recon, (q,) = nets["model"](images)  # one forward: in training it also moves the codebook
-    target = images.mean(dim=(1, 2, 3))[:, None]
-    critic = F.mse_loss(nets["critic"](recon), target)
-    return {"model": F.mse_loss(recon, images) + q.loss, "critic": critic}, {
-        "critic": critic.item()
-    }
-
-
-def critic_stage(run: Path, train_set, val_set, step=with_critic) -> Stage:
-    stage = make_stage(run, train_set, val_set, step)
-    torch.manual_seed(1)
-    stage.helpers = {"critic": Critic()}
-    return stage
 
 
 def snapshot(folder: Path) -> dict[str, str]:

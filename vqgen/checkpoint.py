@@ -34,8 +34,10 @@ from vqgen.rundir import RunDir
 FORMAT = "vqgen-run/1"
 # a vqvae.json without a "loss" section keeps the loss settings in "model"; such a run that
 # recorded no L1 weight was trained without the L1 term, which is on by default now
-LEGACY_LOSS_KEYS = {f.name for f in dataclasses.fields(VQLossConfig)}
 LEGACY_LOSS = {"l1_weight": 0.0}
+# settings of the PatchGAN discriminator that vqgen no longer has (docs/decisions.md,
+# "adversarial"): a VQ-VAE trained with it loads and decodes as any other, but is not resumed
+REMOVED_LOSS_KEYS = ("adversarial", "disc_start", "disc_weight", "disc_channels", "disc_layers")
 # a prior.json from before dropout, --augment and --dilation were recorded was trained without
 # them (and its network has no dilated layers), the defaults of today notwithstanding
 LEGACY_PRIOR = {"dropout": 0.0, "augment": 0, "dilation": 1}
@@ -130,15 +132,25 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
 
 def vqvae_configs(meta: dict[str, Any], where: Path) -> tuple[VQVAEConfig, VQLossConfig]:
     """The model and loss settings of a vqvae.json at `where`. A run from before the loss had
-    its own section keeps those settings in "model"; one without them takes the defaults."""
+    its own section keeps those settings in "model"; one without them takes the defaults. The
+    settings of the removed discriminator are dropped (`trained_adversarially` tells)."""
     model, loss = meta.get("model"), meta.get("loss")
     if loss is None and isinstance(model, dict):
-        loss = LEGACY_LOSS | {k: v for k, v in model.items() if k in LEGACY_LOSS_KEYS}
-        model = {k: v for k, v in model.items() if k not in LEGACY_LOSS_KEYS}
+        loss_keys = {"l1_weight", *REMOVED_LOSS_KEYS}
+        loss = LEGACY_LOSS | {k: v for k, v in model.items() if k in loss_keys}
+        model = {k: v for k, v in model.items() if k not in loss_keys}
+    if isinstance(loss, dict):
+        loss = {k: v for k, v in loss.items() if k not in REMOVED_LOSS_KEYS}
     return (
         load_config(VQVAEConfig, model, f"{where} 'model'"),
         load_config(VQLossConfig, loss, f"{where} 'loss'"),
     )
+
+
+def trained_adversarially(meta: dict[str, Any]) -> bool:
+    """Whether a vqvae.json's VQ-VAE was trained with the discriminator vqgen no longer has."""
+    sections = [meta.get("loss"), meta.get("model")]
+    return any(isinstance(s, dict) and s.get("adversarial") is True for s in sections)
 
 
 def load_prior(

@@ -160,15 +160,6 @@ def train_vqvae_cmd(
     l1_weight: Annotated[
         float, typer.Option(help="Weight of an L1 reconstruction term beside the MSE.")
     ] = VQLossConfig.l1_weight,
-    adversarial: Annotated[
-        bool, flag(help="Add a PatchGAN discriminator's loss (VQGAN).")
-    ] = VQLossConfig.adversarial,
-    disc_start: Annotated[
-        int, typer.Option(help="Steps of pure reconstruction before the discriminator joins.")
-    ] = VQLossConfig.disc_start,
-    disc_weight: Annotated[
-        float, typer.Option(help="Weight of the adversarial loss, times the adaptive weight.")
-    ] = VQLossConfig.disc_weight,
     data_seed: DataSeedOpt = DataConfig.seed,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -189,7 +180,7 @@ def train_vqvae_cmd(
         beta=beta,
         quantizer=quantizer,
     )
-    loss = VQLossConfig(l1_weight, adversarial, disc_start, disc_weight)
+    loss = VQLossConfig(l1_weight=l1_weight)
     data_cfg = DataConfig(data, kind, size, data_seed, strict)
     result = train_vqvae(data_cfg, model, train, run, resume, overwrite, loss)
     if distributed.is_main():  # under torchrun, rank 0 reports

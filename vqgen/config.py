@@ -129,22 +129,13 @@ class VQVAEConfig:
 
 @dataclass
 class VQLossConfig:
-    """Stage 1's loss beside the MSE and the quantizer's: an L1 term, and a PatchGAN adversary
-    as in VQGAN (vqgen.losses). The "loss" section of vqvae.json."""
+    """Stage 1's loss beside the MSE and the quantizer's (vqgen.losses). The "loss" section of
+    vqvae.json."""
 
     l1_weight: float = 1.0  # an L1 term beside the MSE: sharper slices (bench/RESULTS.md)
-    adversarial: bool = False
-    disc_start: int = 0  # steps of pure reconstruction before the discriminator joins in
-    disc_weight: float = 0.5  # times the adaptive weight (reconstruction / GAN gradient norm)
-    disc_channels: int = 32  # channels of the discriminator's first layer
-    disc_layers: int = 3  # its stride-2 layers: each patch logit sees 34 (2) or 70 (3) px
 
     def __post_init__(self) -> None:
         at_least("--l1-weight", self.l1_weight, 0)
-        at_least("--disc-start", self.disc_start, 0)
-        at_least("--disc-weight", self.disc_weight, 0)
-        positive("disc_channels", self.disc_channels)
-        at_least("disc_layers", self.disc_layers, 1)
 
 
 @dataclass

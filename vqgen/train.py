@@ -17,11 +17,6 @@ the last one, with a train state (optimisers, step, RNG) so that `resume=True` c
 exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and exits
 cleanly; a NaN or infinite loss stops with an error and leaves the last good checkpoint
 untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.distributed).
-
-A stage trains one model, or one model with helpers beside it (a discriminator): its step
-returns one loss per model, each loss updates only its own model's weights, and every model and
-optimiser goes into the train state. A loss may be missing on some steps (a discriminator that
-joins after a warm-up): that model then keeps its weights for the step.
 """
 
 from __future__ import annotations
@@ -55,15 +50,8 @@ console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
 
 # images (B, ...) or each code level's grids [(B, h, w), ...], labels (B,), positions (B,)
 Batch = tuple[Tensor | list[Tensor], Tensor, Tensor]
-Nets = dict[str, nn.Module]  # "model" and any helpers, as the step calls them (DDP-wrapped)
-StepFn = Callable[[Nets, Batch, int], tuple[dict[str, Tensor], dict[str, float]]]
-
-
-class OptimizerSettings(NamedTuple):
-    """How one model of a stage is optimised, beside the TrainConfig all models share."""
-
-    lr_scale: float = 1.0  # of --lr, at every step of the schedule
-    betas: tuple[float, float] = (0.9, 0.999)
+# (model as the step calls it, DDP-wrapped; batch; step) -> (loss, scalars to log)
+StepFn = Callable[[nn.Module, Batch, int], tuple[Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -73,7 +61,7 @@ class Stage:
     name: str  # "vqvae" or "prior": names the checkpoint files
     model: nn.Module  # what is validated and saved as <name>.safetensors
     train_set: Dataset
-    step: StepFn  # (nets, batch, step) -> (loss per model name, scalars to log)
+    step: StepFn
     validate: Callable[[nn.Module], dict[str, float]]  # model -> validation metrics
     monitor: str  # validation metric that picks the best checkpoint
     higher_is_better: bool
@@ -82,13 +70,6 @@ class Stage:
     # images for the live log each epoch, (N, C, H, W) in [0, 1] drawn in two rows: e.g.
     # validate slices over their reconstructions
     preview: Callable[[nn.Module], Tensor] | None = None
-    helpers: dict[str, nn.Module] = field(default_factory=dict)  # trained beside `model`
-    # per model name: its learning rate as a fraction of --lr, and Adam's betas, e.g. a GAN
-    # discriminator's (0.5, 0.9); a model not named here takes --lr and (0.9, 0.999)
-    optimizer: dict[str, OptimizerSettings] = field(default_factory=dict)
-
-    def models(self) -> dict[str, nn.Module]:
-        return {"model": self.model, **self.helpers}
 
 
 @dataclass
@@ -166,12 +147,10 @@ class Agreed(NamedTuple):
     scalars: dict[str, float]  # averaged over ranks
 
 
-def agree(
-    losses: dict[str, Tensor], stop: bool, out_of_time: bool, scalars: dict[str, float], device
-) -> Agreed:
+def agree(loss: Tensor, stop: bool, out_of_time: bool, scalars: dict[str, float], device) -> Agreed:
     """One all-reduce: a non-finite loss, a stop request or a spent budget on any rank ends the
     step for all of them, and the logged scalars are averaged."""
-    bad = not all(math.isfinite(loss.item()) for loss in losses.values())
+    bad = not math.isfinite(loss.item())
     values = distributed.mean(
         [float(bad), float(stop), float(out_of_time), *scalars.values()], device
     )
@@ -219,7 +198,7 @@ def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[
 def fit(
     stage: Stage, cfg: TrainConfig, run: RunDir, device: torch.device, resume: bool = False
 ) -> FitResult:
-    """Train `stage.model` (and its helpers) on `device` (this rank's, from
+    """Train `stage.model` on `device` (this rank's, from
     `distributed.init`); see the module docstring."""
     if resume:
         cfg = resumed_config(stage.name, cfg, run)
@@ -330,74 +309,58 @@ def moving_average(model: nn.Module, decay: float) -> AveragedModel:
 
 
 class Trainer:
-    """A stage's models on the device (DDP-wrapped for the step), one AdamW optimiser per model
-    on the shared learning-rate schedule, and one optimiser step of all of them."""
+    """A stage's model on the device (DDP-wrapped for the step), its AdamW optimiser on the
+    learning-rate schedule, the moving average of its weights (--ema), and one optimiser step."""
 
     def __init__(self, stage: Stage, cfg: TrainConfig, device: torch.device):
         self.stage, self.cfg, self.device = stage, cfg, device
-        self.models = {name: m.to(device) for name, m in stage.models().items()}  # saved
-        self.nets = {name: distributed.wrap(m, device) for name, m in self.models.items()}
-        self.settings = {
-            name: stage.optimizer.get(name, OptimizerSettings()) for name in self.models
-        }
-        self.optimizers = {
-            name: torch.optim.AdamW(
-                m.parameters(),
-                lr=cfg.lr * self.settings[name].lr_scale,
-                betas=self.settings[name].betas,
-                weight_decay=cfg.weight_decay,
-            )
-            for name, m in self.models.items()
-        }
+        self.model = stage.model.to(device)
+        self.net = distributed.wrap(self.model, device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
         if cfg.ema:
-            self.average = moving_average(self.models["model"], cfg.ema)
+            self.average = moving_average(self.model, cfg.ema)
 
     def kept(self) -> nn.Module:
         """The model as validated and saved: the moving average of its weights, if kept."""
-        return self.models["model"] if self.average is None else self.average.module
+        return self.model if self.average is None else self.average.module
 
     def saved(self) -> dict[str, nn.Module]:
         """Every module whose state the train state holds for --resume."""
-        return self.models if self.average is None else {**self.models, "ema": self.average}
+        models = {"model": self.model}
+        return models if self.average is None else {**models, "ema": self.average}
 
-    def describe(self, name: str) -> str:
-        """A model of the stage, as an error names it: 'vqvae', 'vqvae disc'."""
-        return self.stage.name if name == "model" else f"{self.stage.name} {name}"
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimiser of each module in `saved` that has one, as the train state holds them."""
+        return {"model": self.optimizer}
 
     def train_mode(self) -> None:
-        for model in self.models.values():
-            model.train()
+        self.model.train()
 
     def step(
         self, batch: Batch, step: int, total: int, stop: StopFlag, out_of_time: Callable[[], bool]
     ) -> Agreed:
-        """Optimiser step `step` of `total`: each loss updates only its own model. Every rank
-        agrees on the outcome (a stop asked for by now, a spent budget, a non-finite loss)."""
-        lr = learning_rate(step, total, self.cfg)
-        for name, opt in self.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = lr * self.settings[name].lr_scale
+        """Optimiser step `step` of `total`. Every rank agrees on the outcome (a stop asked
+        for by now, a spent budget, a non-finite loss)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, total, self.cfg)
         with self.autocast:
-            losses, scalars = self.stage.step(self.nets, batch, step)
-        for name, loss in losses.items():
-            self.optimizers[name].zero_grad(set_to_none=True)
-            loss.backward(inputs=list(self.models[name].parameters()))
-        outcome = agree(losses, stop.requested, out_of_time(), scalars, self.device)
+            loss, scalars = self.stage.step(self.net, batch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        outcome = agree(loss, stop.requested, out_of_time(), scalars, self.device)
         if outcome.bad_loss:
-            name, loss = next(
-                (k, v.item()) for k, v in losses.items() if not math.isfinite(v.item())
-            )
-            raise Diverged(f"{self.describe(name)} loss became {loss}")
-        for name in losses:  # a model without a loss this step keeps its weights
-            norm = nn.utils.clip_grad_norm_(self.models[name].parameters(), self.cfg.grad_clip)
-            if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
-                raise Diverged(f"{self.describe(name)} gradient became {norm.item()}")
-            self.optimizers[name].step()
-        if self.average is not None and "model" in losses:
-            self.average.update_parameters(self.models["model"])
+            raise Diverged(f"{self.stage.name} loss became {loss.item()}")
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
+            raise Diverged(f"{self.stage.name} gradient became {norm.item()}")
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         return outcome
 
 
@@ -415,7 +378,7 @@ class Checkpointer:
         """Models, optimisers, RNG, where training stood and the plan, from the train state."""
         trainer = self.trainer
         info = checkpoint.load_train_state(
-            self.run, self.stage.name, trainer.saved(), trainer.optimizers
+            self.run, self.stage.name, trainer.saved(), trainer.optimizers()
         )
         state = LoopState(step=info["step"], epoch=info["epoch"], skip=info["skip"])
         self.best = info.get("best")
@@ -452,13 +415,13 @@ class Checkpointer:
         every rank first checks that all hold the same weights. Weights or optimiser state that
         are not finite are never saved: the last good checkpoint stays the resume point."""
         trainer, name = self.trainer, self.stage.name
-        for key, model in trainer.models.items():
-            distributed.check_same_model(model, f"{trainer.describe(key)} step {state.step}")
+        distributed.check_same_model(trainer.model, f"{name} step {state.step}")
+        optimizers = trainer.optimizers()
         for key, model in trainer.saved().items():
-            optimizer = trainer.optimizers.get(key)
-            optimizer_state = {} if optimizer is None else optimizer.state
+            optimizer_state = optimizers[key].state if key in optimizers else {}
             if not (all_finite(model.state_dict()) and all_finite(optimizer_state)):
-                raise Diverged(f"{trainer.describe(key)} weights became non-finite")
+                what = name if key == "model" else f"{name} {key}"
+                raise Diverged(f"{what} weights became non-finite")
         if not distributed.is_main():
             return
         train = to_dict(replace(self.cfg, bf16=trainer.bf16))  # as resolved on this device
@@ -469,7 +432,7 @@ class Checkpointer:
             checkpoint.save_model(self.run, name, model, meta, last=False)
         checkpoint.save_model(self.run, name, model, meta, last=True)
         info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
-        checkpoint.save_train_state(self.run, name, trainer.saved(), trainer.optimizers, info)
+        checkpoint.save_train_state(self.run, name, trainer.saved(), optimizers, info)
         self.saved_step = state.step
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, distributed, fileio, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, load_config, to_dict
@@ -39,7 +39,7 @@ from vqgen.inference import (
 from vqgen.models import build_prior, level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
-from vqgen.train import Batch, Nets, Stage, fit
+from vqgen.train import Batch, Stage, fit
 
 
 @dataclass
@@ -52,12 +52,11 @@ class PriorResult:
     seconds: float
 
 
-def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy of every code given those before it in raster order, at each level (the
     bottom one also given the top codes), summed over levels. With cond_dropout, that share
     of the batch has its condition hidden, so the prior also learns p(codes) for guidance."""
     codes, labels, positions = batch
-    prior = nets["model"]
     cfg = distributed.unwrap(prior).cfg
     cond = conditioning.from_batch(cfg.condition, labels, positions)
     drop = None
@@ -71,7 +70,7 @@ def prior_step(nets: Nets, batch: Batch, step: int) -> tuple[dict[str, Tensor], 
     scalars = {"loss": loss.item(), "bits": bits}
     if len(losses) == 2:
         scalars["bits_top"] = losses[0].item() / LN2
-    return {"model": loss}, scalars
+    return loss, scalars
 
 
 def training_codes(

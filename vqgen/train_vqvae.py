@@ -3,7 +3,7 @@ the validate split.
 
     result = train_vqvae(DataConfig(source="mni152"), VQVAEConfig(), TrainConfig(), Path("run"))
 
-The loss (reconstruction terms, the optional discriminator) is vqgen.losses'.
+The loss (reconstruction and quantizer terms) is vqgen.losses'.
 
 The test split is never read here.
 """
@@ -11,7 +11,6 @@ The test split is never read here.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,18 +107,15 @@ def configs(
     if resume:
         meta = checkpoint.read_meta(run, "vqvae", last=True)
         where = run.meta("vqvae", last=True)
+        if checkpoint.trained_adversarially(meta):
+            raise UsageError(
+                f"{where}: this VQ-VAE was trained with --adversarial, which vqgen no longer "
+                "has, so it cannot be continued; it still samples and evaluates, or train "
+                "one anew with --overwrite"
+            )
         data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
         return data, *checkpoint.vqvae_configs(meta, where)
     data = resolve_data(data)
-    defaults = VQLossConfig()
-    if not loss.adversarial and (loss.disc_weight, loss.disc_start) != (
-        defaults.disc_weight,
-        defaults.disc_start,
-    ):
-        warnings.warn(
-            "--disc-weight and --disc-start act only with --adversarial; ignoring them",
-            stacklevel=3,
-        )
     if data.size != model_cfg.size:
         raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
     return data, model_cfg, loss
@@ -173,8 +169,6 @@ def _train(
         meta={"model": to_dict(model_cfg), "loss": to_dict(loss.cfg), "data": to_dict(data)},
         after_epoch=lambda m: write_figures(m, val_set, run),
         preview=lambda m: preview(m, val_set),
-        helpers=loss.helpers(),
-        optimizer=loss.optimizers(),
     )
     start = time.perf_counter()
     result = fit(stage, train, run, device, resume)

@@ -159,11 +159,6 @@ class VQVAE(nn.Module):
             dead_code_threshold=cfg.dead_code_threshold,
         )
 
-    @property
-    def last_layer(self) -> Tensor:
-        """The decoder's last weight, where VQGAN's adaptive weight compares gradients."""
-        return self.decoder.net[-1].weight
-
     def encode(self, x: Tensor) -> Tensor:
         """(B, 1, S, S) images in [0, 1] -> (B, D, h, w) encoder outputs z_e (with two levels,
         (B, hidden, h, w) bottom features)."""
