@@ -41,12 +41,12 @@ def random_top(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, K, (n, TOP, TOP), generator=seeded(seed))
 
 
-@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("position", [(0, 0), (2, 3), (5, 5)])
 def test_bottom_prior_sees_only_earlier_codes_and_every_top_code(
-    attention: bool, position: tuple[int, int]
+    dilation: int, position: tuple[int, int]
 ) -> None:
-    bottom = two_level(attention=attention).bottom
+    bottom = two_level(dilation=dilation).bottom
     i, j = position
     codes = torch.randint(0, K, (1, BOTTOM, BOTTOM))
     emb = bottom.embed(codes).detach().requires_grad_()  # (1, C, 6, 6)
@@ -56,8 +56,6 @@ def test_bottom_prior_sees_only_earlier_codes_and_every_top_code(
     v = emb
     for block in bottom.blocks:
         v, h = block(v, h, bottom.pos, c, top_map)
-    if bottom.attention is not None:
-        h = bottom.attention(h)
     bottom.head(h)[0, :, i, j].sum().backward()
     seen = emb.grad.abs().sum(1)[0]  # (6, 6)
     later = torch.ones(BOTTOM, BOTTOM, dtype=torch.bool).flatten()
@@ -89,12 +87,12 @@ def test_hidden_condition_ignores_the_label_and_is_learned() -> None:
 
 
 @pytest.mark.parametrize("guidance", [1.0, 0.0, 2.5])
-@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, 3)])
 def test_fast_bottom_sampler_matches_naive_with_top_codes_and_guidance(
-    guidance: float, attention: bool, temperature: float, top_k: int | None
+    guidance: float, dilation: int, temperature: float, top_k: int | None
 ) -> None:
-    bottom = two_level(attention=attention).bottom
+    bottom = two_level(dilation=dilation).bottom
     kw = dict(
         cond=torch.tensor([0, 1, 2]),
         top=random_top(3),
@@ -130,8 +128,8 @@ def test_sample_levels_draws_top_then_bottom_told_the_top() -> None:
 
 
 def test_two_level_state_dict_round_trip() -> None:
-    prior = two_level(attention=True)
-    copy = build_prior(prior_cfg(attention=True), prior_cfg(grid=TOP, top_grid=0, attention=True))
+    prior = two_level(dilation=2)
+    copy = build_prior(prior_cfg(dilation=2), prior_cfg(grid=TOP, top_grid=0, dilation=2))
     copy.load_state_dict(prior.state_dict())
     copy.double().eval()  # dropout off, as in `prior`
     codes = [random_top(2), torch.randint(0, K, (2, BOTTOM, BOTTOM))]

@@ -111,32 +111,6 @@ def raster_before(i: int, j: int) -> torch.Tensor:
     return (torch.arange(G * G) < i * G + j).view(G, G)
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_attention_sees_what_every_earlier_position_saw(layers: int) -> None:
-    """(i, j) attends to the features at every position up to itself, each of which sees its
-    own receptive field: the union of those, always strictly before (i, j)."""
-    net = tiny_prior("slice", layers=layers, attention=True)
-    codes = torch.randint(0, K, (1, G, G), generator=torch.Generator().manual_seed(1))
-    cond = example_cond("slice", 1)
-    for i in range(G):
-        for j in range(G):
-            emb = net.embed(codes).detach().requires_grad_()
-            net.head(net.body(emb, cond))[0, :, i, j].sum().backward()
-            seen = emb.grad.abs().sum(1)[0] > 0
-            expected = torch.zeros(G, G, dtype=torch.bool)
-            for t in range(i * G + j + 1):
-                expected |= receptive_field(t // G, t % G, layers, 3)
-            assert torch.equal(seen, expected), f"position {(i, j)} sees {seen.nonzero().tolist()}"
-            assert not (seen & ~raster_before(i, j)).any()
-    assert seen[0, 0]  # the last position sees the first, far beyond the gated stacks' reach
-
-
-def test_attention_needs_channels_in_whole_heads() -> None:
-    with pytest.raises(UsageError, match="--attention needs --channels a multiple of 16"):
-        PriorConfig(channels=24, attention=True)
-    PriorConfig(channels=24)  # fine without attention
-
-
 def test_first_position_ignores_codes() -> None:
     net = tiny_prior()
     a = net(torch.zeros(2, G, G, dtype=torch.long))
@@ -227,11 +201,9 @@ def test_bad_config_and_emb_fail_an_assertion() -> None:
         tiny_prior().body(torch.zeros(1, 3, G, G, dtype=torch.float64))
 
 
-@pytest.mark.parametrize(
-    "condition,attention", [("none", False), ("slice", False), ("slice", True)]
-)
-def test_state_dict_round_trip(condition: str, attention: bool) -> None:
-    net = tiny_prior(condition, attention=attention)
+@pytest.mark.parametrize("condition,dilation", [("none", 1), ("slice", 1), ("slice", 2)])
+def test_state_dict_round_trip(condition: str, dilation: int) -> None:
+    net = tiny_prior(condition, dilation=dilation)
     torch.manual_seed(5)  # a second prior with other weights
     other = GatedPixelCNN(dataclasses.replace(net.cfg)).double().eval()
     codes, cond = torch.randint(0, K, (3, G, G)), example_cond(condition, 3)

@@ -48,10 +48,10 @@ def test_a_field_missing_from_an_older_run_takes_its_default(old_run: Path, caps
 
 def test_an_unknown_key_still_refuses_in_one_line(old_run: Path, capsys) -> None:
     meta = json.loads((old_run / "prior.json").read_text())
-    meta["model"]["attention"] = True
+    meta["model"]["heads"] = 4
     (old_run / "prior.json").write_text(json.dumps(meta))
     code, _, err = run_cli(capsys, "sample", "--run", old_run, "--device", "cpu")
-    assert_one_line_error(code, err, 1, "prior.json", "attention")
+    assert_one_line_error(code, err, 1, "prior.json", "unknown key 'heads'")
 
 
 def test_a_wrong_type_still_refuses_in_one_line(old_run: Path, capsys) -> None:

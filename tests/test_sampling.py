@@ -16,18 +16,17 @@ def seeded(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize(
-    "condition,kernel,temperature,top_k,dropout,attention,dilation",
+    "condition,kernel,temperature,top_k,dropout,dilation",
     [
-        ("none", 3, 1.0, None, 0.0, False, 1),
-        ("none", 5, 0.7, 3, 0.0, False, 1),
-        ("label", 3, 1.0, None, 0.0, False, 1),
-        ("slice", 3, 1.3, 4, 0.0, False, 1),
-        ("slice", 3, 1.0, None, 0.5, False, 1),
-        ("none", 3, 1.0, None, 0.0, True, 1),
-        ("slice", 5, 0.8, 4, 0.5, True, 1),
-        ("slice", 3, 1.0, None, 0.0, False, 2),
-        ("label", 5, 0.9, 4, 0.0, True, 2),
-        ("none", 3, 1.0, None, 0.0, False, 4),
+        ("none", 3, 1.0, None, 0.0, 1),
+        ("none", 5, 0.7, 3, 0.0, 1),
+        ("label", 3, 1.0, None, 0.0, 1),
+        ("slice", 3, 1.3, 4, 0.0, 1),
+        ("slice", 3, 1.0, None, 0.5, 1),
+        ("slice", 5, 0.8, 4, 0.5, 1),
+        ("slice", 3, 1.0, None, 0.0, 2),
+        ("label", 5, 0.9, 4, 0.0, 2),
+        ("none", 3, 1.0, None, 0.0, 4),
     ],
 )
 def test_fast_sampler_matches_naive(
@@ -36,12 +35,9 @@ def test_fast_sampler_matches_naive(
     temperature: float,
     top_k: int | None,
     dropout: float,
-    attention: bool,
     dilation: int,
 ) -> None:
-    prior = tiny_prior(
-        condition, kernel=kernel, dropout=dropout, attention=attention, dilation=dilation
-    )
+    prior = tiny_prior(condition, kernel=kernel, dropout=dropout, dilation=dilation)
     cond = example_cond(condition, 4)
     for seed in range(3):
         kw = dict(cond=cond, temperature=temperature, top_k=top_k)

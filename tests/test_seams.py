@@ -188,8 +188,17 @@ def test_a_vqvae_trained_with_the_removed_discriminator_is_not_resumed(run_07f04
     assert_one_line_error(code, err, 2, "vqvae-last.json", "--adversarial", "no longer")
 
 
-def test_a_run_made_at_07f045d_samples_and_evaluates(run_07f045d, tiny_mni152, capsys):
+def test_a_run_made_at_07f045d_takes_a_new_prior_then_samples_and_evaluates(
+    run_07f045d, tiny_mni152, capsys
+):
+    """Its prior has the removed --attention layer: one line says so; its VQ-VAE (trained with
+    the removed discriminator) takes a new prior, then samples and evaluates."""
     args = ["--run", run_07f045d, "--device", "cpu"]
+    code, _, err = run_cli(capsys, "sample", *args, "--n", "3")
+    assert_one_line_error(code, err, 1, "prior.json", "--attention", "--overwrite")
+    prior = ["--layers", "2", "--channels", "16", "--condition", "slice", "--max-steps", "2"]
+    code, _, err = run_cli(capsys, "train-prior", *args, *prior, "--overwrite")
+    assert code == 0, err
     code, _, err = run_cli(capsys, "sample", *args, "--n", "3")
     assert code == 0, err
     assert len(list((run_07f045d / "samples").glob("sample_*.png"))) == 3

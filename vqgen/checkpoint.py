@@ -204,7 +204,14 @@ def prior_configs(meta: dict[str, Any], where: Path) -> tuple[PriorConfig, Prior
 
     def read(key: str) -> PriorConfig:
         given = meta.get(key)
-        given = LEGACY_PRIOR | given if isinstance(given, dict) else given
+        if isinstance(given, dict):
+            if given.get("attention") is True:
+                raise CheckpointError(
+                    f"{where}: this prior was trained with --attention, which vqgen no longer "
+                    'has (docs/decisions.md, "attention"); train it anew with '
+                    "`vqgen train-prior --overwrite`"
+                )
+            given = LEGACY_PRIOR | {k: v for k, v in given.items() if k != "attention"}
         return load_config(PriorConfig, given, f"{where} '{key}'")
 
     cfg = read("model")

@@ -210,13 +210,6 @@ def train_prior_cmd(
             "mni152, else slices under small random affine and intensity changes."
         ),
     ] = PriorConfig.augment,
-    attention: Annotated[
-        bool,
-        flag(
-            help="One causal self-attention layer after the gated blocks: every position "
-            "sees the whole grid drawn so far (--channels a multiple of 16)."
-        ),
-    ] = PriorConfig.attention,
     cond_dropout: Annotated[
         float,
         typer.Option(
@@ -238,7 +231,6 @@ def train_prior_cmd(
         condition=condition,
         dropout=dropout,
         augment=augment,
-        attention=attention,
         cond_dropout=cond_dropout,
     )
     result = train_prior(run, prior, train, resume, overwrite)

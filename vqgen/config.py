@@ -25,7 +25,6 @@ MAX_SEED = 2**32 - 1  # the largest seed every generator vqgen uses takes
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
 PRIOR_KINDS = ("gated_pixelcnn",)  # vqgen.models.PRIORS builds each
-ATTENTION_HEAD_CHANNELS = 16  # channels per head of the prior's attention layer
 
 
 def positive(option: str, value: float) -> None:
@@ -152,7 +151,6 @@ class PriorConfig:
     condition: str = "none"  # none | label | slice
     num_labels: int = 0  # number of classes when condition == "label", taken from the data
     dropout: float = 0.1  # in the gated blocks, while training: long runs overfit without it
-    attention: bool = False  # one causal self-attention layer after the gated blocks
     augment: int = 2  # extra copies of the train split to learn from (train_prior.training_codes)
     top_grid: int = 0  # side of the top code grid this (bottom) prior is told; 0: no top level
     cond_dropout: float = 0.0  # rate at which training hides the condition, for --guidance
@@ -169,11 +167,6 @@ class PriorConfig:
         at_least("codebook_size", self.codebook_size, 2)
         positive("grid", self.grid)
         at_least("--augment", self.augment, 0)
-        if self.attention and self.channels % ATTENTION_HEAD_CHANNELS:
-            raise UsageError(
-                f"--attention needs --channels a multiple of {ATTENTION_HEAD_CHANNELS}, "
-                f"got {self.channels}"
-            )
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
         if not 0 <= self.cond_dropout < 1:

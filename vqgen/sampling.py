@@ -219,8 +219,7 @@ def sample_gated_pixelcnn(prior: GatedPixelCNN, rows: Rows, device: torch.device
     position the horizontal stacks (as matrix products) and the head run on a window of
     k//2 + 1 columns (d apart in a layer of dilation d). The gate biases (position, condition,
     top codes) are computed once for the whole grid and indexed at row i (vertical) or at
-    (i, j) (horizontal). An attention layer keeps the keys and values of the positions drawn
-    so far. On a CPU the loop runs on one thread (see `one_cpu_thread`).
+    (i, j) (horizontal). On a CPU the loop runs on one thread (see `one_cpu_thread`).
     """
     c = prior.embed_condition(rows.cond, rows.count, rows.drop)
     top = prior.embed_top(rows.top, rows.count)
@@ -250,11 +249,6 @@ def _cached_raster_loop(
     # v_in[l]: input of layer l's vertical stack, padded P rows above and P columns each side;
     # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
     v_in = [torch.zeros(n, C, g + P, g + 2 * P, dtype=dtype, device=device) for _ in blocks]
-    attention = prior.attention
-    if attention is not None:  # keys and values of every position drawn so far
-        cache = (attention.heads, g * g, C // attention.heads)
-        keys = torch.zeros(n, *cache, dtype=dtype, device=device)
-        values = torch.zeros_like(keys)
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
     for i in range(g):
         from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
@@ -276,8 +270,6 @@ def _cached_raster_loop(
                 h = block.horizontal_step(window, from_v[layer][j], bh[i, j])
                 if layer + 1 < len(blocks):
                     h_in[layer + 1][:, :, P + j] = h
-            if attention is not None:
-                h = attention.step(h, keys, values, i * g + j)
             code = pick(prior.out(h))  # from (n, K) logits
             codes[:, i, j] = code
             v_in[0][:, :, i + P, P + j] = prior.embedding(code)

@@ -28,16 +28,9 @@ their map on the bottom grid (vqgen.conditioning.TopCodesEmbedding) is projected
 a 1x1 convolution into both gates. Every top code is known before the bottom grid is drawn, so
 this keeps the prior causal in the bottom codes.
 
-With PriorConfig.attention, one causal self-attention layer follows the last gated block
-(PixelSNAIL, Chen et al. 2018; VQ-VAE-2, Razavi et al. 2019): the gated stacks see only a few
-rows up and across, the attention layer sees every earlier position, for coherence across the
-whole slice (in the demo's budgets it does not pay: bench/RESULTS.md). The horizontal-stack
-features at (i, j) depend only on codes before (i, j), so attending to every position up to and
-including (i, j) in raster order keeps the prior causal.
-
-The blocks also expose `vertical` on pre-padded rows and `horizontal_step` on one position,
-and the attention layer `step` on one position with its keys and values cached, so that
-`vqgen.sampling.sample_codes` can run one row (vertical) or one position (horizontal) at a time.
+The blocks also expose `vertical` on pre-padded rows and `horizontal_step` on one position, so
+that `vqgen.sampling.sample_codes` can run one row (vertical) or one position (horizontal) at a
+time.
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen.conditioning import TopCodesEmbedding, condition_embedding
-from vqgen.config import ATTENTION_HEAD_CHANNELS, PriorConfig
+from vqgen.config import PriorConfig
 
 POSITION_CHANNELS = 16  # P, channels of the positional embedding shared by all layers
 
@@ -191,49 +184,6 @@ class GatedBlock(nn.Module):
         return v_next, self.horizontal(F.pad(h, (p, 0, 0, 0)), from_v, bh)
 
 
-class CausalSelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention over the grid in raster order, with a residual.
-
-    Position t attends to positions 0..t (itself included). The positional embedding has
-    already entered every gate below, so the features carry where they are.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        assert channels % ATTENTION_HEAD_CHANNELS == 0, channels
-        self.heads = channels // ATTENTION_HEAD_CHANNELS
-        self.norm = nn.LayerNorm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
-
-    def split_heads(self, x: Tensor) -> list[Tensor]:
-        """(B, T, C) -> q, k, v, each (B, heads, T, C / heads)."""
-        B, T, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(B, T, 3, self.heads, ATTENTION_HEAD_CHANNELS)
-        return list(qkv.permute(2, 0, 3, 1, 4))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Features (B, C, h, w) -> (B, C, h, w)."""
-        B, C, h, w = x.shape
-        seq = x.flatten(2).transpose(1, 2)  # (B, hw, C)
-        q, k, v = self.split_heads(seq)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, hw, C / heads)
-        out = seq + self.proj(att.transpose(1, 2).reshape(B, h * w, C))
-        return out.transpose(1, 2).view(B, C, h, w)
-
-    def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
-        """`forward` at position t: x (B, C) -> (B, C).
-
-        keys, values: (B, heads, hw, C / heads) caches holding positions 0..t-1; this call
-        writes position t into them.
-        """
-        q, k, v = self.split_heads(x[:, None])  # each (B, heads, 1, C / heads)
-        keys[:, :, t : t + 1] = k
-        values[:, :, t : t + 1] = v
-        att = F.scaled_dot_product_attention(q, keys[:, :, : t + 1], values[:, :, : t + 1])
-        return x + self.proj(att.flatten(1))
-
-
 def layer_dilations(cfg: PriorConfig) -> list[int]:
     """Each gated layer's dilation: 1 for the first, then 1, 2, 4, .. cfg.dilation, repeated."""
     cycle = [2**k for k in range(cfg.dilation.bit_length())]  # 1, 2, .., dilation
@@ -275,7 +225,6 @@ class GatedPixelCNN(nn.Module):
             )
             for i, dilation in enumerate(layer_dilations(cfg))
         )
-        self.attention = CausalSelfAttention(C) if cfg.attention else None
         # applied over the channels of each position: (..., C) -> (..., K)
         self.out = nn.Sequential(
             nn.ReLU(), nn.Linear(C, C), nn.ReLU(), nn.Linear(C, cfg.codebook_size)
@@ -334,7 +283,7 @@ class GatedPixelCNN(nn.Module):
         v = h = emb
         for block in self.blocks:
             v, h = block(v, h, self.pos, c, top_map)
-        return self.attention(h) if self.attention is not None else h
+        return h
 
     def head(self, features: Tensor) -> Tensor:
         """Features (B, C, h, w) -> logits (B, K, h, w)."""
