@@ -107,9 +107,10 @@ def make_folder(root: Path, n: int = 10, size: int = 48) -> Path:
 
 def load_splits(source: Path, **settings: object) -> dict:
     """Every split of a dataset, as `load_split` gives them."""
-    from vqgen.data import SPLITS, load_split
+    from vqgen.api import load_data
+    from vqgen.data import SPLITS
 
-    return {split: load_split(source, split, **settings) for split in SPLITS}
+    return {split: load_data(source, split, **settings) for split in SPLITS}
 
 
 def example_cond(condition: str, n: int) -> torch.Tensor | None:

@@ -258,7 +258,7 @@ def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp
     vqvae = ["--data", "mni152", *VQVAE_32, "--batch-size", "4", *CPU]
     assert run_cli(capsys, "train-vqvae", *args, *vqvae)[0] == 0
     assert run_cli(capsys, "train-prior", *args, "--condition", "slice", *TINY_PRIOR)[0] == 0
-    positions = load_data(DataConfig(source="mni152", size=32), "train").positions
+    positions = load_data(DataConfig(source="mni152"), "train", 32).positions
     prior, meta = checkpoint.load_prior(RunDir(run))
     low, high = meta["slice_range"]
     assert (low, high) == pytest.approx((float(positions.min()), float(positions.max())))

@@ -10,7 +10,8 @@ import pytest
 from fixtures import brain_slice, make_adni, make_nifti, make_oasis
 from PIL import Image
 
-from vqgen.data import SPLITS, DataWarning, detect_kind, load_split
+from vqgen.api import load_data
+from vqgen.data import SPLITS, DataWarning, detect_kind
 from vqgen.errors import DataError, UsageError
 
 SIZE = 16
@@ -19,7 +20,7 @@ SIZE = 16
 def test_missing_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(UsageError, match=r"nowhere.*does not exist") as err:
-        load_split(missing, "train")
+        load_data(missing, "train")
     assert err.value.exit_code == 2
 
 
@@ -36,7 +37,7 @@ def test_unrecognised_layout_lists_the_layouts(tmp_path: Path) -> None:
 def test_forced_kind_that_does_not_match(tmp_path: Path) -> None:
     root = make_oasis(tmp_path)
     with pytest.raises(UsageError, match=r"not a adni layout.*AD_NC"):
-        load_split(root, "train", kind="adni")
+        load_data(root, "train", kind="adni")
 
 
 @pytest.mark.parametrize(
@@ -50,19 +51,19 @@ def test_forced_kind_that_does_not_match(tmp_path: Path) -> None:
 def test_bad_options(options: dict, match: str) -> None:
     args = {"split": "train", **options}
     with pytest.raises(UsageError, match=match):
-        load_split("mni152", args.pop("split"), **args)
+        load_data("mni152", args.pop("split"), **args)
 
 
 def test_empty_split_names_split_and_folder(tmp_path: Path) -> None:
     root = make_oasis(tmp_path, cases={"train": 1, "test": 1})
     with pytest.raises(DataError, match=r"'validate' is empty.*keras_png_slices_validate"):
-        load_split(root, "validate", size=SIZE)
+        load_data(root, "validate", size=SIZE)
 
 
 def test_too_few_volumes_for_a_split(tmp_path: Path) -> None:
     root = make_nifti(tmp_path, n=1)  # one .nii.gz + one Analyze pair: two subjects
     with pytest.raises(DataError, match=f"'test' is empty.*{root}"):
-        load_split(root, "test", size=SIZE)
+        load_data(root, "test", size=SIZE)
 
 
 def test_corrupt_image_is_skipped_with_one_counted_warning(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_corrupt_image_is_skipped_with_one_counted_warning(tmp_path: Path) -> No
     bad = root / "keras_png_slices_train" / "case_002_slice_1.nii.png"
     bad.write_bytes(b"not a png")
     with pytest.warns(DataWarning, match=f"skipped 1 unreadable images, first: {bad}"):
-        ds = load_split(root, "train", size=SIZE)
+        ds = load_data(root, "train", size=SIZE)
     assert len(ds) == 3 * 3 - 1 and str(bad) not in ds.paths
 
 
@@ -79,7 +80,7 @@ def test_corrupt_image_is_an_error_when_strict(tmp_path: Path) -> None:
     bad = root / "keras_png_slices_test" / "case_005_slice_0.nii.png"
     bad.write_bytes(bad.read_bytes()[:100])  # truncated
     with pytest.raises(DataError, match=str(bad)):
-        load_split(root, "test", size=SIZE, strict=True)
+        load_data(root, "test", size=SIZE, strict=True)
 
 
 def test_adni_file_without_patient_id(tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_adni_file_without_patient_id(tmp_path: Path) -> None:
     bad = root / "train" / "NC" / "scan.jpeg"
     Image.fromarray(brain_slice(240, 256, 0)).save(bad)
     with pytest.raises(DataError, match=f"{bad}: no patient id"):
-        load_split(root, "train", size=SIZE)
+        load_data(root, "train", size=SIZE)
 
 
 def test_nifti_folder_without_a_3d_volume_names_the_first(tmp_path: Path) -> None:
@@ -95,12 +96,12 @@ def test_nifti_folder_without_a_3d_volume_names_the_first(tmp_path: Path) -> Non
         path = tmp_path / f"s{i}.nii.gz"
         nib.save(nib.Nifti1Image(np.ones((8, 8, 6, 2), np.float32), np.eye(4)), path)
     with pytest.raises(DataError, match=r"\.nii\.gz: expected a 3-D volume"):
-        load_split(tmp_path, "train", size=SIZE)
+        load_data(tmp_path, "train", size=SIZE)
 
 
 def test_unreadable_volume_is_skipped(tmp_path: Path) -> None:
     root = make_nifti(tmp_path, n=4)
-    before = load_split(root, "train", size=SIZE)
+    before = load_data(root, "train", size=SIZE)
     victim = min(set(before.subjects) - {"analyze"})
     bad = root / f"{victim}.nii.gz"
     bad.write_bytes(b"\x1f\x8b garbage")
@@ -108,7 +109,7 @@ def test_unreadable_volume_is_skipped(tmp_path: Path) -> None:
     after = []
     for split in ("train", "validate", "test"):
         with pytest.warns(DataWarning, match=f"skipped 1 unusable volumes .*, first: {bad}"):
-            after.append(load_split(root, split, size=SIZE))
+            after.append(load_data(root, split, size=SIZE))
     assert all(len(ds) for ds in after)
     assert victim not in set().union(*(ds.subjects for ds in after))
 
@@ -117,7 +118,7 @@ def test_oasis_masks_are_never_read_as_slices(tmp_path: Path) -> None:
     """--kind folder on an OASIS tree reads its slices, not its keras_png_slices_seg_* masks;
     a folder of masks alone is refused in one line."""
     root = make_oasis(tmp_path, {"train": 4, "validate": 3, "test": 3}, slices=1, size=32)
-    splits = [load_split(root, split, kind="folder", size=SIZE) for split in SPLITS]
+    splits = [load_data(root, split, kind="folder", size=SIZE) for split in SPLITS]
     paths = [path for ds in splits for path in ds.paths]
     assert len(paths) == 10 and not any("_seg_" in path for path in paths)
     masks = tmp_path / "masks"

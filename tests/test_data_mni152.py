@@ -7,8 +7,9 @@ import pytest
 import torch
 from fixtures import load_splits
 
+from vqgen.api import load_data
 from vqgen.config import DataConfig
-from vqgen.data import load_reference, load_split, mni152
+from vqgen.data import load_reference, mni152
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("tiny_mni152")
@@ -37,7 +38,7 @@ def test_same_seed_same_slices_other_seed_other_slices() -> None:
 
 
 def test_slices_look_like_skull_stripped_axial_brains() -> None:
-    ds = load_split("mni152", "train", size=SIZE)
+    ds = load_data("mni152", "train", size=SIZE)
     images = ds.images[:, 0]  # (N, S, S)
     corners = images[:, :3, :3].amax(dim=(1, 2))
     assert (corners == 0).all()  # black background outside the brain
@@ -59,17 +60,20 @@ def test_subjects_differ_from_each_other() -> None:
 
 
 def test_settings_change_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    small = load_split("mni152", "test", size=SIZE)
+    small = load_data("mni152", "test", size=SIZE)
     monkeypatch.setattr(mni152, "SLICES", mni152.SLICES + 1)
-    assert len(load_split("mni152", "test", size=SIZE)) == len(small) + mni152.SUBJECTS["test"]
+    assert len(load_data("mni152", "test", size=SIZE)) == len(small) + mni152.SUBJECTS["test"]
 
 
 def test_evaluation_subjects_are_fresh_and_their_own_per_split() -> None:
     """evaluate's reference: the split and subjects of a stream no split, no other split's
     reference and no augmentation of the prior (fresh_train_subjects) draws from."""
-    data = DataConfig(source="mni152", size=SIZE)
+    data = DataConfig(source="mni152")
     splits = load_splits("mni152", size=SIZE)
-    test_ref, validate_ref = load_reference(data, "test"), load_reference(data, "validate")
+    test_ref, validate_ref = (
+        load_reference(data, "test", SIZE),
+        load_reference(data, "validate", SIZE),
+    )
     n = mni152.EVALUATION_SUBJECTS * mni152.SLICES
     assert len(test_ref) == len(splits["test"]) + n
     assert torch.equal(test_ref.pixels[: len(splits["test"])], splits["test"].pixels)
@@ -79,7 +83,7 @@ def test_evaluation_subjects_are_fresh_and_their_own_per_split() -> None:
     others += [validate_ref.pixels[-n:], mni152.fresh_train_subjects(2, 0, SIZE, 0).pixels]
     for other in others:
         assert torch.cdist(extra.flatten(1).float(), other.flatten(1).float()).min() > 0
-    assert torch.equal(load_reference(data, "test").pixels, test_ref.pixels)  # seeded
-    assert torch.equal(load_reference(data, "train").pixels, splits["train"].pixels)
+    assert torch.equal(load_reference(data, "test", SIZE).pixels, test_ref.pixels)  # seeded
+    assert torch.equal(load_reference(data, "train", SIZE).pixels, splits["train"].pixels)
     with pytest.raises(ValueError, match="beside validate or test"):
         mni152.evaluation_subjects("train", SIZE, 0)

@@ -20,7 +20,8 @@ from fixtures import (
 )
 from PIL import Image
 
-from vqgen.data import SPLITS, DataWarning, detect_kind, load_split
+from vqgen.api import load_data
+from vqgen.data import SPLITS, DataWarning, detect_kind
 from vqgen.data.dataset import decode_image, preprocess
 
 SIZE = 32
@@ -69,7 +70,7 @@ def test_oasis_warns_about_a_subject_in_two_splits(tmp_path: Path) -> None:
     image = Image.open(root / "keras_png_slices_train" / "case_001_slice_0.nii.png")
     image.save(root / "keras_png_slices_validate" / "case_001_slice_0.nii.png")
     with pytest.warns(DataWarning, match="case_001"):
-        load_split(root, "validate", size=SIZE)
+        load_data(root, "validate", size=SIZE)
 
 
 def test_adni_labels_and_patient_level_validate_split(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_adni_labels_and_patient_level_validate_split(tmp_path: Path) -> None:
         for path, label in zip(ds.paths, ds.labels.tolist(), strict=True):
             assert Path(path).parent.name == ds.label_names[label]
         assert ds.positions.min() >= 0 and ds.positions.max() <= 1
-    again = load_split(root, "validate", size=SIZE, seed=1)
+    again = load_data(root, "validate", size=SIZE, seed=1)
     assert set(again.subjects) == validate  # the seed fixes the split
 
 
@@ -99,7 +100,7 @@ def test_adni_slices_keep_their_aspect_ratio(tmp_path: Path) -> None:
     root = make_adni(tmp_path)
     path = next((root / "train" / "AD").glob("*.jpeg"))
     Image.fromarray(np.full((240, 256), 255, np.uint8)).save(path)  # 256 wide, 240 high, all white
-    ds = load_split(root, "train", size=64)
+    ds = load_data(root, "train", size=64)
     image = ds.pixels[ds.paths.index(str(path)), 0]
     assert image[0].max() == 0 and image[-1].max() == 0  # padded top and bottom, not stretched
     assert image[32].min() == 255
@@ -126,7 +127,7 @@ def test_nifti_splits_by_subject_and_reads_analyze(tmp_path: Path) -> None:
 def test_nifti_slices_are_axial_front_up_and_skip_empty(tmp_path: Path) -> None:
     shape = (20, 24, 16)
     root = make_nifti(tmp_path, n=4, shape=shape)
-    ds = load_split(root, "train", size=SIZE, seed=0)
+    ds = load_data(root, "train", size=SIZE, seed=0)
     vol = brain_volume(shape, 0)
     nonempty = int(((vol > 0).mean(axis=(0, 1)) >= 0.01).sum())
     for subject in set(ds.subjects):
@@ -142,7 +143,7 @@ def test_nifti_squeezes_a_trailing_singleton_axis(tmp_path: Path) -> None:
     vol = brain_volume((16, 16, 12), 0)[..., None]  # (X, Y, Z, 1)
     for i in range(3):
         nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / f"s{i}.nii")
-    ds = load_split(tmp_path, "test", size=SIZE)
+    ds = load_data(tmp_path, "test", size=SIZE)
     assert len(ds) > 0 and ds.kind == "nifti"
 
 

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vqgen.data import SPLITS, DataWarning, load_split, preprocess
+from vqgen.api import load_data
+from vqgen.data import SPLITS, DataWarning, preprocess
 from vqgen.errors import UsageError
 
 SIZE = 16
@@ -101,7 +102,7 @@ def test_damaged_file_is_skipped_or_a_one_line_error_naming_it(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                loaded = {s: load_split(root, s, size=SIZE, strict=strict) for s in SPLITS}
+                loaded = {s: load_data(root, s, size=SIZE, strict=strict) for s in SPLITS}
         except UsageError as err:  # DataError is a UsageError: exit code 2
             message = str(err)
             assert "\n" not in message and err.exit_code == 2
@@ -193,7 +194,7 @@ def test_valid_images_of_any_size_and_mode_load_as_their_grey_picture(
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataWarning)  # nothing may be skipped
             warnings.filterwarnings("ignore", "every slice of .* is black", DataWarning)
-            loaded = [load_split(root, split, size=size) for split in SPLITS]
+            loaded = [load_data(root, split, size=size) for split in SPLITS]
         assert sum(len(ds) for ds in loaded) == len(pictures)
         for ds in loaded:
             images = ds.images

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vqgen import evaluate, report_text
-from vqgen.data import SliceDataset, load_split
+from vqgen.api import load_data
+from vqgen.data import SliceDataset
 from vqgen.realism import outline, perturb
 
 
@@ -23,7 +24,7 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
     """mni152's validate and test splits at 64 px, in a cache of this module's own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return {s: load_split("mni152", s, size=64) for s in ("validate", "test")}
+        return {s: load_data("mni152", s, size=64) for s in ("validate", "test")}
 
 
 @pytest.fixture(scope="module")

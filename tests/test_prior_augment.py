@@ -38,14 +38,14 @@ def test_flips_only_where_asked():
 
 
 def test_fresh_subjects_are_none_of_the_splits_subjects(tiny_mni152):
-    data = DataConfig(source="mni152", kind="mni152", size=32)
-    taken = {s for split in SPLITS for s in load_data(data, split).subjects}
+    data = DataConfig(source="mni152", kind="mni152")
+    taken = {s for split in SPLITS for s in load_data(data, split, 32).subjects}
     fresh = mni152.fresh_train_subjects(3, 0, 32, seed=0)
     assert len(fresh) == 3 * mni152.SLICES and fresh.split == "train"
     assert not set(fresh.subjects) & taken
     more = mni152.fresh_train_subjects(3, 3, 32, seed=0)
     assert not set(more.subjects) & set(fresh.subjects)
-    train = load_data(data, "train")
+    train = load_data(data, "train", 32)
     assert not torch.equal(fresh.pixels, train.pixels)
 
 

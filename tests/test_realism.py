@@ -14,7 +14,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.transforms.functional import gaussian_blur
 
 from vqgen import realism
-from vqgen.data import SliceDataset, load_split
+from vqgen.api import load_data
+from vqgen.data import SliceDataset
 from vqgen.realism import features
 
 LADDER = ("real", "blur1", "blur2", "noise")  # most to least realistic
@@ -29,7 +30,7 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
     """The three mni152 splits at 64 px, loaded once into a cache of this module's own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return {s: load_split("mni152", s, size=64) for s in ("train", "validate", "test")}
+        return {s: load_data("mni152", s, size=64) for s in ("train", "validate", "test")}
 
 
 @pytest.fixture(scope="module")

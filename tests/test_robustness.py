@@ -41,7 +41,8 @@ from tiny import (
 
 import vqgen.inference
 from vqgen import checkpoint, fileio, rundir
-from vqgen.data import SPLITS, DataWarning, load_split
+from vqgen.api import load_data
+from vqgen.data import SPLITS, DataWarning
 from vqgen.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
@@ -481,7 +482,7 @@ def test_folder_of_mixed_sizes_and_modes_loads_as_grey_images_of_one_size(tmp_pa
         path = data / f"img_{i:02d}_{mode.replace(';', '')}.png"  # the mode names the file
         make(grey_square(200, height, width)).save(path)
         expected[str(path)] = level
-    splits = {split: load_split(data, split, size=SIZE) for split in SPLITS}
+    splits = {split: load_data(data, split, size=SIZE) for split in SPLITS}
     assert sum(len(ds) for ds in splits.values()) == len(expected)  # none skipped
     for ds in splits.values():
         images = ds.images
@@ -499,7 +500,7 @@ def test_a_16_bit_image_of_one_grey_level_keeps_its_level(tmp_path, value, level
     data.mkdir()
     for i in range(3):
         Image.fromarray(np.full((20, 30), value, np.uint16)).save(data / f"flat{i}.png")
-    ds = load_split(data, "train", size=SIZE)
+    ds = load_data(data, "train", size=SIZE)
     assert ds.images[0, 0, SIZE // 2, SIZE // 2] == pytest.approx(level, abs=0.01)
 
 
@@ -527,12 +528,12 @@ def test_non_image_files_in_a_data_folder_are_ignored(tmp_path, layout):
         for i in range(10):
             Image.fromarray(brain_slice(40, 40, i)).save(root / f"slice{i}.png")
         folders = [root]
-    clean = {split: load_split(root, split, size=SIZE) for split in SPLITS}
+    clean = {split: load_data(root, split, size=SIZE) for split in SPLITS}
     for folder in folders:
         add_clutter(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)  # not even a skipped-file warning
-        cluttered = {split: load_split(root, split, size=SIZE) for split in SPLITS}
+        cluttered = {split: load_data(root, split, size=SIZE) for split in SPLITS}
     for split in SPLITS:
         assert cluttered[split].paths == clean[split].paths
         assert torch.equal(cluttered[split].pixels, clean[split].pixels)

@@ -33,7 +33,8 @@ from tiny import (
 )
 
 from vqgen import checkpoint, fileio
-from vqgen.data import DataWarning, load_split
+from vqgen.api import load_data
+from vqgen.data import DataWarning
 from vqgen.errors import DataError, Interrupted, TrainingError
 from vqgen.rundir import RunDir
 from vqgen.train import fit
@@ -469,7 +470,7 @@ def test_an_unreadable_image_never_empties_a_split(tmp_path) -> None:
     (root / "a" / "zero.jpg").write_bytes(b"")
     for split in ("train", "validate", "test"):
         with pytest.warns(DataWarning, match="skipped 1 unreadable images, first: .*zero.jpg"):
-            assert len(load_split(root, split, size=32)) > 0
+            assert len(load_data(root, split, size=32)) > 0
 
 
 def test_a_4d_volume_among_good_ones_is_skipped_or_refused_with_strict(tmp_path) -> None:
@@ -477,9 +478,9 @@ def test_a_4d_volume_among_good_ones_is_skipped_or_refused_with_strict(tmp_path)
     bad = root / "fmri.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 6, 3), np.float32), np.eye(4)), bad)
     with pytest.warns(DataWarning, match=f"skipped 1 unusable volumes .*, first: {bad}"):
-        assert len(load_split(root, "train", size=32)) > 0
+        assert len(load_data(root, "train", size=32)) > 0
     with pytest.raises(DataError, match=r"fmri\.nii\.gz: unusable volume"):
-        load_split(root, "train", size=32, strict=True)
+        load_data(root, "train", size=32, strict=True)
 
 
 # 8. output for logs and schedulers ---------------------------------------------------------------

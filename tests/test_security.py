@@ -194,7 +194,7 @@ def test_a_path_in_a_fixed_choice_field_is_refused(cls, field) -> None:
         if cls is DataConfig:  # the kind is checked where the data is found
             from vqgen.data import load_data
 
-            load_data(config, "train")
+            load_data(config, "train", 32)
         if cls is TrainConfig:
             from vqgen.inference import resolve_device
 

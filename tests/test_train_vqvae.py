@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vqgen.api import load_data
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
-from vqgen.data import load_split, mni152
+from vqgen.data import mni152
 from vqgen.models.vqvae import VQVAE
 from vqgen.train_vqvae import reconstruction_metrics, train_vqvae
 
@@ -17,11 +18,11 @@ def test_a_few_dozen_steps_raise_validate_ssim_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(mni152, "SUBJECTS", {"train": 8, "validate": 2, "test": 1})
     monkeypatch.setattr(mni152, "SLICES", 8)
     model_cfg = VQVAEConfig(size=64, hidden=32, codebook_size=64, code_dim=16)
-    val_set = load_split("mni152", "validate", size=64)
+    val_set = load_data("mni152", "validate", size=64)
     torch.manual_seed(0)
     untrained = reconstruction_metrics(VQVAE(model_cfg), val_set)["val_ssim"]  # about 0.04
     result = train_vqvae(
-        DataConfig(source="mni152", size=64),
+        DataConfig(source="mni152"),
         model_cfg,
         TrainConfig(epochs=100, max_steps=48, batch_size=16, lr=5e-3, warmup_steps=5, device="cpu"),
         tmp_path,
@@ -40,7 +41,7 @@ def test_the_same_seed_gives_the_same_model(tmp_path, tiny_mni152):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         torch.manual_seed(100 + len(weights))  # whatever the RNG held before must not matter
         train_vqvae(
-            DataConfig(source="mni152", size=32),
+            DataConfig(source="mni152"),
             model_cfg,
             TrainConfig(max_steps=2, batch_size=4, seed=seed, device="cpu"),
             tmp_path / name,

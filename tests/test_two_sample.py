@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from vqgen import realism
-from vqgen.data import SPLITS, SliceDataset, load_split
+from vqgen.api import load_data
+from vqgen.data import SPLITS, SliceDataset
 from vqgen.data.dataset import concat
 from vqgen.evaluate import spread_pick
 from vqgen.realism import two_sample
@@ -24,7 +25,7 @@ def mni(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
     16 train subjects; loaded once into a cache of this module's own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        train, validate, test = (load_split("mni152", s, size=64) for s in SPLITS)
+        train, validate, test = (load_data("mni152", s, size=64) for s in SPLITS)
     keep = torch.tensor([int(name[-3:]) < 16 for name in train.subjects])
     return {"reference": concat(validate, test), "other": train.subset(keep)}
 

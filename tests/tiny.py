@@ -90,7 +90,7 @@ def make_stage(run: Path, train_set: SliceDataset, val_set: SliceDataset, step=v
         validate=lambda m: reconstruction_metrics(m, val_set),
         monitor="val_ssim",
         higher_is_better=True,
-        meta={"model": to_dict(TINY_VQVAE), "data": to_dict(DataConfig(size=16))},
+        meta={"model": to_dict(TINY_VQVAE), "data": to_dict(DataConfig())},
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, inference
-from vqgen.config import EVAL_SAMPLES, DataConfig, EvalConfig, SampleConfig
+from vqgen.config import EVAL_SAMPLES, DataConfig, EvalConfig, SampleConfig, eval_sampling
 from vqgen.data import SliceDataset
 from vqgen.data import load_data as load_split_data
 from vqgen.errors import UsageError
@@ -50,15 +50,17 @@ def load_data(
     size: int = 128,
     kind: str = "auto",
     seed: int = 0,
+    strict: bool = False,
 ) -> SliceDataset:
     """One split of a dataset as the CLI reads it: `.images` is (N, 1, size, size) float in
     [0, 1], beside `.labels`, `.positions` and `.subjects`.
 
     `source` is a dataset folder (OASIS, ADNI, NIfTI or a folder of images; `kind` names the
     layout when auto-detection is not wanted) or "mni152", the embedded template. `seed`
-    drives the subject-level splits of sources without given folders."""
-    cfg = DataConfig(source=str(source), kind=kind, size=size, seed=seed)
-    return load_split_data(cfg, split)
+    drives the subject-level splits of sources without given folders; with `strict`, an
+    unreadable image is an error instead of a counted warning."""
+    cfg = DataConfig(source=str(source), kind=kind, seed=seed, strict=strict)
+    return load_split_data(cfg, split, size)
 
 
 @dataclass(eq=False, repr=False)  # models compare and print poorly: see __repr__
@@ -92,7 +94,8 @@ class Run:
 
     def data(self, split: str = "test") -> SliceDataset:
         """A split of the dataset this run was trained on, prepared as it was in training."""
-        return load_split_data(checkpoint.run_data(self.run_dir, self.vqvae_meta), split)
+        data = checkpoint.run_data(self.run_dir, self.vqvae_meta)
+        return load_split_data(data, split, self.size)
 
     # -- stage 1: images <-> codes --------------------------------------------------------------
 
@@ -140,7 +143,15 @@ class Run:
 
         `label` (a class name) and `slice` (a level in [0, 1]) condition a prior trained with
         that condition; without them samples go through the classes or across the levels."""
-        cfg = SampleConfig(n, temperature, top_k, label, slice, seed, guidance)
+        cfg = SampleConfig(
+            n=n,
+            temperature=temperature,
+            top_k=top_k,
+            label=label,
+            slice_pos=slice,
+            seed=seed,
+            guidance=guidance,
+        )
         return self.draw(cfg, self.condition(cfg))[0]
 
     def condition(self, cfg: SampleConfig) -> Tensor | None:
@@ -172,7 +183,10 @@ class Run:
         report, also written to `out` (default run/report.json) with report.md beside it."""
         from vqgen.evaluate import evaluate
 
-        cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance)
+        sampling = eval_sampling(
+            n_samples, temperature=temperature, top_k=top_k, guidance=guidance, seed=seed
+        )
+        cfg = EvalConfig(split=split, sampling=sampling)
         report_path = None if out is None else Path(out)
         return dict(evaluate(self.run_dir.root, cfg, report_path, self.device.type))
 

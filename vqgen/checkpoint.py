@@ -105,9 +105,8 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     meta, where = read_meta(run, "vqvae", last), run.meta("vqvae", last)
     cfg = vqvae_configs(meta, where)[0]
     data = meta.get("data")
-    size = data.get("size") if isinstance(data, dict) else None  # of a type load_config checks
-    if isinstance(size, int) and size != cfg.size:
-        raise CheckpointError(f"{where}: 'data' size {size!r} differs from 'model' size {cfg.size}")
+    if isinstance(data, dict) and "size" in data:  # an older run's: it must agree with the model
+        data_config(meta, where)
     model = VQVAE(cfg)
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
@@ -118,7 +117,7 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
     it has moved since; a recorded path that no longer exists is one line saying where it was
     recorded and how to point elsewhere."""
     where = run.meta("vqvae")
-    data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
+    data = data_config(meta, where)
     if moved_to is not None:
         place = moved_to if moved_to == "mni152" else str(Path(moved_to).expanduser().resolve())
         return dataclasses.replace(data, source=place)
@@ -128,6 +127,20 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
             "moved, give its new place with --data"
         )
     return data
+
+
+def data_config(meta: dict[str, Any], where: Path) -> DataConfig:
+    """The "data" section of a vqvae.json at `where`. A run from before the slice size had its
+    one home in "model" records it here too, where it must agree with the model's."""
+    data = meta.get("data")
+    if isinstance(data, dict) and "size" in data:
+        size = vqvae_configs(meta, where)[0].size
+        if data["size"] != size:
+            raise CheckpointError(
+                f"{where}: 'size' of 'data' is {data['size']!r}, but the model's is {size}"
+            )
+        data = {k: v for k, v in data.items() if k != "size"}
+    return load_config(DataConfig, data, f"{where} 'data'")
 
 
 def vqvae_configs(meta: dict[str, Any], where: Path) -> tuple[VQVAEConfig, VQLossConfig]:

@@ -65,6 +65,7 @@ from vqgen.config import (
     TrainConfig,
     VQLossConfig,
     VQVAEConfig,
+    eval_sampling,
 )
 from vqgen.errors import Interrupted, VqgenError
 
@@ -118,7 +119,7 @@ def _root(
 def data_cmd(
     source: Annotated[str, typer.Argument(help="Dataset folder or 'mni152'.")],
     kind: KindOpt = DataConfig.kind,
-    size: SizeOpt = DataConfig.size,
+    size: SizeOpt = VQVAEConfig.size,
     data_seed: DataSeedOpt = DataConfig.seed,
     strict: StrictOpt = DataConfig.strict,
     preview: Annotated[
@@ -128,7 +129,8 @@ def data_cmd(
     """Inspect a dataset: kind, images and subjects per split, labels, size, intensities."""
     from vqgen.data.describe import describe_dataset
 
-    summary = describe_dataset(DataConfig(source, kind, size, data_seed, strict), preview)
+    data = DataConfig(source=source, kind=kind, seed=data_seed, strict=strict)
+    summary = describe_dataset(data, size, preview)
     table = Table(title=f"{escape(source)}  (kind: {summary.kind})")
     for column in ("split", "images", "subjects", "labels", "size", "intensity"):
         table.add_column(column)
@@ -181,7 +183,7 @@ def train_vqvae_cmd(
         quantizer=quantizer,
     )
     loss = VQLossConfig(l1_weight=l1_weight)
-    data_cfg = DataConfig(data, kind, size, data_seed, strict)
+    data_cfg = DataConfig(source=data, kind=kind, seed=data_seed, strict=strict)
     result = train_vqvae(data_cfg, model, train, run, resume, overwrite, loss)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
@@ -263,7 +265,15 @@ def sample_cmd(
     """Draw new slices: prior -> code grid -> decoder -> PNG files and a grid."""
     from vqgen.sample import sample
 
-    cfg = SampleConfig(n, temperature, top_k, label, slice_pos, seed, guidance)
+    cfg = SampleConfig(
+        n=n,
+        temperature=temperature,
+        top_k=top_k,
+        label=label,
+        slice_pos=slice_pos,
+        seed=seed,
+        guidance=guidance,
+    )
     result = sample(run, cfg, out, device)
     folder = escape(str(result.paths[0].parent))
     guided = "" if result.guidance == 1 else f" at guidance {result.guidance:g}"
@@ -299,7 +309,10 @@ def evaluate_cmd(
     from vqgen.report_text import report_table
     from vqgen.rundir import RunDir
 
-    cfg = EvalConfig(split, n_samples, temperature, top_k, seed, guidance, data)
+    sampling = eval_sampling(
+        n_samples, temperature=temperature, top_k=top_k, guidance=guidance, seed=seed
+    )
+    cfg = EvalConfig(split=split, sampling=sampling, data=data)
     report = evaluate(run, cfg, out, device)
     console.print(report_table(report))
     written = out or RunDir(run).report

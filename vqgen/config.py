@@ -58,16 +58,15 @@ def one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class DataConfig:
-    """Where the slices come from and how they are prepared."""
+    """Where the slices come from. They are prepared at the VQ-VAE's size (VQVAEConfig.size),
+    the one home of a run's slice size."""
 
     source: str = "mni152"  # a dataset path, or "mni152" for the embedded default
     kind: str = "auto"  # auto | oasis | adni | nifti | folder | mni152
-    size: int = 128  # slices are resized to size x size
     seed: int = 0  # seeds subject-level splits and the MNI152 virtual subjects
     strict: bool = False  # unreadable images are an error instead of a counted warning
 
     def __post_init__(self) -> None:
-        slice_size("--size", self.size)
         seed_value("--data-seed", self.seed)
 
 
@@ -285,41 +284,30 @@ class SampleConfig:
 EVAL_SPLITS = ("train", "validate", "test")  # vqgen.data.SPLITS, which config may not import
 
 
+def eval_sampling(n_samples: int = EVAL_SAMPLES, **options: Any) -> SampleConfig:
+    """How `evaluate` draws its `n_samples` samples: as `sample` draws them with `options`
+    (temperature, top_k, guidance, seed). Refuses fewer than 2, naming --n-samples."""
+    if not (isinstance(n_samples, int) and n_samples >= 2):
+        raise UsageError(f"--n-samples must be at least 2 (diversity needs pairs), got {n_samples}")
+    return SampleConfig(n=n_samples, **options)
+
+
 @dataclass
 class EvalConfig:
-    """What `evaluate` scores and how it draws its samples (as `sample` draws them)."""
+    """What `evaluate` scores, and how it draws its samples. `sampling.seed` also seeds the
+    C2ST, KID's subsets and the floor's train slices."""
 
     split: str = "test"  # the split scored, whole
-    n_samples: int = EVAL_SAMPLES  # samples drawn for realism and diversity
-    temperature: float = SampleConfig.temperature
-    top_k: int | None = SampleConfig.top_k
-    seed: int = 0  # seeds the samples, the C2ST, KID's subsets and the floor's train slices
-    guidance: float | None = SampleConfig.guidance
+    sampling: SampleConfig = dataclasses.field(default_factory=eval_sampling)
     data: str | None = None  # the dataset's place, where it moved after training
 
     def __post_init__(self) -> None:
         one_of("--split", self.split, EVAL_SPLITS)
-        if self.n_samples < 2:
-            raise UsageError(
-                f"--n-samples must be at least 2 (diversity needs pairs), got {self.n_samples}"
-            )
-        at_least("--temperature", self.temperature, 0)
-        if self.top_k is not None:
-            at_least("--top-k", self.top_k, 1)
-        if self.guidance is not None:
-            at_least("--guidance", self.guidance, 0)
-        seed_value("--seed", self.seed)
+        eval_sampling(self.sampling.n)  # at least 2
 
     @property
-    def sampling(self) -> SampleConfig:
-        """The SampleConfig the samples are drawn with."""
-        return SampleConfig(
-            n=self.n_samples,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            seed=self.seed,
-            guidance=self.guidance,
-        )
+    def seed(self) -> int:
+        return self.sampling.seed
 
 
 # -- run JSON -> config -----------------------------------------------------------------------

@@ -120,10 +120,10 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     def minutes_left() -> float:
         return (deadline - time.perf_counter()) / 60
 
-    data = DataConfig(source="mni152", size=SIZE)
+    data = DataConfig(source="mni152")
     for split in SPLITS:
-        load_data(data, split)  # generated once, then read from the cache
-    feature_net(load_data(data, "train"), resolve_device(device))  # for the report; cached
+        load_data(data, split, SIZE)  # generated once, then read from the cache
+    feature_net(load_data(data, "train", SIZE), resolve_device(device))  # for the report; cached
     lap("data")
     train = dict(device=device, seed=seed, batch_size=16)  # time is the only limit
     # a slow data phase (a busy machine, a cold cache) must not leave a stage no time at all
@@ -140,6 +140,7 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     lap("prior")
     sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
     lap("sample")
-    report = evaluate(run_dir, EvalConfig("test", EVAL_SAMPLES, seed=seed), device=device)
+    sampling = config.eval_sampling(EVAL_SAMPLES, seed=seed)
+    report = evaluate(run_dir, EvalConfig(split="test", sampling=sampling), device=device)
     lap("evaluate")
     return DemoResult(report, sampled.grid, RunDir(run_dir).report, seconds)

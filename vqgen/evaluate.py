@@ -1,7 +1,7 @@
 """The report: how well a run reconstructs, how it uses its codebook, how good its prior and
 samples are. Everything is computed on one split (test by default), over the whole split.
 
-    report = evaluate(Path("run"), EvalConfig(split="test", n_samples=64))
+    report = evaluate(Path("run"), EvalConfig(split="test", sampling=eval_sampling(64)))
     report["samples"]["nearest_real_ssim"]["mean"]   # the sections of vqgen.report
 
 Writes run/report.json, run/report.md and figures under run/figures/. A label prior's samples
@@ -144,8 +144,8 @@ def evaluate(
     run_dir: Path, cfg: EvalConfig = EvalConfig(), out: Path | None = None, device: str = "auto"
 ) -> Report:
     """Score a run on `cfg.split`; returns the report that is also written as JSON (to `out`,
-    default run/report.json) and Markdown beside it. The `cfg.n_samples` samples are drawn at
-    `cfg.temperature` and `cfg.top_k`, as `sample` draws them."""
+    default run/report.json) and Markdown beside it. The `cfg.sampling.n` samples are drawn
+    as `sample` draws them with `cfg.sampling`."""
     if out is not None and out.suffix != ".json":
         raise UsageError(
             f"--out {out}: the report is JSON, name it *.json (the .md goes beside it)"
@@ -177,7 +177,8 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
             "NLL and samples; train one with `vqgen train-prior`",
             stacklevel=2,
         )
-    dataset = load_data(data, cfg.split)
+    size = vqvae.cfg.size
+    dataset = load_data(data, cfg.split, size)
     if len(dataset) < 2:  # one slice has no spread, no pairs and no median
         raise DataError(
             f"the {cfg.split} split of {data.source} holds {len(dataset)} slice; evaluate "
@@ -195,14 +196,14 @@ def _evaluate(run: RunDir, cfg: EvalConfig, out: Path, dev: torch.device) -> Rep
     report["reconstruction"], codes, recon = reconstruction_report(
         vqvae, dataset.images, figures, cfg.split
     )
-    train_set, samples, cond, groups = load_data(data, "train"), None, None, []
+    train_set, samples, cond, groups = load_data(data, "train", size), None, None, []
     if prior is not None:
         report["prior"] = prior_section(run, vqvae, data, prior, prior_meta, codes, dataset)
         groups = prior_groups(prior, prior_meta)
         report["samples"], samples, cond = samples_section(
             vqvae, prior, prior_meta, groups, cfg.sampling, dataset, train_set, figures, dev
         )
-    reference = load_reference(data, cfg.split)
+    reference = load_reference(data, cfg.split, size)
     report["realism"] = realism_report(
         recon, samples, cond, dataset, reference, train_set, groups, cfg.seed, dev, figures
     )

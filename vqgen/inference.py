@@ -136,7 +136,7 @@ def split_codes(
         t, meta = cached
         levels = [t[k] for k in keys]
         return CodeSet(levels, t["labels"], t["positions"], tuple(meta["label_names"]))
-    dataset = load_data(data, split)
+    dataset = load_data(data, split, vqvae.cfg.size)
     start = time.perf_counter()
     note(f"encoding the {split} split ({len(dataset)} slices) to code grids")
     codes = CodeSet(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, distributed, fileio, plots
-from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, load_config, to_dict
+from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, to_dict
 from vqgen.data import load_data, mni152
 from vqgen.data.augment import augment_slices
 from vqgen.errors import CheckpointError
@@ -88,13 +88,14 @@ def training_codes(
     if cached is not None:
         extra = cached[0]
     else:
-        train = load_data(data, "train")
+        size = vqvae.cfg.size
+        train = load_data(data, "train", size)
         subjects = len(set(train.subjects))
         announce_copies(copies, len(train), sum(g * g for g in vqvae.cfg.grids))
         sets = []  # each copy encoded as it is made: one copy's images in memory at a time
         for copy in range(copies):
             if data.kind == "mni152":
-                fresh = mni152.fresh_train_subjects(subjects, copy * subjects, data.size, data.seed)
+                fresh = mni152.fresh_train_subjects(subjects, copy * subjects, size, data.seed)
                 sets.append((encode(vqvae, fresh.images), fresh.labels, fresh.positions))
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
@@ -194,7 +195,7 @@ def _train(
     run: RunDir, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
 ) -> PriorResult:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
-    data = load_config(DataConfig, vqvae_meta.get("data"), f"{run.meta('vqvae')} 'data'")
+    data = checkpoint.data_config(vqvae_meta, run.meta("vqvae"))
     vqvae_hash = fileio.sha256(run.weights("vqvae"))
     resumed = resumed_prior_config(run, vqvae_hash) if resume else None  # before any work
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from vqgen import checkpoint, distributed, metrics, plots
-from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, load_config, to_dict
+from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset, load_data, resolve
 from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
@@ -97,7 +97,7 @@ def resolve_data(data: DataConfig) -> DataConfig:
     """Fix the dataset kind and make a path absolute, so later verbs find the same data."""
     kind = resolve(data.source, data.kind)[0]  # a --data that does not fit --kind fails here
     source = data.source if kind == "mni152" else str(Path(data.source).expanduser().resolve())
-    return DataConfig(source=source, kind=kind, size=data.size, seed=data.seed, strict=data.strict)
+    return DataConfig(source=source, kind=kind, seed=data.seed, strict=data.strict)
 
 
 def configs(
@@ -113,12 +113,8 @@ def configs(
                 "has, so it cannot be continued; it still samples and evaluates, or train "
                 "one anew with --overwrite"
             )
-        data = load_config(DataConfig, meta.get("data"), f"{where} 'data'")
-        return data, *checkpoint.vqvae_configs(meta, where)
-    data = resolve_data(data)
-    if data.size != model_cfg.size:
-        raise UsageError(f"--size {model_cfg.size} differs from the data size {data.size}")
-    return data, model_cfg, loss
+        return checkpoint.data_config(meta, where), *checkpoint.vqvae_configs(meta, where)
+    return resolve_data(data), model_cfg, loss
 
 
 def train_vqvae(
@@ -154,7 +150,8 @@ def _train(
     resume: bool,
 ) -> VQVAEResult:
     with distributed.main_first():  # rank 0 fills the data cache, the others then read it
-        train_set, val_set = load_data(data, "train"), load_data(data, "validate")
+        size = model_cfg.size
+        train_set, val_set = load_data(data, "train", size), load_data(data, "validate", size)
     torch.manual_seed(train.seed)  # the initial weights too
     # NHWC weights and inputs: 15-35% faster training on the CPU (bench/RESULTS.md)
     model = VQVAE(model_cfg).to(memory_format=torch.channels_last)

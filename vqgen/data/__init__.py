@@ -1,8 +1,10 @@
 """Brain MRI slices from any supported source, as one SliceDataset type.
 
-    ds = load_split("mni152", "train", size=128)        # the embedded default, no download
-    ds = load_split("~/data/AD_NC", "test", size=128)   # layout detected from the folder
-    images = ds.images                                  # (N, 1, 128, 128) float32 in [0, 1]
+    ds = load_data(DataConfig("mni152"), "train", size=128)      # the embedded default
+    ds = load_data(DataConfig("~/data/AD_NC"), "test", size=128)  # layout detected
+    images = ds.images                                      # (N, 1, 128, 128) float32 in [0, 1]
+
+`vqgen.load_data` is the same with keyword arguments, for use from Python.
 
 Each source module (oasis, adni, nifti, folder, mni152) has `load(root, split, size, seed,
 strict)`; this module finds the source and its root, and keeps decoded slices in a cache so
@@ -38,7 +40,6 @@ __all__ = [
     "detect_kind",
     "load_data",
     "load_reference",
-    "load_split",
     "preprocess",
     "resolve",
 ]
@@ -82,24 +83,17 @@ def detect_kind(source: str | Path) -> str:
     return resolve(source)[0]
 
 
-def load_split(
-    source: str | Path,
-    split: str,
-    *,
-    kind: str = "auto",
-    size: int = 128,
-    seed: int = 0,
-    strict: bool = False,
-) -> SliceDataset:
+def load_data(data: DataConfig, split: str, size: int) -> SliceDataset:
     """One split of a dataset as (N, 1, size, size) slices, from the cache when it is fresh.
 
-    `seed` drives the subject-level splits of sources without given folders and the mni152
-    subjects; with `strict`, an unreadable image is an error instead of a counted warning.
+    `data.seed` drives the subject-level splits of sources without given folders and the
+    mni152 subjects; with `data.strict`, an unreadable image is an error instead of a counted
+    warning.
     """
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
     slice_size("--size", size)
-    name, root = resolve(source, kind)
+    name, root = resolve(data.source, data.kind)
     module = SOURCES[name]
     key = cache_key(
         module.sources(root),
@@ -108,12 +102,14 @@ def load_split(
         root=str(root),
         split=split,
         size=size,
-        seed=seed,
-        strict=strict,
+        seed=data.seed,
+        strict=data.strict,
         generator=mni152.settings() if name == "mni152" else None,
     )
     dataset = cached(
-        f"{name}-{split}-{size}px", key, lambda: module.load(root, split, size, seed, strict)
+        f"{name}-{split}-{size}px",
+        key,
+        lambda: module.load(root, split, size, data.seed, data.strict),
     )
     if len(dataset) == 0:
         raise DataError(f"split '{split}' is empty: no readable slices in {root or name}")
@@ -123,18 +119,11 @@ def load_split(
     return dataset
 
 
-def load_data(data: DataConfig, split: str) -> SliceDataset:
-    """`load_split` with the settings of a DataConfig (as stored in a run directory)."""
-    return load_split(
-        data.source, split, kind=data.kind, size=data.size, seed=data.seed, strict=data.strict
-    )
-
-
-def load_reference(data: DataConfig, split: str) -> SliceDataset:
+def load_reference(data: DataConfig, split: str, size: int) -> SliceDataset:
     """The real slices that evaluate's realism measures compare with: the split itself, and
     for mni152's validate and test also its evaluation subjects (mni152.evaluation_subjects),
     which give the two-sample tests over 1,000 real slices. Real datasets: the split alone."""
-    dataset = load_data(data, split)
+    dataset = load_data(data, split, size)
     if resolve(data.source, data.kind)[0] != "mni152" or split == "train":
         return dataset
     settings = {**mni152.settings(), "evaluation_subjects": mni152.EVALUATION_SUBJECTS}
@@ -143,13 +132,13 @@ def load_reference(data: DataConfig, split: str) -> SliceDataset:
         None,
         kind="mni152",
         split=f"{split}-eval",
-        size=data.size,
+        size=size,
         seed=data.seed,
         generator=settings,
     )
     extra = cached(
-        f"mni152-{split}-eval-{data.size}px",
+        f"mni152-{split}-eval-{size}px",
         key,
-        lambda: mni152.evaluation_subjects(split, data.size, data.seed),
+        lambda: mni152.evaluation_subjects(split, size, data.seed),
     )
     return concat(dataset, extra)

@@ -47,12 +47,13 @@ def check_preview(preview: Path) -> None:
         raise path_error(preview, err, "--preview") from None
 
 
-def describe_dataset(data: DataConfig, preview: Path | None = None) -> DataSummary:
-    """Load every split (through the cache) and summarise it; optionally write a preview grid."""
+def describe_dataset(data: DataConfig, size: int, preview: Path | None = None) -> DataSummary:
+    """Load every split at `size` (through the cache) and summarise it; optionally write a
+    preview grid."""
     if preview is not None:
         check_preview(preview)
     kind = detect_kind(data.source) if data.kind == "auto" else data.kind
-    splits = {split: load_data(replace(data, kind=kind), split) for split in SPLITS}
+    splits = {split: load_data(replace(data, kind=kind), split, size) for split in SPLITS}
     rows = []
     for split, ds in splits.items():
         pixels = ds.pixels
