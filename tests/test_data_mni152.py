@@ -71,8 +71,8 @@ def test_evaluation_subjects_are_fresh_and_their_own_per_split() -> None:
     data = DataConfig(source="mni152")
     splits = load_splits("mni152", size=SIZE)
     test_ref, validate_ref = (
-        load_reference(data, "test", SIZE),
-        load_reference(data, "validate", SIZE),
+        load_reference(data, splits["test"]),
+        load_reference(data, splits["validate"]),
     )
     n = mni152.EVALUATION_SUBJECTS * mni152.SLICES
     assert len(test_ref) == len(splits["test"]) + n
@@ -83,7 +83,7 @@ def test_evaluation_subjects_are_fresh_and_their_own_per_split() -> None:
     others += [validate_ref.pixels[-n:], mni152.fresh_train_subjects(2, 0, SIZE, 0).pixels]
     for other in others:
         assert torch.cdist(extra.flatten(1).float(), other.flatten(1).float()).min() > 0
-    assert torch.equal(load_reference(data, "test", SIZE).pixels, test_ref.pixels)  # seeded
-    assert torch.equal(load_reference(data, "train", SIZE).pixels, splits["train"].pixels)
+    assert torch.equal(load_reference(data, splits["test"]).pixels, test_ref.pixels)  # seeded
+    assert torch.equal(load_reference(data, splits["train"]).pixels, splits["train"].pixels)
     with pytest.raises(ValueError, match="beside validate or test"):
         mni152.evaluation_subjects("train", SIZE, 0)

@@ -15,6 +15,7 @@ from tiny import CPU, PRIOR_3X16, VQVAE_32, interrupt_at
 from vqgen import fileio, train_prior
 from vqgen.config import PriorConfig, SampleConfig, TrainConfig
 from vqgen.errors import Interrupted
+from vqgen.loaded import LoadedRun
 from vqgen.sample import sample
 
 pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
@@ -56,8 +57,9 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
     assert code == 0, err
     assert "3 samples at guidance 2 in" in out
     assert len(list((run / "samples").glob("sample_*.png"))) == 3
+    loaded = LoadedRun.load(run, "cpu")
     untold, *told = (
-        sample(run, SampleConfig(n=2, guidance=g), tmp_path / f"samples-{g}", "cpu").codes
+        sample(loaded, SampleConfig(n=2, guidance=g), tmp_path / f"samples-{g}").codes
         for g in (None, 1.5, 1.0)
     )
     same = [all(map(torch.equal, untold, codes)) for codes in told]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqgen import evaluate, report_text
+from vqgen import evaluate_realism, report_text
 from vqgen.api import load_data
 from vqgen.data import SliceDataset
 from vqgen.realism import outline, perturb
@@ -162,7 +162,7 @@ def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(splits, t
     validate, test = splits["validate"], splits["test"]
     samples = perturb.holes(validate.images[:64], torch.Generator().manual_seed(0))
     levels = validate.positions[:64]
-    section = evaluate.outline_section(samples, levels, validate, test, 0, tmp_path)
+    section = evaluate_realism.outline_section(samples, levels, validate, test, 0, tmp_path)
     assert section["by_level"] and section["samples"]["n"] == section["floor"]["n"] == 64
     assert section["samples"]["atypical"] > 0.5 > section["floor"]["ci_high"]
     assert (tmp_path / "eval_outline_worst.png").stat().st_size > 1000
@@ -175,6 +175,8 @@ def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(splits, t
 @pytest.mark.parametrize("cond", [None, torch.arange(64) % 2], ids=["none", "label"])
 def test_without_sample_levels_the_floor_ignores_its_levels_too(splits, cond):
     validate = splits["validate"]
-    section = evaluate.outline_section(validate.images[:64], cond, validate, splits["test"], 0)
+    section = evaluate_realism.outline_section(
+        validate.images[:64], cond, validate, splits["test"], 0
+    )
     assert not section["by_level"]
     assert section["floor"]["atypical"] <= 0.05

@@ -39,7 +39,7 @@ from tiny import (
     train_cfg,
 )
 
-import vqgen.inference
+import vqgen.loaded
 from vqgen import checkpoint, fileio, rundir
 from vqgen.api import load_data
 from vqgen.data import SPLITS, DataWarning
@@ -193,7 +193,7 @@ def test_ctrl_c_while_sampling_exits_130_without_traceback_or_partial_files(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vqgen.inference, "draw", interrupted)  # where sample draws
+    monkeypatch.setattr(vqgen.loaded.LoadedRun, "draw", interrupted)  # where sample draws
     before = snapshot(run)
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "2", *CPU)
     assert_one_line_error(code, err, 130, "sample interrupted")
@@ -203,7 +203,7 @@ def test_ctrl_c_while_sampling_exits_130_without_traceback_or_partial_files(
 @pytest.mark.parametrize(
     ("module", "function", "args"),
     [
-        ("vqgen.evaluate", "load_data", ["evaluate", "--n-samples", "2", *CPU]),
+        ("vqgen.loaded", "load_data", ["evaluate", "--n-samples", "2", *CPU]),
         ("vqgen.data.describe", "load_data", ["data"]),
     ],
     ids=["evaluate", "data"],

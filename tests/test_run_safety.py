@@ -550,11 +550,11 @@ def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
     """A scheduler's SIGTERM to `evaluate` stops it as Ctrl-C does: one line, exit 130."""
     code = textwrap.dedent(f"""
         import os, signal
-        import vqgen.evaluate
+        import vqgen.loaded
         from vqgen.cli import main
         def stop(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
-        vqgen.evaluate.load_data = stop
+        vqgen.loaded.load_data = stop
         main(["evaluate", "--run", {str(trained)!r}, "--n-samples", "2", "--device", "cpu"])
     """)
     env = {**os.environ, "VQGEN_CACHE": str(tmp_path / "cache")}

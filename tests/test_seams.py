@@ -251,17 +251,6 @@ def functions(path: Path):
             yield node
 
 
-@pytest.mark.parametrize("folder", ["vqgen", "tests", "bench"])
-def test_no_function_is_over_60_lines(folder):
-    long = [
-        f"{path.relative_to(REPO)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
-        for path in sorted((REPO / folder).rglob("*.py"))
-        for fn in functions(path)
-        if fn.end_lineno - fn.lineno + 1 > 60
-    ]
-    assert not long, long
-
-
 def test_no_test_module_imports_another():
     tests = {p.stem for p in (REPO / "tests").glob("test_*.py")}
     imports = []

@@ -14,7 +14,7 @@ from vqgen import realism
 from vqgen.api import load_data
 from vqgen.data import SPLITS, SliceDataset
 from vqgen.data.dataset import concat
-from vqgen.evaluate import spread_pick
+from vqgen.evaluate_realism import spread_pick
 from vqgen.realism import two_sample
 from vqgen.realism.perturb import PERTURBATIONS
 

@@ -7,40 +7,34 @@
     s = run.sample(16, temperature=0.9, seed=1)
 
 Images go in and come out as float tensors in [0, 1] shaped (N, 1, S, S), S the run's size;
-outputs are on the CPU. The verbs call the same code: `vqgen sample` draws through `Run.draw`,
-so the same seed gives the same slices here and there.
+outputs are on the CPU. `Run` is the public face of the loaded run the verbs use
+(vqgen.loaded), so the same seed gives the same slices here as with `vqgen sample`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vqgen import checkpoint, conditioning, inference
+from vqgen import loaded
 from vqgen.config import EVAL_SAMPLES, DataConfig, EvalConfig, SampleConfig, eval_sampling
 from vqgen.data import SliceDataset
 from vqgen.data import load_data as load_split_data
 from vqgen.errors import UsageError
+from vqgen.evaluate import evaluate
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 
 
-def load_run(path: str | Path, device: str = "auto") -> Run:
+def load_run(path: str | Path, device: str | torch.device = "auto") -> Run:
     """Load a trained run directory: its VQ-VAE, and its prior where it has one.
 
-    `device` is auto, cpu or cuda. A prior that does not fit the VQ-VAE is refused here, as
-    `vqgen sample` and `vqgen evaluate` refuse it."""
-    run = RunDir(Path(path)).check_exists()
-    dev = inference.resolve_device(device)
-    vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
-    prior, prior_meta = None, None
-    if run.has("prior"):
-        prior, prior_meta = checkpoint.load_prior(run, dev, vqvae_cfg=vqvae.cfg)
-    return Run(run, dev, vqvae, vqvae_meta, prior, prior_meta)
+    `device` is auto, cpu, cuda or cuda:N (or a torch.device). A prior that does not fit the
+    VQ-VAE is refused here, as `vqgen sample` and `vqgen evaluate` refuse it."""
+    return Run(loaded.LoadedRun.load(path, device))
 
 
 def load_data(
@@ -63,67 +57,70 @@ def load_data(
     return load_split_data(cfg, split, size)
 
 
-@dataclass(eq=False, repr=False)  # models compare and print poorly: see __repr__
 class Run:
     """A trained run: its VQ-VAE, its prior (None until `vqgen train-prior`), their metadata,
     the run directory and the device they live on. Make one with `load_run`."""
 
-    run_dir: RunDir
-    device: torch.device
-    vqvae: VQVAE
-    vqvae_meta: dict[str, Any]
-    prior: nn.Module | None
-    prior_meta: dict[str, Any] | None
+    def __init__(self, run: loaded.LoadedRun) -> None:
+        self.loaded = run  # what the verbs use; this object checks what a user passes in
 
     def __repr__(self) -> str:
-        prior = None if self.prior is None else self.prior.cfg.condition  # or "none": unconditional
-        return (
-            f"Run('{self.run_dir}', size={self.size}, levels={self.levels}, "
-            f"prior={prior!r}, device='{self.device}')"
-        )
+        return repr(self.loaded)
+
+    @property
+    def run_dir(self) -> RunDir:
+        return self.loaded.dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def vqvae(self) -> VQVAE:
+        return self.loaded.vqvae
+
+    @property
+    def prior(self) -> nn.Module | None:
+        return self.loaded.prior
+
+    @property
+    def vqvae_meta(self) -> dict[str, Any]:
+        return self.loaded.vqvae_meta
+
+    @property
+    def prior_meta(self) -> dict[str, Any] | None:
+        return self.loaded.prior_meta
 
     @property
     def size(self) -> int:
         """The side S of the (N, 1, S, S) slices this run reads and writes."""
-        return self.vqvae.cfg.size
+        return self.loaded.size
 
     @property
     def levels(self) -> int:
         """How many code levels the VQ-VAE has: 1, or 2 (top and bottom)."""
-        return self.vqvae.cfg.levels
+        return self.loaded.levels
 
     def data(self, split: str = "test") -> SliceDataset:
         """A split of the dataset this run was trained on, prepared as it was in training."""
-        data = checkpoint.run_data(self.run_dir, self.vqvae_meta)
-        return load_split_data(data, split, self.size)
+        return self.loaded.split(split)
 
     # -- stage 1: images <-> codes --------------------------------------------------------------
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """(N, 1, S, S) images in [0, 1] -> each level's (N, h, w) long code grid, coarse
         first: [codes] for a one-level run, [top, bottom] for two."""
-        return [c.long() for c in inference.encode(self.vqvae, self._check_images(images))]
+        return self.loaded.encode(self._check_images(images))
 
     def decode(self, codes: list[Tensor] | Tensor) -> Tensor:
         """Each level's (N, h, w) code grid, coarse first (or one tensor for a one-level run)
         -> (N, 1, S, S) images in [0, 1], on the CPU."""
-        levels = self._check_codes(codes)
-        batch = inference.BATCH
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    self.vqvae.decode_codes([c[i : i + batch].to(self.device) for c in levels])
-                    .float()
-                    .clamp(0, 1)
-                    .cpu()
-                    for i in range(0, len(levels[0]), batch)
-                ]
-            )
+        return self.loaded.decode(self._check_codes(codes))
 
     def reconstruct(self, images: Tensor) -> Tensor:
         """(N, 1, S, S) images in [0, 1] -> their reconstructions, the same shape, on the CPU:
         `decode(encode(images))`."""
-        return inference.reconstruct(self.vqvae, self._check_images(images))[0]
+        return self.loaded.reconstruct(self._check_images(images))[0]
 
     # -- stage 2: the prior ---------------------------------------------------------------------
 
@@ -152,21 +149,7 @@ class Run:
             seed=seed,
             guidance=guidance,
         )
-        return self.draw(cfg, self.condition(cfg))[0]
-
-    def condition(self, cfg: SampleConfig) -> Tensor | None:
-        """The prior's condition for `cfg`'s samples, refusing options it was not trained
-        with; one line saying to train a prior where the run has none."""
-        if self.prior is None or self.prior_meta is None:
-            raise self.run_dir.missing("prior")
-        return conditioning.for_sampling(self.prior.cfg, self.prior_meta, cfg)
-
-    def draw(self, cfg: SampleConfig, cond: Tensor | None) -> tuple[Tensor, list[Tensor]]:
-        """`cfg.n` decoded samples in [0, 1] on the CPU and each level's code grids, drawn
-        under `cond` (from `condition`); what `sample` and `vqgen sample` share."""
-        if self.prior is None:
-            raise self.run_dir.missing("prior")
-        return inference.draw(self.vqvae, self.prior, cond, cfg, self.device)
+        return self.loaded.draw(cfg)[0]
 
     def evaluate(
         self,
@@ -181,14 +164,11 @@ class Run:
     ) -> dict[str, Any]:
         """Score the run on a split as `vqgen evaluate` does (minutes on a CPU); returns the
         report, also written to `out` (default run/report.json) with report.md beside it."""
-        from vqgen.evaluate import evaluate
-
         sampling = eval_sampling(
             n_samples, temperature=temperature, top_k=top_k, guidance=guidance, seed=seed
         )
         cfg = EvalConfig(split=split, sampling=sampling)
-        report_path = None if out is None else Path(out)
-        return dict(evaluate(self.run_dir.root, cfg, report_path, self.device.type))
+        return dict(evaluate(self.loaded, cfg, None if out is None else Path(out)))
 
     # -- input checks ---------------------------------------------------------------------------
 
@@ -211,6 +191,10 @@ class Run:
     def _check_codes(self, codes: list[Tensor] | Tensor) -> list[Tensor]:
         """`codes` as a list of long grids, one per level, if each is (N, h, w) on its level's
         grid with codes in [0, K)."""
+        if not isinstance(codes, Tensor | list | tuple):
+            raise UsageError(
+                f"codes must be a tensor or a list of tensors, got {type(codes).__name__}"
+            )
         levels = [codes] if isinstance(codes, Tensor) else list(codes)
         grids, K = self.vqvae.cfg.grids, self.vqvae.cfg.codebook_size
         shapes = ", ".join(f"(N, {g}, {g})" for g in grids)

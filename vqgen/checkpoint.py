@@ -137,7 +137,8 @@ def data_config(meta: dict[str, Any], where: Path) -> DataConfig:
         size = vqvae_configs(meta, where)[0].size
         if data["size"] != size:
             raise CheckpointError(
-                f"{where}: 'size' of 'data' is {data['size']!r}, but the model's is {size}"
+                f"{where}: 'data' size {data['size']!r} differs from 'model' size {size}, the "
+                "one 'size' a run has now"
             )
         data = {k: v for k, v in data.items() if k != "size"}
     return load_config(DataConfig, data, f"{where} 'data'")
@@ -171,26 +172,30 @@ def load_prior(
     device: str | torch.device = "cpu",
     last: bool = False,
     vqvae_cfg: VQVAEConfig | None = None,
+    vqvae_hash: str | None = None,
 ):
     """Rebuild the prior from a run directory; returns (model in eval mode, meta).
 
-    Refuses a prior whose codes came from a VQ-VAE other than the one now in the run, one that
-    does not record that VQ-VAE, one whose codebook size or grid differ from `vqvae_cfg` (the
-    VQ-VAE that will decode its codes), and label names that do not fit its labels.
+    Refuses a prior whose codes came from a VQ-VAE other than the one now in the run (whose
+    SHA-256 is `vqvae_hash`, computed here if not given), one that does not record that VQ-VAE,
+    one whose codebook size or grid differ from `vqvae_cfg` (the VQ-VAE that will decode its
+    codes), and label names that do not fit its labels.
     """
     from vqgen.models import build_prior
 
     meta = read_meta(run, "prior", last)
     path = run.meta("prior", last)
     cfg, top_cfg = prior_configs(meta, path)
-    vqvae_hash = meta.get("vqvae_sha256")
-    if not isinstance(vqvae_hash, str):
+    recorded = meta.get("vqvae_sha256")
+    if not isinstance(recorded, str):
         raise CheckpointError(
             f"{path} does not record the VQ-VAE it was trained for ('vqvae_sha256'); "
             "train it anew with `vqgen train-prior --overwrite`"
         )
     vqvae_path = run.weights("vqvae")
-    if vqvae_path.is_file() and sha256(vqvae_path) != vqvae_hash:
+    if vqvae_hash is None and vqvae_path.is_file():
+        vqvae_hash = sha256(vqvae_path)
+    if vqvae_hash is not None and vqvae_hash != recorded:
         raise CheckpointError(
             f"{run.meta('prior')} was trained on codes of another VQ-VAE; "
             "train it anew with `vqgen train-prior --overwrite`"

@@ -263,6 +263,7 @@ def sample_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw new slices: prior -> code grid -> decoder -> PNG files and a grid."""
+    from vqgen.loaded import LoadedRun
     from vqgen.sample import sample
 
     cfg = SampleConfig(
@@ -274,7 +275,7 @@ def sample_cmd(
         seed=seed,
         guidance=guidance,
     )
-    result = sample(run, cfg, out, device)
+    result = sample(LoadedRun.load(run, device), cfg, out)
     folder = escape(str(result.paths[0].parent))
     guided = "" if result.guidance == 1 else f" at guidance {result.guidance:g}"
     console.print(
@@ -306,19 +307,19 @@ def evaluate_cmd(
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
     The samples are drawn as `sample` draws them, at --temperature, --top-k and --guidance."""
     from vqgen.evaluate import evaluate
+    from vqgen.loaded import LoadedRun
     from vqgen.report_text import report_table
-    from vqgen.rundir import RunDir
 
     sampling = eval_sampling(
         n_samples, temperature=temperature, top_k=top_k, guidance=guidance, seed=seed
     )
-    cfg = EvalConfig(split=split, sampling=sampling, data=data)
-    report = evaluate(run, cfg, out, device)
+    cfg = EvalConfig(split=split, sampling=sampling)  # a bad option fails before any loading
+    loaded = LoadedRun.load(run, device, data)
+    report = evaluate(loaded, cfg, out)
     console.print(report_table(report))
-    written = out or RunDir(run).report
-    figures = escape(str(RunDir(run).eval_figures(written)))
-    written = escape(str(written))
-    console.print(f"report written to {written} (and .md), figures in {figures}")
+    written = out or loaded.dir.report
+    figures = escape(str(loaded.dir.eval_figures(written)))
+    console.print(f"report written to {escape(str(written))} (and .md), figures in {figures}")
 
 
 @command("demo")

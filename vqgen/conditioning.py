@@ -15,18 +15,21 @@ Every place that needs to know what a condition is asks this module:
     scale = guidance_scale(cfg, sample_cfg)                # and at which guidance
     TopCodesEmbedding(K, channels, factor)                 # a bottom prior's top codes
     for group in groups(cfg.condition, label_names): ...   # evaluate: scores per class
+    for part in group_sets(groups, samples, cond, split, train): ...  # each class's share
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from vqgen.config import GUIDANCE, PriorConfig, SampleConfig
+from vqgen.data import SliceDataset
 from vqgen.errors import CheckpointError, UsageError
 
 SLICE_FREQUENCIES = 6  # Fourier features sin/cos(pi 2^f s), f < 6, for the slice position s
@@ -237,3 +240,33 @@ def groups(condition: str, label_names: list[str] | tuple[str, ...]) -> list[Gro
     if condition != "label":
         return []
     return [Group(name, i) for i, name in enumerate(label_names)]
+
+
+class GroupSets(NamedTuple):
+    """One group's share of what evaluate scores."""
+
+    name: str
+    in_split: Tensor  # (N,) bool: which of the split's slices are the group's
+    samples: Tensor  # the samples drawn with the group's condition
+    split: SliceDataset  # the split's slices of the group
+    train: SliceDataset  # the train split's slices of the group
+
+
+def group_sets(
+    groups: list[Group],
+    samples: Tensor,
+    cond: Tensor,
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+) -> Iterator[GroupSets]:
+    """Per group, its samples (by their condition `cond`), split slices and train slices:
+    the per-label sections score these as the whole sections score all."""
+    for group in groups:
+        in_split = group.mask(dataset.labels)
+        yield GroupSets(
+            group.name,
+            in_split,
+            samples[group.mask(cond)],
+            dataset.subset(in_split),
+            train_set.subset(group.mask(train_set.labels)),
+        )

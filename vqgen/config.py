@@ -299,7 +299,6 @@ class EvalConfig:
 
     split: str = "test"  # the split scored, whole
     sampling: SampleConfig = dataclasses.field(default_factory=eval_sampling)
-    data: str | None = None  # the dataset's place, where it moved after training
 
     def __post_init__(self) -> None:
         one_of("--split", self.split, EVAL_SPLITS)

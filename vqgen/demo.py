@@ -25,8 +25,10 @@ from vqgen.config import (
 )
 from vqgen.data import SPLITS, load_data
 from vqgen.errors import UsageError
-from vqgen.evaluate import evaluate, feature_net
+from vqgen.evaluate import evaluate
+from vqgen.evaluate_realism import feature_net
 from vqgen.inference import resolve_device
+from vqgen.loaded import LoadedRun
 from vqgen.rundir import RunDir
 from vqgen.sample import sample
 from vqgen.train_prior import train_prior
@@ -138,9 +140,10 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     prior_train = TrainConfig(**train, lr=defaults.lr, ema=defaults.ema, max_minutes=prior_minutes)
     train_prior(run_dir, prior, prior_train)
     lap("prior")
-    sampled = sample(run_dir, SampleConfig(n=DEMO_SAMPLES, seed=seed), device=device)
+    run = LoadedRun.load(run_dir, device)
+    sampled = sample(run, SampleConfig(n=DEMO_SAMPLES, seed=seed))
     lap("sample")
     sampling = config.eval_sampling(EVAL_SAMPLES, seed=seed)
-    report = evaluate(run_dir, EvalConfig(split="test", sampling=sampling), device=device)
+    report = evaluate(run, EvalConfig(split="test", sampling=sampling))
     lap("evaluate")
     return DemoResult(report, sampled.grid, RunDir(run_dir).report, seconds)

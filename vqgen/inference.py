@@ -1,5 +1,5 @@
-"""What the verbs share once models exist: the device, code grids of a split, reconstructions,
-the prior's NLL, drawing decoded samples, and output folders.
+"""What the verbs share once models exist: the device, images <-> code grids (the one path for
+reconstructions), code grids of a split, the prior's NLL, and output folders.
 
 Nothing here imports training code, so `vqgen sample` and `vqgen evaluate` load neither DDP
 nor the training loop.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,28 +22,34 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vqgen import conditioning, distributed, fileio, metrics
-from vqgen.config import DataConfig, SampleConfig
-from vqgen.data import load_data
+from vqgen.data import SliceDataset
 from vqgen.errors import UsageError
 from vqgen.models import level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
-from vqgen.sampling import sample_levels
 
 LN2 = math.log(2)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 BATCH = 64  # images or code grids per forward pass when scoring a whole split
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when there is one; asking for CUDA without one is a usage error."""
-    if name == "auto":
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`auto` picks CUDA when there is one; cpu, cuda and cuda:N (or a torch.device) are
+    taken as given. Asking for a CUDA device that is not there is a usage error."""
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got '{name}'")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was asked for but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(f"--device {name}: this machine has {count} CUDA device(s)")
+    return device
 
 
 def note(text: str) -> None:
@@ -81,15 +87,26 @@ def encode(vqvae: VQVAE, images: Tensor) -> list[Tensor]:
 
 
 @torch.no_grad()
-def reconstruct(vqvae: VQVAE, images: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Reconstructions in [0,1] and each level's code grids of (N,1,S,S) images, on the CPU."""
-    codes = [c.long() for c in encode(vqvae, images)]
+def decode(vqvae: VQVAE, codes: list[Tensor]) -> Tensor:
+    """Each level's (N,h,w) code grids, coarse first -> (N,1,S,S) images in [0,1], on the CPU."""
+    vqvae.eval()
     device = next(vqvae.parameters()).device
-    recon = [
-        vqvae.decode_codes([c[i : i + BATCH].to(device) for c in codes]).float().clamp(0, 1).cpu()
-        for i in range(0, len(images), BATCH)
-    ]
-    return torch.cat(recon), codes
+    return torch.cat(
+        [
+            vqvae.decode_codes([c[i : i + BATCH].long().to(device) for c in codes])
+            .float()
+            .clamp(0, 1)
+            .cpu()
+            for i in range(0, len(codes[0]), BATCH)
+        ]
+    )
+
+
+def reconstruct(vqvae: VQVAE, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Reconstructions in [0,1] and each level's code grids of (N,1,S,S) images, on the CPU:
+    `decode(encode(images))`."""
+    codes = [c.long() for c in encode(vqvae, images)]
+    return decode(vqvae, codes), codes
 
 
 @dataclass
@@ -125,10 +142,10 @@ def read_codes(path: Path, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | 
 
 
 def split_codes(
-    run: RunDir, split: str, vqvae: VQVAE, data: DataConfig, vqvae_hash: str
+    run: RunDir, split: str, vqvae: VQVAE, vqvae_hash: str, load: Callable[[], SliceDataset]
 ) -> CodeSet:
     """The split's code grids: from run/codes when made by this VQ-VAE (its SHA-256 is
-    `vqvae_hash`), else encoded now and saved there."""
+    `vqvae_hash`), else encoded now from the slices `load()` gives and saved there."""
     path = run.codes(split)
     keys = level_keys(vqvae.cfg.levels)
     cached = read_codes(path, vqvae_hash)
@@ -136,7 +153,7 @@ def split_codes(
         t, meta = cached
         levels = [t[k] for k in keys]
         return CodeSet(levels, t["labels"], t["positions"], tuple(meta["label_names"]))
-    dataset = load_data(data, split, vqvae.cfg.size)
+    dataset = load()
     start = time.perf_counter()
     note(f"encoding the {split} split ({len(dataset)} slices) to code grids")
     codes = CodeSet(
@@ -190,29 +207,3 @@ def baselines_bits(codes: CodeSet, codebook_size: int) -> dict[str, float]:
     prior that learned nothing scores near these."""
     unigram = [metrics.entropy_bits(c.long(), codebook_size) for c in codes.levels]
     return {"uniform": metrics.uniform_bits(codebook_size), "unigram": mean_bits(unigram, codes)}
-
-
-@torch.no_grad()
-def draw(
-    vqvae: VQVAE, prior: nn.Module, cond: Tensor | None, cfg: SampleConfig, device
-) -> tuple[Tensor, list[Tensor]]:
-    """`cfg.n` decoded samples in [0,1] (on the CPU) and each level's code grids, seeded."""
-    if cfg.top_k is not None and cfg.top_k >= prior.cfg.codebook_size:
-        warnings.warn(
-            f"--top-k {cfg.top_k} keeps all {prior.cfg.codebook_size} codes of this prior: "
-            "it changes nothing",
-            stacklevel=3,
-        )
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    codes = sample_levels(
-        prior,
-        cfg.n,
-        cond=None if cond is None else cond.to(device),
-        guidance=conditioning.guidance_scale(prior.cfg, cfg),
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        generator=generator,
-        device=device,
-    )
-    images = vqvae.decode_codes(codes).float().clamp(0, 1).cpu()
-    return images, [c.cpu() for c in codes]

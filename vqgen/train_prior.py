@@ -9,6 +9,7 @@ VQ-VAE now in the run (checked by its SHA-256). Selection uses the validate spli
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -195,12 +196,16 @@ def _train(
     run: RunDir, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
 ) -> PriorResult:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
-    data = checkpoint.data_config(vqvae_meta, run.meta("vqvae"))
+    data, size = checkpoint.data_config(vqvae_meta, run.meta("vqvae")), vqvae.cfg.size
     vqvae_hash = fileio.sha256(run.weights("vqvae"))
     resumed = resumed_prior_config(run, vqvae_hash) if resume else None  # before any work
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
-        split_train = split_codes(run, "train", vqvae, data, vqvae_hash)
-        val_codes = split_codes(run, "validate", vqvae, data, vqvae_hash)
+        split_train, val_codes = (
+            split_codes(
+                run, split, vqvae, vqvae_hash, functools.partial(load_data, data, split, size)
+            )
+            for split in ("train", "validate")
+        )
     if resumed is not None:
         cfg, top_cfg = resumed
     else:

@@ -82,10 +82,7 @@ def write_figures(model: VQVAE, val_set: SliceDataset, run: RunDir) -> None:
 def figure_reconstructions(model: VQVAE, val_set: SliceDataset) -> tuple[Tensor, Tensor]:
     """The figure's fixed validation slices and their reconstructions, on the CPU."""
     images = val_set.images[figure_indices(len(val_set))]
-    model.eval()
-    with torch.no_grad():
-        recon, _ = model(images.to(next(model.parameters()).device))
-    return images, recon.cpu()
+    return images, reconstruct(model, images)[0]
 
 
 def preview(model: VQVAE, val_set: SliceDataset) -> Tensor:

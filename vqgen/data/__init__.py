@@ -119,11 +119,12 @@ def load_data(data: DataConfig, split: str, size: int) -> SliceDataset:
     return dataset
 
 
-def load_reference(data: DataConfig, split: str, size: int) -> SliceDataset:
-    """The real slices that evaluate's realism measures compare with: the split itself, and
-    for mni152's validate and test also its evaluation subjects (mni152.evaluation_subjects),
-    which give the two-sample tests over 1,000 real slices. Real datasets: the split alone."""
-    dataset = load_data(data, split, size)
+def load_reference(data: DataConfig, dataset: SliceDataset) -> SliceDataset:
+    """The real slices that evaluate's realism measures compare with: `dataset` (a split of
+    `data`, as `load_data` gave it), and for mni152's validate and test also its evaluation
+    subjects (mni152.evaluation_subjects), which give the two-sample tests over 1,000 real
+    slices. Real datasets: the split alone."""
+    split, size = dataset.split, dataset.pixels.shape[-1]
     if resolve(data.source, data.kind)[0] != "mni152" or split == "train":
         return dataset
     settings = {**mni152.settings(), "evaluation_subjects": mni152.EVALUATION_SUBJECTS}
