@@ -40,7 +40,7 @@ from tiny import (
 )
 
 import vqgen.loaded
-from vqgen import checkpoint, fileio, rundir
+from vqgen import checkpoint, fileio, runlock
 from vqgen.api import load_data
 from vqgen.data import SPLITS, DataWarning
 from vqgen.rundir import RunDir
@@ -107,7 +107,7 @@ def assert_run_files_load(run: Path) -> None:
     checkpoint.load_vqvae(RunDir(run), last=True)
     checkpoint.load_vqvae(RunDir(run))
     for path in run.glob(".*"):  # a temporary file never takes a name a loader would read
-        if path.name != rundir.LOCK_NAME:
+        if path.name != runlock.LOCK_NAME:
             assert path.suffix == ".tmp" and path.name.startswith("."), path
 
 

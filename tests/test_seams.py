@@ -17,13 +17,15 @@ from fixtures import assert_one_line_error, run_cli
 from tiny import CPU_DEVICE, blobs, make_stage, train_cfg
 
 from vqgen import conditioning, sampling
+from vqgen.checkpointer import Checkpointer
 from vqgen.config import PRIOR_KINDS, PriorConfig, SampleConfig, TrainConfig
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.models import PRIORS, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
-from vqgen.schedule import UNBOUNDED_STEPS, Plan
-from vqgen.train import Checkpointer, LoopState, Reporter, Trainer
+from vqgen.schedule import UNBOUNDED_STEPS, LoopState, Plan
+from vqgen.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
 

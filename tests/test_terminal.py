@@ -87,7 +87,8 @@ def test_the_progress_total_is_unknown_until_a_time_budget_is_fitted(monkeypatch
     has measured the pace, then the fitted total; never a placeholder of 10**9 steps."""
     from vqgen import schedule
     from vqgen.config import TrainConfig
-    from vqgen.train import LoopState, Reporter
+    from vqgen.progress import Reporter
+    from vqgen.schedule import LoopState
 
     clock = {"t": 0.0}
     monkeypatch.setattr(schedule.time, "perf_counter", lambda: clock["t"])

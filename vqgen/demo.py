@@ -29,6 +29,7 @@ from vqgen.evaluate import evaluate
 from vqgen.evaluate_realism import feature_net
 from vqgen.inference import resolve_device
 from vqgen.loaded import LoadedRun
+from vqgen.overwrite import replacing
 from vqgen.rundir import RunDir
 from vqgen.sample import sample
 from vqgen.train_prior import train_prior
@@ -107,7 +108,7 @@ def run_demo(
         )
     config.seed_value("--seed", seed)
     run = RunDir(run_dir)
-    with run.lock("demo"), run.replacing("vqvae", False, overwrite, resumable=False):
+    with run.lock("demo"), replacing(run, "vqvae", False, overwrite, resumable=False):
         return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again
 
 

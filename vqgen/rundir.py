@@ -1,16 +1,15 @@
-"""The run directory: every path of a run, one writer at a time, and what a training may
-replace.
+"""The run directory: every path of a run.
 
     run = RunDir(Path("checkpoints/demo"))
     run.weights("vqvae")          # checkpoints/demo/vqvae.safetensors
     run.codes("train")            # checkpoints/demo/codes/train.safetensors
-    with run.training("prior", resume=False, overwrite=False):
-        ...  # train; --overwrite's old files come back if this fails before its first save
+    with run.lock("sample"):      # one writer at a time (vqgen.runlock)
+        ...
 
 Every module asks a RunDir for the paths it reads and writes; none spells one out. A stage is
 "vqvae" or "prior"; a code level, where a run has more than one, is named by `level`, and the
-run keeps one set of files per level. Every verb that writes a run holds its lock; training a
-stage into a run that holds one needs --resume or --overwrite.
+run keeps one set of files per level. Every verb that writes a run holds its lock; what a
+training may replace is vqgen.overwrite's.
 
     <stage>.safetensors / <stage>.json            best weights (what later verbs use)
     <stage>-last.safetensors / <stage>-last.json  weights and settings of the latest step
@@ -24,24 +23,14 @@ stage into a run that holds one needs --resume or --overwrite.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import os
-import shutil
-import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqgen import distributed
-from vqgen.errors import RunLockedError, UsageError
-from vqgen.fileio import UMASK
+from vqgen.errors import UsageError
+from vqgen.runlock import LOCK_NAME, dangling, hold
 
-LOCK_NAME = ".vqgen.lock"
-REPLACED_NAME = ".replaced"  # what --overwrite replaces, until the new training has saved
 TRAIN_HINTS = {"vqvae": "run `vqgen train-vqvae` first", "prior": "run `vqgen train-prior` first"}
-_held: dict[Path, int] = {}  # run directories this process holds, with how deep it holds them
 
 
 @dataclass(frozen=True)
@@ -160,8 +149,8 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self, verb: str, enabled: bool = True) -> Iterator[None]:
-        """Hold the run directory's lock while `verb` writes into it; see `_lock`."""
-        with _lock(self, verb, enabled):
+        """Hold the run directory's lock while `verb` writes into it (vqgen.runlock)."""
+        with hold(self.root, verb, enabled):
             yield
 
     def made_from(self, stage: str) -> list[Path]:
@@ -169,198 +158,3 @@ class RunDir:
         model changes: for the VQ-VAE, the prior and the code grids."""
         made = [*self.stage_files("prior"), self.codes_dir] if stage == "vqvae" else []
         return [p for p in made if p.exists()]
-
-    @contextlib.contextmanager
-    def training(
-        self, stage: str, resume: bool, overwrite: bool, trains: bool = True
-    ) -> Iterator[None]:
-        """While a stage trains into the run: rank 0 holds the lock and replaces what the run
-        holds only as `replacing` allows, and the other ranks wait for it before they read
-        the run."""
-        main = distributed.is_main()
-        replacing = (
-            self.replacing(stage, resume, overwrite, trains) if main else contextlib.nullcontext()
-        )
-        with _lock(self, f"train-{stage}", enabled=main), replacing:
-            distributed.barrier()
-            yield
-
-    @contextlib.contextmanager
-    def replacing(
-        self,
-        stage: str,
-        resume: bool,
-        overwrite: bool,
-        trains: bool = True,
-        resumable: bool = True,
-    ) -> Iterator[None]:
-        """Refuse to train a stage into a run that already holds one, unless the user said
-        which: --resume continues it, --overwrite replaces it (and, for the VQ-VAE, the prior
-        and code grids made from it, which no longer fit). A --resume that `trains` (has steps
-        left) changes the VQ-VAE under its prior too, so it needs --overwrite as well. A verb
-        that has no --resume is not `resumable`, and its refusal does not advise one.
-
-        What --overwrite replaces is set aside in RUN/.replaced, not deleted, until the new
-        training has saved a checkpoint: a command that fails before that (a bad option, data
-        it cannot use, a first step that diverges, Ctrl-C), or saves nothing, puts it all back.
-        """
-        old = self._replaced(stage, resume, overwrite, trains, resumable)
-        if not old:
-            yield
-            return
-        aside, last = self.root / REPLACED_NAME, self.meta(stage, last=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        aside.mkdir()
-        before = _stamp(last)  # the last checkpoint's inode: a new save renames a new file in
-        for p in old:
-            os.replace(p, aside / self._aside_name(p))
-        try:
-            yield
-        finally:
-            saved = _stamp(last) not in (None, before)
-            if not saved:  # put it all back, over the new logs if it began them
-                for p in old:
-                    if p.is_dir():
-                        shutil.rmtree(p)  # a folder is not replaced by one
-                    os.replace(aside / self._aside_name(p), p)
-            shutil.rmtree(aside, ignore_errors=True)
-        if saved:
-            removed = ", ".join(sorted(self._aside_name(p) for p in old))
-            warnings.warn(f"--overwrite: removed {removed} from {self}", stacklevel=3)
-
-    def _aside_name(self, path: Path) -> str:
-        """A file or folder of the run as one name: 'vqvae.json', 'tensorboard-vqvae'."""
-        return "-".join(path.relative_to(self.root).parts)
-
-    def _replaced(
-        self, stage: str, resume: bool, overwrite: bool, trains: bool, resumable: bool
-    ) -> list[Path]:
-        """What training `stage` replaces, refusing where the user did not say --overwrite."""
-        made_from = self.made_from(stage) if trains else []
-        if resume:
-            if made_from and not overwrite:
-                names = ", ".join(sorted(p.name for p in made_from))
-                raise UsageError(
-                    f"{self} holds {made_from[0].name}, made from its {stage}, which --resume "
-                    f"would change under it; add --overwrite to remove {names} once the "
-                    f"{stage} has saved, or resume a copy of the run"
-                )
-            return made_from
-        existing = [p for p in self.stage_files(stage) if p.exists()]
-        if set(existing) <= set(self.logs(stage)):  # logs alone: it never saved a step
-            return []
-        if not overwrite:
-            advice = "continue it with --resume or " if resumable else ""
-            raise UsageError(
-                f"{self} already holds a {stage} ({existing[0].name}); {advice}"
-                "replace it with --overwrite"
-            )
-        return existing + made_from
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """Which file is at `path` now (device and inode), or None."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:
-    """A one-line UsageError naming `path` and the fix for a failed read or write there."""
-    fixes = {
-        errno.EROFS: "it is on a read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.ENOSPC: "the disk is full; free some space",
-        errno.ENOTDIR: "a file is in the way of this folder",
-        errno.EEXIST: "a file is in the way of this folder",
-        errno.EISDIR: "it is a folder, not a file",
-    }
-    why = fixes.get(err.errno, err.strerror or str(err))
-    return UsageError(f"{option} {path}: cannot write here ({why}); choose another {option}")
-
-
-@contextlib.contextmanager
-def _lock(run: RunDir, verb: str, enabled: bool = True) -> Iterator[None]:
-    """Hold the run directory's lock while `verb` writes into it.
-
-    The lock is an flock on RUN/.vqgen.lock, released by the kernel even when the holder is
-    killed; the file names the holder (pid, verb, start time), so a second writer is refused in
-    one line naming it, and the lock of a process that died is taken over and said so. A process
-    may take the lock again while it holds it (the demo runs the other verbs). Under torchrun only
-    rank 0 writes, and only rank 0 takes it.
-    """
-    if not enabled:
-        yield
-        return
-    run_dir = run.root
-    key = run_dir.resolve()
-    if key in _held:  # taken again by its holder
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--run {run_dir} is a file, not a folder; choose another --run")
-    created = not run_dir.is_dir()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise dangling(run_dir) or path_error(run_dir, err) from None
-    fd = _open_lock(run)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunLockedError(
-            f"{run_dir} is in use by {holder}; wait for it to finish or use another --run"
-        ) from None
-    stale = os.read(fd, 4096).decode(errors="replace").strip()
-    if stale:  # its holder died without releasing it: the kernel already has
-        warnings.warn(
-            f"{run_dir}: took over the lock of {stale}, which is no longer running", stacklevel=3
-        )
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"`vqgen {verb}` (pid {os.getpid()}, since {started})".encode(), 0)
-    _held[key] = 1
-    try:
-        yield
-    finally:
-        del _held[key]
-        os.ftruncate(fd, 0)  # released cleanly: nothing stale for the next holder
-        os.close(fd)
-        if created and os.listdir(run_dir) == [LOCK_NAME]:  # a command that failed first
-            run.lock_file.unlink()
-            run_dir.rmdir()
-
-
-def _open_lock(run: RunDir) -> int:
-    """Open or create the lock file, never through a link: a link would have vqgen truncate
-    its target and show its content as the holder."""
-    path = run.lock_file
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~UMASK)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            why = "a symbolic link, which vqgen never follows"
-        elif err.errno == errno.EISDIR:
-            why = "a folder, where vqgen keeps its lock file"
-        else:
-            raise path_error(run.root, err) from None
-        raise UsageError(f"{path} is {why}; remove it") from None
-
-
-def dangling(path: Path) -> UsageError | None:
-    """The error for a `path` that is a link to nothing, if it is one."""
-    if path.is_symlink() and not path.exists():
-        return UsageError(
-            f"--run {path} is a link to {os.readlink(path)}, which does not exist; "
-            "create that folder or choose another --run"
-        )
-    return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -162,3 +163,18 @@ class Plan:
         """The steps planned, or None while a run limited by time alone has not fitted its
         budget yet (what a progress line shows as '?')."""
         return None if self.total >= UNBOUNDED_STEPS else self.total
+
+
+@dataclass
+class LoopState:
+    """Where training stands; saved in the train state for --resume."""
+
+    step: int = 0
+    epoch: int = 0
+    skip: int = 0  # steps of `epoch` already taken
+
+    def where(self, total: int | None) -> str:
+        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun; 'step
+        10/?' while the total is unknown (a time budget not yet fitted)."""
+        epoch = self.epoch + (1 if self.skip else 0)
+        return f"epoch {max(epoch, 1)} step {self.step}/{'?' if total is None else total}"

@@ -4,10 +4,11 @@
     result = fit(stage, TrainConfig(epochs=10), RunDir(path), device, resume=False)
 
 `fit` is the loop; the pieces it calls each do one job:
-    Trainer       the models, their AdamW optimisers and one optimiser step of all of them
+    Trainer       the model, its AdamW optimiser and moving average, one optimiser step
     Plan          how many steps the run takes (vqgen.schedule: epochs, steps, time budget)
-    Checkpointer  save the last and the best, restore for --resume
+    Checkpointer  save the last and the best, restore for --resume (vqgen.checkpointer)
     Reporter      the progress bar or plain log lines, and the JSONL metrics log
+                  (vqgen.progress)
 
 `fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
 where the device computes bf16 natively (CUDA, recent x86 CPUs); with `cfg.ema`, keeps a moving
@@ -21,32 +22,34 @@ untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.d
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
-import time
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
-from vqgen import checkpoint, distributed, fileio
-from vqgen.config import TrainConfig, load_config, to_dict
+from vqgen import checkpoint, distributed
+from vqgen.checkpointer import Checkpointer, Diverged
+from vqgen.config import TrainConfig, load_config
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.inference import resolve_device
 from vqgen.live import LiveLog
+from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
-from vqgen.schedule import Plan, epoch_batches, learning_rate, resume_settings, steps_left
-
-console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
+from vqgen.schedule import (
+    LoopState,
+    Plan,
+    epoch_batches,
+    learning_rate,
+    resume_settings,
+    steps_left,
+)
 
 # images (B, ...) or each code level's grids [(B, h, w), ...], labels (B,), positions (B,)
 Batch = tuple[Tensor | list[Tensor], Tensor, Tensor]
@@ -82,26 +85,6 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-@dataclass
-class LoopState:
-    """Where training stands; saved in the train state for --resume."""
-
-    step: int = 0
-    epoch: int = 0
-    skip: int = 0  # steps of `epoch` already taken
-
-    def where(self, total: int | None) -> str:
-        """e.g. 'epoch 2 step 130/400': epochs counted from 1, a partial one as begun; 'step
-        10/?' while the total is unknown (a time budget not yet fitted)."""
-        epoch = self.epoch + (1 if self.skip else 0)
-        return f"epoch {max(epoch, 1)} step {self.step}/{'?' if total is None else total}"
-
-
-class Diverged(Exception):
-    """A loss, gradient or weight that is not finite: fit turns it into a TrainingError that
-    says what is kept on disk."""
-
-
 class StopFlag:
     """Turns the first SIGINT (Ctrl-C) or SIGTERM (a scheduler, torchrun) into a request to
     stop after the current step."""
@@ -128,16 +111,6 @@ class StopFlag:
             signal.signal(sig, previous)
 
 
-def all_finite(tensors: dict[Any, Any]) -> bool:
-    """Whether every floating-point tensor in a (possibly nested) state dict is finite."""
-    for value in tensors.values():
-        if isinstance(value, dict) and not all_finite(value):
-            return False
-        if isinstance(value, Tensor) and value.is_floating_point() and not value.isfinite().all():
-            return False
-    return True
-
-
 class Agreed(NamedTuple):
     """A step's outcome, the same on every rank."""
 
@@ -156,17 +129,6 @@ def agree(loss: Tensor, stop: bool, out_of_time: bool, scalars: dict[str, float]
     )
     flags = [v > 0 for v in values[:3]]
     return Agreed(*flags, dict(zip(scalars, values[3:], strict=True)))
-
-
-def progress_bar(enabled: bool) -> Progress:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=console, transient=True, disable=not enabled)
 
 
 def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
@@ -274,7 +236,7 @@ def end_epoch(
     stage, model = trainer.stage, trainer.kept()
     metrics = stage.validate(model)
     report.log_epoch(state, metrics)
-    report.preview(state, stage, model)
+    report.preview(state, stage.preview, model)
     keeper.keep(state, plan, metrics)
     report.show_epoch(state, plan.known_total(), metrics)
     if stage.after_epoch is not None:
@@ -362,172 +324,3 @@ class Trainer:
         if self.average is not None:
             self.average.update_parameters(self.model)
         return outcome
-
-
-class Checkpointer:
-    """The run's checkpoints of a stage: the best weights by the stage's monitor, the last ones
-    with the train state, and restoring that state for --resume. Only rank 0 writes."""
-
-    def __init__(self, run: RunDir, stage: Stage, cfg: TrainConfig, trainer: Trainer):
-        self.run, self.stage, self.cfg, self.trainer = run, stage, cfg, trainer
-        self.best: float | None = None  # best validation value so far
-        self.metrics: dict[str, float] = {}  # the latest validation
-        self.saved_step: int | None = None  # the step of the last checkpoint on disk
-
-    def restore(self, plan: Plan) -> LoopState:
-        """Models, optimisers, RNG, where training stood and the plan, from the train state."""
-        trainer = self.trainer
-        info = checkpoint.load_train_state(
-            self.run, self.stage.name, trainer.saved(), trainer.optimizers()
-        )
-        state = LoopState(step=info["step"], epoch=info["epoch"], skip=info["skip"])
-        self.best = info.get("best")
-        plan.resume(info["total"], info.get("fitted"))
-        self.saved_step = state.step
-        if plan.done(state.step):
-            warnings.warn(
-                f"--resume: the {self.stage.name} run in {self.run} is already complete "
-                f"({state.step} of {plan.total} steps); nothing to train",
-                stacklevel=3,
-            )
-        return state
-
-    def kept(self) -> str:
-        """What is on disk now, for an error message."""
-        if self.saved_step is None:
-            return "nothing was saved"
-        return f"the last good checkpoint (step {self.saved_step}) in {self.run} is kept"
-
-    def keep(self, state: LoopState, plan: Plan, metrics: dict[str, float]) -> None:
-        """Save after a validation, as the best too when its monitored value is the best yet."""
-        self.metrics = metrics
-        value = metrics[self.stage.monitor]
-        better = self.best is None or (
-            value > self.best if self.stage.higher_is_better else value < self.best
-        )
-        improved = math.isfinite(value) and better
-        if improved:
-            self.best = value
-        self.save(state, plan, best_too=improved)
-
-    def save(self, state: LoopState, plan: Plan, best_too: bool) -> None:
-        """Rank 0 writes the last (and the best) weights with their JSON, then the train state;
-        every rank first checks that all hold the same weights. Weights or optimiser state that
-        are not finite are never saved: the last good checkpoint stays the resume point."""
-        trainer, name = self.trainer, self.stage.name
-        distributed.check_same_model(trainer.model, f"{name} step {state.step}")
-        optimizers = trainer.optimizers()
-        for key, model in trainer.saved().items():
-            optimizer_state = optimizers[key].state if key in optimizers else {}
-            if not (all_finite(model.state_dict()) and all_finite(optimizer_state)):
-                what = name if key == "model" else f"{name} {key}"
-                raise Diverged(f"{what} weights became non-finite")
-        if not distributed.is_main():
-            return
-        train = to_dict(replace(self.cfg, bf16=trainer.bf16))  # as resolved on this device
-        meta = {**self.stage.meta, "train": train, "step": state.step}
-        meta.update(epoch=state.epoch, metrics=self.metrics)
-        model = trainer.kept()
-        if best_too:
-            checkpoint.save_model(self.run, name, model, meta, last=False)
-        checkpoint.save_model(self.run, name, model, meta, last=True)
-        info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
-        checkpoint.save_train_state(self.run, name, trainer.saved(), optimizers, info)
-        self.saved_step = state.step
-
-
-def clock(seconds: float) -> str:
-    """Seconds as m:ss, or h:mm:ss from an hour."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class Reporter:
-    """What a person sees and what the run logs: a progress bar with smoothed scalars (or, into
-    a log file, plain lines), a line per validation, metrics-<stage>.jsonl (a line every
-    `log_every` steps and per validation) and the same in the live log `board` (TensorBoard,
-    if on), with preview images per validation. Only rank 0 shows or writes anything."""
-
-    def __init__(self, stage: str, log: Path, log_every: int, board: LiveLog | None = None):
-        self.stage, self.log, self.log_every = stage, log, log_every
-        self.board = board or LiveLog(None)
-        self.main = distributed.is_main()
-        self.plain = self.main and not console.is_terminal  # a log file: print lines, no bar
-        self.progress = progress_bar(self.main and not self.plain)
-        self.task = self.progress.add_task(stage, total=None, stats="")  # None: shown as ?
-        self.running: dict[str, float] = {}  # smoothed scalars for display
-        self.history: list[dict[str, float]] = []  # one record per validation
-        self.tick, self.seen = time.perf_counter(), 0
-        self.began, self.first_step = self.tick, 0  # from `live`
-
-    def begin(self, resumed_at: int | None) -> None:
-        """A fresh run starts a fresh log; a resumed one keeps its lines up to `resumed_at`."""
-        if not self.main:
-            return
-        if resumed_at is None:
-            self.log.unlink(missing_ok=True)
-        else:
-            fileio.trim_log(self.log, resumed_at)
-        self.board.begin(resumed_at)
-
-    @contextlib.contextmanager
-    def live(self, total: int | None, step: int) -> Iterator[Progress]:
-        """The progress bar, held open while training; the clock of the log's elapsed time and
-        ETA starts here. A `total` of None is not known yet (`Plan.known_total`). The live log
-        closes at the end."""
-        self.progress.update(self.task, total=total, completed=step)
-        self.began, self.first_step = time.perf_counter(), step
-        try:
-            with self.progress:
-                yield self.progress
-        finally:
-            self.board.close()
-
-    def timing(self, step: int, total: int | None) -> str:
-        """e.g. '1:05 elapsed, ETA 3:20': this process's time and the rest at its pace; 'ETA
-        ?' while the total is unknown."""
-        elapsed = time.perf_counter() - self.began
-        if total is None:
-            return f"{clock(elapsed)} elapsed, ETA ?"
-        left = elapsed / max(step - self.first_step, 1) * (total - step)
-        return f"{clock(elapsed)} elapsed, ETA {clock(left)}"
-
-    def start_epoch(self) -> None:
-        self.tick, self.seen = time.perf_counter(), 0
-        self.running = {}
-
-    def step(
-        self, state: LoopState, total: int | None, scalars: dict[str, float], batch: int
-    ) -> None:
-        self.seen += batch * distributed.world_size()
-        for k, v in scalars.items():
-            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
-        rate = self.seen / max(time.perf_counter() - self.tick, 1e-9)
-        stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
-        stats += f"  {rate:.0f} slices/s"
-        self.progress.update(self.task, completed=state.step, total=total, stats=stats)
-        if self.main and state.step % self.log_every == 0:
-            record = {"step": state.step, "epoch": state.epoch, **scalars}
-            fileio.append_jsonl(self.log, record)
-            self.board.scalars(scalars, state.step, "train")
-            if self.plain:
-                timing = self.timing(state.step, total)
-                console.print(f"{self.stage} {state.where(total)}  {stats}  {timing}")
-
-    def log_epoch(self, state: LoopState, metrics: dict[str, float]) -> None:
-        record = {"step": state.step, "epoch": state.epoch}
-        record.update({f"train_{k}": v for k, v in self.running.items()})
-        record.update(metrics)
-        fileio.append_jsonl(self.log, record)
-        self.board.scalars(metrics, state.step, "validate")
-        self.history.append(record)
-
-    def preview(self, state: LoopState, stage: Stage, model: nn.Module) -> None:
-        """The stage's preview images in the live log, where it is on."""
-        if self.board.on and stage.preview is not None:
-            self.board.images("validate/images", stage.preview(model), state.step, rows=2)
-
-    def show_epoch(self, state: LoopState, total: int | None, metrics: dict[str, float]) -> None:
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)

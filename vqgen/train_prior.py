@@ -39,6 +39,7 @@ from vqgen.inference import (
 )
 from vqgen.models import build_prior, level_logits
 from vqgen.models.vqvae import VQVAE
+from vqgen.overwrite import training
 from vqgen.rundir import RunDir
 from vqgen.train import Batch, Stage, fit
 
@@ -188,7 +189,7 @@ def train_prior(
     """
     run = RunDir(run_dir).check_exists()
     device = distributed.init(resolve_device(train.device))
-    with run.training("prior", resume, overwrite):
+    with training(run, "prior", resume, overwrite):
         return _train(run, prior, train, device, resume)
 
 

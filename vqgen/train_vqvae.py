@@ -24,6 +24,7 @@ from vqgen.errors import UsageError
 from vqgen.inference import reconstruct, resolve_device
 from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
+from vqgen.overwrite import training
 from vqgen.rundir import RunDir
 from vqgen.train import Stage, fit, resume_trains
 
@@ -133,7 +134,7 @@ def train_vqvae(
     # a bad --data fails first
     data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume)
     trains = not resume or resume_trains("vqvae", train, run)  # else the VQ-VAE stays as it is
-    with run.training("vqvae", resume, overwrite, trains):
+    with training(run, "vqvae", resume, overwrite, trains):
         return _train(data, model_cfg, VQLoss(loss), train, run, device, resume)
 
 

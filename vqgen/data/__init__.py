@@ -19,16 +19,8 @@ from pathlib import Path
 
 from vqgen.config import DataConfig, slice_size
 from vqgen.data import adni, folder, mni152, nifti, oasis
-from vqgen.data.dataset import (
-    SPLITS,
-    DataWarning,
-    SliceDataset,
-    cache_dir,
-    cache_key,
-    cached,
-    concat,
-    preprocess,
-)
+from vqgen.data.cache import cache_dir, cache_key, cached
+from vqgen.data.dataset import SPLITS, DataWarning, SliceDataset, concat, preprocess
 from vqgen.errors import DataError, UsageError
 
 __all__ = [

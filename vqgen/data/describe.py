@@ -13,7 +13,7 @@ from vqgen import plots
 from vqgen.config import DataConfig
 from vqgen.data import SPLITS, SliceDataset, detect_kind, load_data
 from vqgen.errors import UsageError
-from vqgen.rundir import path_error
+from vqgen.runlock import path_error
 
 PREVIEW_PER_SPLIT = 8
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen import fileio
-from vqgen.data.dataset import SliceDataset, cache_dir
+from vqgen.data.cache import cache_dir
+from vqgen.data.dataset import SliceDataset
 from vqgen.errors import CheckpointError
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
 
