@@ -1,14 +1,15 @@
 """The demo pipeline with other settings, scored on the validate split (the test split chooses
 nothing): one table row of reconstruction and sample figures per run.
 
-    .venv/bin/python bench/demo_variants.py RUN [--minutes 5] [--seed 0] [key=value ...]
-    .venv/bin/python bench/demo_variants.py RUN --score-only   # a run made before
+    python bench/demo_variants.py RUN [--minutes 5] [--seed 0] [key=value ...]
+    python bench/demo_variants.py RUN --score-only [--guidance S]   # a run made before
 
 Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
 `prior.` prefix (`prior.layers=12`), the prior's TrainConfig fields that the demo takes from
 train-prior's defaults with a `train.` prefix (`train.lr=2e-3`, `train.ema=0`), or the demo's
-own constants with a `demo.` prefix (`demo.VQVAE_SHARE=0.3`). Run it alone on the machine: the
-demo's budget is wall clock.
+own constants with a `demo.` prefix (`demo.VQVAE_SHARE=0.3`). Without settings it is the demo
+as it is. Run it alone on the machine: the demo's budget is wall clock. The report goes to
+RUN/report-validate.json (the demo's own test-split report stays in RUN/report.json).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import vqgen
 from vqgen import config, demo
-from vqgen.config import EvalConfig
-from vqgen.evaluate import evaluate
 
 
 def apply(settings: list[str]) -> None:
@@ -58,8 +58,12 @@ def main() -> None:
     seconds = {}
     if not args.score_only:
         seconds = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True).seconds
-    cfg = EvalConfig("validate", demo.EVAL_SAMPLES, guidance=args.guidance)
-    report = evaluate(args.run, cfg, out=args.run / "report-validate.json")
+    report = vqgen.load_run(args.run).evaluate(
+        "validate",
+        n_samples=demo.EVAL_SAMPLES,
+        guidance=args.guidance,
+        out=args.run / "report-validate.json",
+    )
     name = " ".join(args.settings) or str(args.run)
     if args.seed:
         name += f" (seed {args.seed})"
