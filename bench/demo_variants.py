@@ -16,10 +16,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
 from pathlib import Path
+from typing import Any
 
 import vqgen
 from vqgen import config, demo
+
+
+def field_value(cfg: Any, key: str, value: str) -> Any:
+    """`value` read as the type of the config dataclass field `key`: the type an optional
+    field takes when given, and "true"/"false" for a bool."""
+    hint = typing.get_type_hints(type(cfg))[key]
+    kind = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{key} takes true or false, got {value!r}")
+        return value.lower() == "true"
+    return kind(value)
 
 
 def apply(settings: list[str]) -> None:
@@ -29,15 +43,15 @@ def apply(settings: list[str]) -> None:
         key, value = setting.split("=", 1)
         if key.startswith("train."):
             name = key.removeprefix("train.")
-            train[name] = type(getattr(config.PRIOR_TRAINING, name))(value)
+            train[name] = field_value(config.PRIOR_TRAINING, name, value)
         elif key.startswith("demo."):
             name = key.removeprefix("demo.")
             setattr(demo, name, type(getattr(demo, name))(value))
         elif key.startswith("prior."):
             name = key.removeprefix("prior.")
-            prior[name] = type(getattr(demo.DEMO_PRIOR, name))(value)
+            prior[name] = field_value(demo.DEMO_PRIOR, name, value)
         else:
-            vqvae[key] = type(getattr(demo.DEMO_VQVAE, key))(value)
+            vqvae[key] = field_value(demo.DEMO_VQVAE, key, value)
     demo.DEMO_VQVAE = dataclasses.replace(demo.DEMO_VQVAE, **vqvae)
     demo.DEMO_PRIOR = dataclasses.replace(demo.DEMO_PRIOR, **prior)
     config.PRIOR_TRAINING = dataclasses.replace(config.PRIOR_TRAINING, **train)
@@ -76,6 +90,10 @@ def main() -> None:
 def print_rows(name: str, r: dict) -> None:
     """One table row of the run's validate report, and its floor."""
     rec, samples, realism = r["reconstruction"], r["samples"], r["realism"]
+    if "skipped" in realism:  # a split too small for the realism measures
+        nll, why = r["prior"]["nll_bits"], realism["skipped"]
+        print(f"| {name} | brain SSIM {rec['brain_ssim_mean']:.3f} | prior NLL {nll:.2f} | {why} |")
+        return
     s, c, f, o = (
         realism["samples"],
         realism["reconstructions"],

@@ -19,13 +19,15 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from demo_variants import print_rows  # bench/ is on the path when this script runs
+from demo_variants import field_value, print_rows  # bench/ is on the path when this runs
 
 import vqgen
 from vqgen import demo
 from vqgen.config import PriorConfig, TrainConfig
 from vqgen.train_prior import train_prior
 
+# the run's training settings that its prior is trained again with, unless a setting says else
+BUDGET = ("epochs", "max_steps", "max_minutes", "batch_size", "lr", "ema", "bf16")
 VQVAE_FILES = ["vqvae.json", "vqvae.safetensors", "vqvae-last.json", "vqvae-last.safetensors"]
 
 
@@ -41,18 +43,15 @@ def copy_vqvae(run: Path, out: Path) -> None:
 def with_settings(
     given: list[str], train: TrainConfig, prior: PriorConfig
 ) -> tuple[TrainConfig, PriorConfig]:
-    """The training and prior configs with the key=value settings applied (a time budget is a
-    float, even where the run had none)."""
+    """The training and prior configs with the key=value settings applied."""
     train_fields, prior_fields = {}, {}
     for setting in given:
         key, value = setting.split("=", 1)
         if key.startswith("prior."):
             name = key.removeprefix("prior.")
-            prior_fields[name] = type(getattr(prior, name))(value)
+            prior_fields[name] = field_value(prior, name, value)
         else:
-            train_fields[key] = (
-                float(value) if key == "max_minutes" else type(getattr(train, key))(value)
-            )
+            train_fields[key] = field_value(train, key, value)
     return dataclasses.replace(train, **train_fields), dataclasses.replace(prior, **prior_fields)
 
 
@@ -65,7 +64,7 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     source = vqgen.load_run(args.run, device="cpu")  # its prior's settings, as vqgen reads them
     recorded, model = source.prior_meta["train"], source.prior.cfg
-    budget = {k: recorded[k] for k in ("max_minutes", "batch_size", "lr", "ema", "bf16")}
+    budget = {k: recorded[k] for k in BUDGET}
     name = " ".join(args.settings) or "the run's prior"
     for seed in (int(s) for s in args.seeds.split(",")):
         train, prior = with_settings(args.settings, TrainConfig(**budget, seed=seed), model)
