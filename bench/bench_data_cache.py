@@ -2,8 +2,8 @@
 
     python bench/bench_data_cache.py [--size 128] [--cases 20] [--slices 32]
 
-Uses a fresh temporary cache folder, so the first load of each source is cold. Prints a
-markdown table.
+Uses a fresh temporary cache folder (VQGEN_CACHE), so the first load of each source is cold.
+Prints a Markdown table; bench/README.md keeps the last one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqgen.data import load_split
+import vqgen
 
 
 def write_oasis(root: Path, cases: int, slices: int) -> Path:
@@ -39,10 +39,10 @@ def timed(source: str | Path, size: int) -> tuple[int, float, float]:
     """(slices, cold seconds, cached seconds) for the train split, each including one pass
     over the pixels (so a lazily mapped cache file is really read)."""
     start = time.perf_counter()
-    cold = load_split(source, "train", size=size)
+    cold = vqgen.load_data(source, "train", size=size)
     cold.images.mean()
     middle = time.perf_counter()
-    warm = load_split(source, "train", size=size)
+    warm = vqgen.load_data(source, "train", size=size)
     warm.images.mean()
     end = time.perf_counter()
     assert torch.equal(cold.pixels, warm.pixels)

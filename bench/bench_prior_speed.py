@@ -1,17 +1,32 @@
-"""Training steps/s of the prior beside a plain gated PixelCNN of the same size, in one run.
+"""Training throughput: the prior's steps/s beside a plain gated PixelCNN, and both stages'
+models under each memory layout, bf16 autocast and torch.compile.
 
-    .venv/bin/python bench/bench_prior_speed.py [--steps 12] [--threads 2]
-    PYTHONPATH=OTHER_CHECKOUT .venv/bin/python bench/bench_prior_speed.py   # another version
+    python bench/bench_prior_speed.py                          # both tables
+    python bench/bench_prior_speed.py --only prior --steps 20  # the prior beside a plain one
+    python bench/bench_prior_speed.py --only layouts --model vqvae-128 --variant channels_last
+    PYTHONPATH=OTHER_CHECKOUT python bench/bench_prior_speed.py   # another version of vqgen
 
-The plain model is the textbook gated PixelCNN as public VQ-VAE repositories write it
-(e.g. ritheshkumar95/pytorch-vqvae): vertical and horizontal stacks built from symmetrically
-padded convolutions that are cropped afterwards, the mask of the first layer applied to the
-weights, tanh x sigmoid gates, a 1x1 output head, no positional bias and no condition. It is
-written here from that description, not copied. Each model takes AdamW steps on random codes,
-in float32 and under bf16 autocast (as `fit` trains where the device computes bf16 natively);
-the table gives the median of `--steps` timed steps after two warm-up steps. The demo's row
-uses the 5-minute demo's prior (`vqgen.demo.demo_prior`). Run it alone on the machine: a
-second busy process makes every figure several times slower.
+`prior`: the textbook gated PixelCNN as public VQ-VAE repositories write it (e.g.
+ritheshkumar95/pytorch-vqvae: vertical and horizontal stacks of symmetrically padded
+convolutions cropped afterwards, the first layer's mask on its weights, tanh x sigmoid gates, a
+1x1 head, no positional bias, no condition; written here from that description) beside vqgen's
+prior of the same size, each taking AdamW steps on random codes in float32 and under bf16
+autocast (as `fit` trains where the device computes bf16 natively): the median of `--steps`
+timed steps after two warm-up steps. The sizes are the 5-minute demo's prior
+(`vqgen.demo.demo_prior`) and the plain size of public repositories. Then the cost of one
+update of the moving average of the weights (`--ema`) and the time to sample 16 grids.
+
+`layouts`: one optimiser step (forward, loss, backward, clipping, AdamW) on random inputs of
+the real shapes, batch 32: the VQ-VAE at 64 and 128 px (hidden 128, K 512), train-prior's
+default prior (64 channels, 10 layers, K 512) on the grids of 64 and 128 px slices. Variants:
+  eager          the models as `fit` runs them in float32
+  channels_last  weights (and VQ-VAE inputs) in NHWC memory format (train-vqvae keeps the
+                 VQ-VAE so)
+  bf16           under bf16 autocast (the VQ-VAE in channels_last)
+  compile        torch.compile of the model (its first step is reported, not counted)
+
+Run it alone on the machine: a second busy process makes every figure several times slower.
+bench/README.md keeps the last tables.
 """
 
 from __future__ import annotations
@@ -24,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqgen.config import PriorConfig
+from vqgen.config import PriorConfig, VQVAEConfig
 from vqgen.demo import demo_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.vqvae import VQVAE
 from vqgen.sampling import sample_codes
 from vqgen.train import moving_average
 
@@ -40,6 +56,9 @@ SIZES = [
         32,
     ),
 ]
+BATCH = 32  # of the layouts table
+MODELS = ("vqvae-64", "vqvae-128", "prior-16", "prior-32")
+VARIANTS = ("eager", "channels_last", "bf16", "compile")
 
 
 class PlainGatedLayer(nn.Module):
@@ -83,14 +102,23 @@ class PlainGatedPixelCNN(nn.Module):
         return self.head(xh)
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# -- the prior beside a plain gated PixelCNN ------------------------------------------------------
+
+
 def steps_per_second(
     model: nn.Module, codes: Tensor, cond: Tensor | None, steps: int, bf16: bool
 ) -> float:
     """Median AdamW steps/s of `model` on `codes` after two warm-up steps."""
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    device = codes.device
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(codes, cond)
         loss = F.cross_entropy(logits.float(), codes)
         opt.zero_grad(set_to_none=True)
@@ -101,8 +129,10 @@ def steps_per_second(
     step()
     times = []
     for _ in range(steps):
+        sync(device)
         start = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - start)
     return 1 / sorted(times)[len(times) // 2]
 
@@ -119,38 +149,135 @@ def average_seconds(model: nn.Module, repeats: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print("steps/s, float32 / bf16 autocast\n")
+def prior_table(steps: int, device: torch.device) -> None:
+    print("\nsteps/s, float32 / bf16 autocast\n")
     print("| size | batch | plain gated PixelCNN | vqgen prior | vqgen grids/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     averages = []
     for name, cfg, batch in SIZES:
         torch.manual_seed(0)
-        codes = torch.randint(0, cfg.codebook_size, (batch, cfg.grid, cfg.grid))
-        cond = torch.rand(batch)
+        codes = torch.randint(0, cfg.codebook_size, (batch, cfg.grid, cfg.grid), device=device)
+        cond = torch.rand(batch, device=device)
         rates = {}
         for bf16 in (False, True):
             torch.manual_seed(0)
-            plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers)
-            rates["plain", bf16] = steps_per_second(plain, codes, None, args.steps, bf16)
-            ours = GatedPixelCNN(cfg).train()
-            rates["ours", bf16] = steps_per_second(ours, codes, cond, args.steps, bf16)
+            plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers).to(device)
+            rates["plain", bf16] = steps_per_second(plain, codes, None, steps, bf16)
+            ours = GatedPixelCNN(cfg).to(device).train()
+            rates["ours", bf16] = steps_per_second(ours, codes, cond, steps, bf16)
         plain = f"{rates['plain', False]:.2f} / {rates['plain', True]:.2f}"
         ours = f"{rates['ours', False]:.2f} / {rates['ours', True]:.2f}"
         grids = f"{rates['ours', False] * batch:.0f} / {rates['ours', True] * batch:.0f}"
-        print(f"| {name} | {batch} | {plain} | {ours} | {grids} |")
-        update = average_seconds(GatedPixelCNN(cfg))
+        print(f"| {name} | {batch} | {plain} | {ours} | {grids} |", flush=True)
+        update = average_seconds(GatedPixelCNN(cfg).to(device))
         averages.append(f"{name}: {1e3 * update:.2f} ms, {update * rates['ours', True]:.1%}")
     print(f"\n--ema, one update of the average and its share of a bf16 step: {'; '.join(averages)}")
-    prior = GatedPixelCNN(SIZES[0][1]).eval()
+    prior = GatedPixelCNN(SIZES[0][1]).to(device).eval()
     start = time.perf_counter()
-    sample_codes(prior, 16, cond=torch.rand(16), generator=torch.Generator().manual_seed(0))
-    print(f"\nsampling 16 grids of 32x32, demo's prior: {time.perf_counter() - start:.2f} s")
+    cond = torch.rand(16, device=device)
+    sample_codes(prior, 16, cond=cond, generator=torch.Generator().manual_seed(0))
+    sync(device)
+    print(f"sampling 16 grids of 32x32, demo's prior: {time.perf_counter() - start:.2f} s")
+
+
+# -- both stages under each layout, bf16 and compile ----------------------------------------------
+
+
+def build(model_name: str, variant: str, device: torch.device):
+    """(model, loss function, items per step, unit) for one row."""
+    torch.manual_seed(0)
+    kind, side = model_name.split("-")
+    side = int(side)
+    if kind == "vqvae":
+        model = VQVAE(VQVAEConfig(size=side, hidden=128, codebook_size=512)).to(device)
+        images = torch.rand(BATCH, 1, side, side, device=device)
+        if variant in ("channels_last", "bf16"):
+            model = model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+
+        def vqvae_loss(net):
+            recon, (q,) = net(images)
+            return F.mse_loss(recon, images) + q.loss
+
+        return model, vqvae_loss, BATCH, "img/s"
+    model = GatedPixelCNN(PriorConfig(codebook_size=512, grid=side)).to(device)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    codes = torch.randint(0, 512, (BATCH, side, side), device=device)
+
+    def prior_loss(net):
+        return F.cross_entropy(net(codes, None).float(), codes)
+
+    return model, prior_loss, BATCH * side * side, "codes/s"
+
+
+def measure(model_name: str, variant: str, steps: int, warmup: int, device: torch.device) -> str:
+    """One table row: items/s, ms per step and the first step's seconds."""
+    model, loss_fn, items, unit = build(model_name, variant, device)
+    model.train()
+    net = torch.compile(model) if variant == "compile" else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16")
+
+    def step() -> None:
+        with autocast:
+            loss = loss_fn(net)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    start = time.perf_counter()
+    step()  # first step: compilation, k-means seeding of the codebook, allocations
+    sync(device)
+    first_s = time.perf_counter() - start
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    rate = items * steps / seconds
+    return (
+        f"| {model_name} | {variant} | {rate:,.0f} {unit} | {1000 * seconds / steps:.0f} | "
+        f"{first_s:.1f} |"
+    )
+
+
+def layouts_table(models, variants, steps: int, warmup: int, device: torch.device) -> None:
+    print(f"\nbatch {BATCH}\n")
+    print("| model | variant | throughput | ms/step | first step s |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for model_name in models:
+        for variant in variants:
+            print(measure(model_name, variant, steps, warmup, device), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("prior", "layouts"), help="one table (default both)")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (layouts)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
+    parser.add_argument("--model", choices=MODELS, action="append", help="layouts: a row")
+    parser.add_argument("--variant", choices=VARIANTS, action="append", help="layouts: a column")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"device: {name}, torch {torch.__version__}")
+    if args.only in (None, "prior"):
+        prior_table(args.steps, device)
+    if args.only in (None, "layouts"):
+        models, variants = args.model or MODELS, args.variant or VARIANTS
+        layouts_table(models, variants, args.steps, args.warmup, device)
 
 
 if __name__ == "__main__":

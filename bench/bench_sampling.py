@@ -2,11 +2,11 @@
 
     python bench/bench_sampling.py                      # 16x16 and 32x32, batch 16
     python bench/bench_sampling.py --grids 16 --full-naive
-    python bench/bench_sampling.py --grids 32 --channels 32 --layers 8 --codebook-size 64 \
-        --attention                                     # the demo's prior, with attention
+    python bench/bench_sampling.py --grids 32 --channels 32 --layers 8 --codebook-size 128 \
+        --dilation 4                                    # the demo's prior
 
-The prior has random weights (sampling cost does not depend on them): K 512, channels 64,
-10 layers, kernel 3, and no attention layer unless --attention. The naive sampler runs one
+The prior has random weights (sampling cost does not depend on them): by default K 512,
+channels 64, 10 layers, kernel 3, dilation 8 (train-prior's defaults). The naive sampler runs one
 full forward pass per position, so every position costs the same; above --naive-max-grid its
 time is the mean of --naive-steps loop iterations times grid^2 instead of a full run (hours on
 a 2-core CPU at 32x32).
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--codebook-size", type=int, default=512)
-    parser.add_argument("--attention", action="store_true", help="add the attention layer")
+    parser.add_argument("--dilation", type=int, default=PriorConfig.dilation)
     parser.add_argument("--naive-max-grid", type=int, default=16)
     parser.add_argument("--naive-steps", type=int, default=20)
     parser.add_argument("--full-naive", action="store_true", help="never extrapolate")
@@ -63,7 +63,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f}; prior K {args.codebook_size}, "
-        f"channels {args.channels}, layers {args.layers}, kernel 3, attention {args.attention}; "
+        f"channels {args.channels}, layers {args.layers}, kernel 3, dilation {args.dilation}; "
         f"batch {args.batch}\n"
     )
     print("| grid | fast (s/batch) | naive (s/batch) | speed-up | same codes |")
@@ -75,7 +75,7 @@ def main() -> None:
             grid=g,
             channels=args.channels,
             layers=args.layers,
-            attention=args.attention,
+            dilation=args.dilation,
         )
         prior = GatedPixelCNN(cfg).eval()
         sample_codes(prior, 2, generator=torch.Generator().manual_seed(0))  # warm-up

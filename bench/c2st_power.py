@@ -1,13 +1,15 @@
-"""Power of the realism measures: can they tell real mni152 slices from slices with a known
-defect (vqgen.realism.perturb), and do they call real slices real?
+"""Power of the realism meter's C2ST and KID: can they tell real mni152 slices from slices with
+a known defect (vqgen.realism.perturb), and do they call real slices real?
 
 The reference is what `evaluate` compares with on mni152: the test split and its evaluation
-subjects (1,152 slices at 56 subjects). The other set is the train split (48 subjects, other
-than the reference's), as it is or with one defect; it is split by its subjects, as samples
-would be split slice by slice. A perfect "reconstruction" (the reference itself, paired) must
-score 0.5.
+subjects. The other set is the train split (other subjects than the reference's), as it is or
+with one defect; it is split by its subjects, as samples would be split slice by slice. A
+perfect "reconstruction" (the reference itself, paired) must score 0.5.
 
-    .venv/bin/python bench/c2st_power.py --size 64 --seeds 0 1 2 [--figure OUT.png]
+    python bench/c2st_power.py --size 64 [--seeds 0 1 2] [--figure OUT.png]
+    python bench/c2st_power.py --size 32 --sets real blur      # a quick check that it runs
+
+Prints a Markdown table; bench/README.md keeps the last one.
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--other", type=int, default=1152, help="train slices in the other set")
     parser.add_argument("--figure", help="save a figure of each defect here")
+    choices = ["real", *PERTURBATIONS, "paired"]
+    parser.add_argument("--sets", nargs="+", choices=choices, default=choices, help="rows to run")
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = DataConfig(source="mni152", size=args.size)
     reference, train = load_reference(data, "test"), load_data(data, "train")
     real, real_groups = reference.images, reference.subjects
     other, other_groups = train.images[: args.other], train.subjects[: args.other]
-    sets = {"real (train split)": other}
+    sets = {"real (train split)": other} if "real" in args.sets else {}
     gen = torch.Generator().manual_seed(0)
-    sets.update({name: fn(other, gen) for name, fn in PERTURBATIONS.items()})
+    sets.update({name: fn(other, gen) for name, fn in PERTURBATIONS.items() if name in args.sets})
     if args.figure:
         shown = torch.arange(6) * (len(other) // 6) + torch.arange(6) * 4  # bottom to top
         plots.rows_figure([(n, x[shown]) for n, x in sets.items()], Path(args.figure), "defects")
@@ -63,6 +67,8 @@ def main() -> None:
             f"| {note} | {cells[0]} | {cells[1]} | {kid:.3f} | {time.perf_counter() - start:.0f} |",
             flush=True,
         )
+    if "paired" not in args.sets:
+        return
     start = time.perf_counter()
     same = realism.c2st(real, real_groups, real.clone(), None, 0, paired=True)
     print(

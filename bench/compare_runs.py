@@ -3,7 +3,7 @@ a row of real test slices at the nearest levels, drawn at the guidance `vqgen sa
 (1.5 for a prior trained with `--cond-dropout`, else 1) unless `--guidance` says otherwise.
 Makes the figure of budgets in docs/results.md.
 
-    .venv/bin/python bench/compare_runs.py RUN_5MIN RUN_30MIN --names "5 min" "30 min" \\
+    python bench/compare_runs.py RUN_5MIN RUN_15MIN RUN_30MIN --names "5 min" "15 min" "30 min" \\
         --out docs/figures/samples_by_budget.png
 """
 
@@ -14,12 +14,9 @@ from pathlib import Path
 
 import torch
 
-from vqgen import checkpoint, plots
-from vqgen.conditioning import for_sampling
-from vqgen.config import DataConfig, SampleConfig, load_config
-from vqgen.data import load_data
-from vqgen.inference import draw
-from vqgen.rundir import RunDir
+import vqgen
+from vqgen import plots
+from vqgen.config import SampleConfig
 
 
 def main() -> None:
@@ -33,13 +30,12 @@ def main() -> None:
     args = parser.parse_args()
     names = args.names or [str(run) for run in args.runs]
     cfg = SampleConfig(n=args.n, seed=args.seed, guidance=args.guidance)
-    rows, cond = [], None
-    for name, run in zip(names, args.runs, strict=True):
-        vqvae, meta = checkpoint.load_vqvae(RunDir(run))
-        prior, prior_meta = checkpoint.load_prior(RunDir(run), vqvae_cfg=vqvae.cfg)
-        cond = for_sampling(prior.cfg, prior_meta, cfg)
-        rows.append((name, draw(vqvae, prior, cond, cfg, "cpu")[0]))
-    test = load_data(load_config(DataConfig, meta["data"], "vqvae.json 'data'"), "test")
+    rows, cond, run = [], None, None
+    for name, path in zip(names, args.runs, strict=True):
+        run = vqgen.load_run(path, device="cpu")
+        cond = run.condition(cfg)
+        rows.append((name, run.draw(cfg, cond)[0]))
+    test = run.data("test")  # the last run's data
     if cond is not None and cond.is_floating_point():  # a slice prior: real slices at its levels
         nearest = (test.positions[None, :] - cond[:, None]).abs().argmin(1)
         rows.append(("real (test)", test.images[nearest]))

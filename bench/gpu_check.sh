@@ -3,8 +3,8 @@
 # sampled and scored on the validate split; throughput from each verb's own lines; then the
 # CUDA tests. On one recent GPU it finishes in under 8 minutes:
 #   bash bench/gpu_check.sh [OUT]
-# The same on a CPU, smaller, to check the script itself (about 6 minutes on 2 cores):
-#   DEVICE=cpu SIZE=64 VQ_MIN=0.5 PRIOR_MIN=0.5 SAMPLES=64 bash bench/gpu_check.sh
+# The same on a CPU, tiny, to check the script itself (about 3 minutes on 2 cores):
+#   DEVICE=cpu SIZE=32 VQ_MIN=0.1 PRIOR_MIN=0.1 SAMPLES=16 BATCH=16 bash bench/gpu_check.sh /tmp/g
 # Settings (defaults): DEVICE auto, SIZE 128, VQ_MIN 1.5, PRIOR_MIN 2.5, SAMPLES 256,
 # BATCH 64, PY python3.
 set -euo pipefail

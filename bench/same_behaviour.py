@@ -1,10 +1,16 @@
-"""Train, sample and evaluate two tiny runs with fixed steps and print a digest of everything
-they wrote: weights, code grids, samples and the report. Two checkouts that print the same
-digests behave the same (used to prove a refactor changed no behaviour).
+"""Train, sample and evaluate three tiny runs with fixed steps on the CPU and write a digest of
+everything they wrote: weights, train states, code grids, samples and the report. Two versions
+of vqgen that write the same digests behave the same (a refactor's proof of no change).
 
-    python bench/same_behaviour.py OUT_DIR > /dev/null; cat OUT_DIR/digests.txt
+    PYTHONPATH=CHECKOUT_A python bench/same_behaviour.py OUT_A > /dev/null
+    PYTHONPATH=CHECKOUT_B python bench/same_behaviour.py OUT_B > /dev/null
+    diff OUT_A/digests.txt OUT_B/digests.txt
 
-Compare OUT_DIR/digests.txt of the two checkouts with `diff`.
+The runs go through the CLI's verbs (in this process, so that mni152 can be shrunk): a
+one-level VQ-VAE with an L1 term and a slice prior with an augmented copy and a hidden
+condition (guided sampling) on a shrunken mni152; the same data on two code levels; and a
+label prior on a tiny ADNI layout written here. It uses only options that vqgen has had since
+d59ef28, so it can compare any later version with that one.
 """
 
 from __future__ import annotations
@@ -15,21 +21,24 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
+from PIL import Image
+
+ADNI_PATIENTS = {"train": 5, "test": 2}  # per class; validate is a tenth of the train patients
+ADNI_SLICES = 3
 
 
 def digest(path: Path) -> str:
     """Of a safetensors file's tensors (not its metadata), else of the file's bytes."""
     if path.suffix != ".safetensors":
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    import torch
     from safetensors.torch import load_file
 
     h = hashlib.sha256()
     for key, tensor in sorted(load_file(str(path)).items()):
         h.update(key.encode())
-        h.update(
-            tensor.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes()
-        )
+        h.update(tensor.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -39,7 +48,30 @@ def report_digest(path: Path, out: Path) -> str:
     return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def write_adni(root: Path) -> Path:
+    """root/AD_NC/{train,test}/{AD,NC}/PATIENT_SLICE.jpeg, 256 wide x 240 high: noisy bright
+    ellipses with a dark centre on black, the same bytes on every run."""
+    data = root / "AD_NC"
+    patient = 100000
+    y, x = np.mgrid[0:240, 0:256]
+    for split, n_patients in ADNI_PATIENTS.items():
+        for label in ("AD", "NC"):
+            folder = data / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(n_patients):
+                patient += 7
+                for s in range(ADNI_SLICES):
+                    rng = np.random.default_rng(patient + s)
+                    r = ((y - 120) / 96) ** 2 + ((x - 128) / 90) ** 2
+                    image = np.where(r < 1, 150 + 60 * rng.random((240, 256)), 0)
+                    image = np.where(r < 0.1 * rng.uniform(0.5, 1.5), 40, image)
+                    path = folder / f"{patient}_{78 + s}.jpeg"
+                    Image.fromarray(image.astype(np.uint8)).save(path, quality=90)
+    return data
+
+
 def cli(*args: object) -> None:
+    """One `vqgen` command line, run in this process."""
     from vqgen.cli import main
 
     try:
@@ -64,23 +96,23 @@ def digests(out: Path, runs: list[str]) -> list[str]:
 def main() -> None:
     out = Path(sys.argv[1]).resolve()
     os.environ["VQGEN_CACHE"] = str(out / "cache")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fixtures import make_adni
-
     from vqgen.data import mni152
 
     mni152.SUBJECTS = {"train": 4, "validate": 2, "test": 2}
     mni152.SLICES = 6
-    cpu = ["--device", "cpu"]
+    mni152.EVALUATION_SUBJECTS = 4  # the reference evaluate scores beside the test split
+    cpu = ["--device", "cpu", "--no-tensorboard"]
     small = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
+    slice_prior = ["--condition", "slice", "--augment", "1", "--cond-dropout", "0.1"]
     runs = {
-        "mni152": (
-            ["--data", "mni152", "--adversarial", "--disc-start", "3", "--l1-weight", "1"],
-            ["--condition", "slice", "--augment", "1"],
+        "mni152": (["--data", "mni152", "--l1-weight", "1"], slice_prior),
+        "mni152-levels2": (
+            ["--data", "mni152", "--levels", "2", "--top-downsample", "2"],
+            ["--condition", "slice", "--augment", "0"],
         ),
         "adni": (
-            ["--data", make_adni(out / "data")],
-            ["--condition", "label", "--attention", "--channels", "16"],
+            ["--data", write_adni(out / "data")],
+            ["--condition", "label", "--channels", "16"],
         ),
     }
     for name, (vqvae_args, prior_args) in runs.items():
@@ -88,8 +120,8 @@ def main() -> None:
         common = ["--run", run, "--batch-size", "4", *cpu]
         cli("train-vqvae", *vqvae_args, *small, "--max-steps", "8", *common)
         cli("train-prior", "--layers", "2", *prior_args, "--max-steps", "8", *common)
-        cli("sample", "--run", run, "--n", "4", *cpu)
-        cli("evaluate", "--run", run, "--n-samples", "8", *cpu)
+        cli("sample", "--run", run, "--n", "4", "--device", "cpu")
+        cli("evaluate", "--run", run, "--n-samples", "8", "--device", "cpu")
     lines = digests(out, list(runs))
     (out / "digests.txt").write_text("\n".join(lines) + "\n")
 
