@@ -1,7 +1,7 @@
 """The C2ST (vqgen.realism.two_sample): folds by subject, every slice scored once by a
 classifier that never saw its subject, paired sets with their real subjects, and the power
 to see each known defect (vqgen.realism.perturb) on mni152 slices while real slices score
-at chance. The full-size power table is bench/c2st_power.py's (bench/RESULTS.md)."""
+at chance. The full-size power table is bench/c2st_power.py's (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_the_floor_is_spread_over_as_many_subjects_as_there_are():
 # the scale where each defect shows, and the accuracy the C2ST must reach there on the small
 # sets of `mni`. A 15% contrast change lies inside the virtual subjects' own spread of
 # contrast, so single slices give it away only sometimes; a 5% shift of brightness, inside
-# their spread of brightness, is not seen on sets this small (bench/RESULTS.md).
+# their spread of brightness, is not seen on sets this small (docs/decisions.md, c2st).
 POWER = {
     "blur": (1, 0.85),
     "median": (1, 0.85),

@@ -81,7 +81,7 @@ class VQVAEConfig:
     levels: int = 1  # 1, or 2 for VQ-VAE-2's top grid of codes above the bottom one
     top_downsample: int = 4  # 2 or 4: the top grid is the bottom grid / top_downsample
     codebook_size: int = 512
-    code_dim: int = 8  # low-dimensional codes train faster and sharper (bench/RESULTS.md)
+    code_dim: int = 8  # faster and sharper than wide codes (docs/decisions.md, code-dim)
     beta: float = 0.25  # weight of the commitment loss
     quantizer: str = "ema"  # "st": codebook loss; "ema": moving-average codebook updates
     decay: float = 0.99  # EMA decay
@@ -130,7 +130,7 @@ class VQLossConfig:
     """Stage 1's loss beside the MSE and the quantizer's (vqgen.losses). The "loss" section of
     vqvae.json."""
 
-    l1_weight: float = 1.0  # an L1 term beside the MSE: sharper slices (bench/RESULTS.md)
+    l1_weight: float = 1.0  # sharper slices (docs/decisions.md, l1-weight)
 
     def __post_init__(self) -> None:
         at_least("--l1-weight", self.l1_weight, 0)
@@ -233,7 +233,7 @@ EVAL_SAMPLES = 256
 # Each stage's defaults; the CLI shows and uses these.
 VQVAE_TRAINING = TrainConfig(epochs=8)
 # the prior's samples come from a moving average of its weights: lower KID, higher recall in
-# 5 and 30 minutes of the demo (bench/RESULTS.md, "A moving average of the prior's weights")
+# 5 and 30 minutes of the demo (docs/decisions.md, ema)
 PRIOR_TRAINING = TrainConfig(epochs=20, ema=0.99)
 
 
@@ -251,7 +251,7 @@ def with_options(defaults: TrainConfig, **given: Any) -> TrainConfig:
 
 # the guidance scale of a prior trained with --cond-dropout, where --guidance is not given: in
 # the demo 1.5 raised recall and lowered KID and C2ST at 5 and 30 minutes, and from 1.75 the KID
-# rose (bench/RESULTS.md, "Classifier-free guidance for one level")
+# rose (docs/decisions.md, guidance)
 GUIDANCE = 1.5
 
 

@@ -36,22 +36,13 @@ from vqgen.train_prior import train_prior
 from vqgen.train_vqvae import train_vqvae
 
 # 64 px slices, 2x downsampling, 128 codes of 8 dimensions and a prior told the slice's level.
-# A 32x32 grid keeps grey/white contrast and folding that a 16x16 grid averages away; its samples
-# are told from real as often as the 16x16 grid's in five minutes, when the prior has had too few
-# steps to learn the brain's outline, and far less often in thirty (bench/RESULTS.md, "Sharper
-# slices: grid and codebook size", "The demo on a 32x32 grid"). Codes of 8 dimensions instead of
-# 64 are sharper in the same minutes, and cheap enough to double the codebook ("Low-dimensional
-# codes"). An L1 term beside the MSE sharpens a little; fresh virtual subjects lower the prior's
-# validate NLL; the adversarial loss does not pay in this budget. Dilated layers (1, 2, 4 apart)
-# let the prior's 8 layers see 16 rows up instead of 8: fewer broken outlines ("Defaults at
-# 128 px" and "A dilated prior in the demo"). Samples come from a moving average of
-# the prior's weights, as `train-prior` keeps it: half the KID ("A moving average of the prior's
-# weights"). The prior trains with train-prior's rate and average: twice the rate lowers its NLL
-# but raises the samples' KID over whole runs ("The prior's learning rate"). It learns without
-# the slice's level a tenth of the time, so that its samples are drawn with classifier-free
-# guidance, at `sample`'s default for such a prior (config.GUIDANCE, 1.5): higher recall, a lower
-# KID and C2ST than unguided samples at 5 and 30 minutes ("Classifier-free guidance for one
-# level").
+# Each choice and the figure that made it is a row of docs/decisions.md: a 32x32 grid keeps
+# grey/white contrast that a 16x16 grid averages away (demo-size); 8-dimensional codes are
+# sharper in the same minutes (code-dim); an L1 term sharpens a little (l1-weight); fresh virtual
+# subjects lower the prior's validate NLL (augment); dilated layers see 16 rows up instead of 8
+# (demo-dilation); samples come from a moving average of the prior's weights (ema) trained at
+# train-prior's rate (prior-lr); the prior learns without the slice's level a tenth of the time,
+# so that its samples are drawn with classifier-free guidance at 1.5 (guidance).
 SIZE = 64
 DEMO_VQVAE = VQVAEConfig(size=SIZE, downsample=2, codebook_size=128, code_dim=8)
 DEMO_LOSS = VQLossConfig(l1_weight=1.0)
@@ -59,7 +50,8 @@ DEMO_PRIOR = PriorConfig(channels=32, layers=8, dilation=4, condition="slice", c
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
 # the VQ-VAE's share of the training time, the prior gets the rest: under bf16 the VQ-VAE reaches
-# brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (bench/RESULTS.md)
+# brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (docs/decisions.md,
+# vqvae-share)
 VQVAE_SHARE = 0.3
 REPORT_RESERVE_S = 50.0  # sampling and the test-split report with its realism metrics (~35 s)
 SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
@@ -73,7 +65,7 @@ EVAL_SAMPLES = config.EVAL_SAMPLES
 def demo_prior(minutes: float) -> PriorConfig:
     """The demo's prior for a budget of `minutes`: the longer it trains, the more fresh virtual
     subjects it sees (2 train splits' worth at 5 minutes, 12 at 30), and dropout once it would
-    otherwise overfit (bench/RESULTS.md, "Dropout in the long run", "Against the targets")."""
+    otherwise overfit (docs/decisions.md, minutes-per-copy and demo-dropout)."""
     copies = max(2, round(minutes / MINUTES_PER_COPY))
     dropout = 0.1 if minutes >= DROPOUT_FROM_MINUTES else 0.0
     return replace(DEMO_PRIOR, augment=copies, dropout=dropout)

@@ -246,7 +246,7 @@ def end_epoch(
 def computes_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 (by torch's
     own probe). Training runs under bf16 autocast there, 1.4-1.8x faster on such a CPU
-    (bench/RESULTS.md, "A faster prior"); elsewhere bf16 would be slower than float32."""
+    (docs/decisions.md, bf16); elsewhere bf16 would be slower than float32."""
     if device.type == "cuda":
         return True
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private: looked up, not assumed

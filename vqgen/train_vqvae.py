@@ -151,7 +151,7 @@ def _train(
         size = model_cfg.size
         train_set, val_set = load_data(data, "train", size), load_data(data, "validate", size)
     torch.manual_seed(train.seed)  # the initial weights too
-    # NHWC weights and inputs: 15-35% faster training on the CPU (bench/RESULTS.md)
+    # NHWC weights and inputs: 15-35% faster training on the CPU (docs/decisions.md, nhwc)
     model = VQVAE(model_cfg).to(memory_format=torch.channels_last)
     stage = Stage(
         name="vqvae",

@@ -32,7 +32,8 @@ from vqgen.realism.images import check_images
 
 # metrics.foreground_mask's threshold, the brain that brain SSIM and the perturbations use.
 # The (components, holes) of real mni152 slices barely move between 0.02 and 0.15 (77% and 74%
-# one piece without holes at 64 px; bench/RESULTS.md), so the choice is not delicate.
+# one piece without holes at 64 px; docs/decisions.md, outline-threshold), so the choice is not
+# delicate.
 THRESHOLD = 0.05
 # Pieces and holes smaller than this share of the image are scanner or sampling noise, not
 # anatomy: 4 px at 64 px, 16 at 128. A hole that perturb.holes punches is 5 times as large.

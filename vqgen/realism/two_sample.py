@@ -172,9 +172,9 @@ def _interval(scores: Tensor, y: Tensor, groups: Sequence[str]) -> tuple[float, 
     """95% interval of the balanced accuracy, with subjects as clusters. A subject's slices
     are right or wrong together far more often than independent slices would be, so an
     interval binomial over slices is too narrow: real against real strayed to 0.44 with a
-    binomial interval of +-0.02 (bench/RESULTS.md). Each class's hit rate takes the larger of
-    its cluster-robust variance and its binomial one (Agresti-Coull, so that a perfect score
-    still has a width)."""
+    binomial interval of +-0.02 (docs/decisions.md, c2st-interval). Each class's hit rate
+    takes the larger of its cluster-robust variance and its binomial one (Agresti-Coull, so
+    that a perfect score still has a width)."""
     hits = ((scores > 0) == y.bool()).float()
     variance = 0.0
     for cls in (0, 1):
