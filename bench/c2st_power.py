@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=choices, default=choices, help="rows to run")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    data = DataConfig(source="mni152", size=args.size)
-    reference, train = load_reference(data, "test"), load_data(data, "train")
+    data = DataConfig(source="mni152")
+    reference = load_reference(data, load_data(data, "test", args.size))
+    train = load_data(data, "train", args.size)
     real, real_groups = reference.images, reference.subjects
     other, other_groups = train.images[: args.other], train.subjects[: args.other]
     sets = {"real (train split)": other} if "real" in args.sets else {}

@@ -33,8 +33,8 @@ def main() -> None:
     rows, cond, run = [], None, None
     for name, path in zip(names, args.runs, strict=True):
         run = vqgen.load_run(path, device="cpu")
-        cond = run.condition(cfg)
-        rows.append((name, run.draw(cfg, cond)[0]))
+        images, _, cond = run.loaded.draw(cfg)
+        rows.append((name, images))
     test = run.data("test")  # the last run's data
     if cond is not None and cond.is_floating_point():  # a slice prior: real slices at its levels
         nearest = (test.positions[None, :] - cond[:, None]).abs().argmin(1)

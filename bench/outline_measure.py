@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vqgen.config import DataConfig
 from vqgen.data import load_data, load_reference
-from vqgen.evaluate import spread_pick
+from vqgen.evaluate_realism import spread_pick
 from vqgen.realism import outline, perturb
 
 
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="slices a floor set (evaluate's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    data = DataConfig(source="mni152", size=args.size)
-    train, validate = load_data(data, "train"), load_data(data, "validate")
-    reference = load_reference(data, "test")
+    data = DataConfig(source="mni152")
+    train, validate = load_data(data, "train", args.size), load_data(data, "validate", args.size)
+    reference = load_reference(data, load_data(data, "test", args.size))
     start = time.perf_counter()
     real = outline.outline_features(reference.images)
     seconds = time.perf_counter() - start
