@@ -4,6 +4,7 @@ where a command would otherwise be silent, and help that says what each option d
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,6 +40,9 @@ def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path,
     code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
     assert code == 0, err
     assert "evaluate: scoring" in err and "evaluate: scored in" in err
+    # into a log (not a terminal), a line as each phase ends, with its time
+    for phase in ("drawing 2 samples", "the samples' nearest real slices", "the feature net"):
+        assert re.search(rf"evaluate: {phase} \(\d+\.\d s\)", err), err
     shutil.rmtree(trained_run / "codes")
     args = ["--run", trained_run, "--overwrite", "--max-steps", "1", "--layers", "2", *CPU]
     code, _, err = run_cli(capsys, "train-prior", *args, "--channels", "8", "--augment", "1")

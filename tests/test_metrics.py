@@ -163,6 +163,41 @@ def test_nearest_ssim_finds_a_planted_near_duplicate():
     assert (values > 0.9).all() and (unrelated < 0.9).all()
 
 
+@pytest.mark.parametrize("chunk", [1, 8, 64])
+def test_window_ssim_over_every_window_is_pairwise_ssim(chunk):
+    a, b = brain_like(3, 24, 20, seed=3), brain_like(5, 24, 20, seed=4)
+    table = metrics.window_ssim(a, b, chunk=chunk, stride=1)
+    torch.testing.assert_close(table, metrics.pairwise_ssim(a, b), atol=1e-5, rtol=0)
+
+
+def test_nearest_ssim_over_candidates_finds_the_planted_duplicates():
+    references = brain_like(40, 32, 32, seed=5)
+    planted = torch.tensor([7, 21, 3, 39])
+    noise = 0.05 * torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(6))
+    queries = (references[planted] + noise).clamp(0, 1)
+    values, indices = metrics.nearest_ssim(queries, references, candidates=3)
+    assert indices.tolist() == planted.tolist()
+    torch.testing.assert_close(values, metrics.ssim(queries, references[planted]))
+
+
+@pytest.mark.slow
+def test_nearest_ssim_over_candidates_is_brute_force_on_the_demo_data():
+    """The demo's 64 px mni152 slices: validate slices, and slices with the defects samples
+    show (blur, holes, a wedge, a shift), against the 1,152 train slices."""
+    from vqgen import load_data
+    from vqgen.realism.perturb import PERTURBATIONS
+
+    train = load_data("mni152", "train", size=64).images
+    validate = load_data("mni152", "validate", size=64).images[::3]  # 64 slices
+    gen = torch.Generator().manual_seed(0)
+    defects = [PERTURBATIONS[name](validate[:32], gen) for name in ("blur", "holes", "wedge")]
+    queries = torch.cat([validate, *defects, PERTURBATIONS["shift"](validate[32:], gen)])
+    exact, nearest = metrics.pairwise_ssim(queries, train).max(dim=1)
+    values, indices = metrics.nearest_ssim(queries, train)
+    assert torch.equal(indices, nearest)
+    torch.testing.assert_close(values, exact, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_mean_pairwise_ssim_averages_distinct_pairs(chunk):
     x = torch.cat([brain_like(4, 20, 20, seed=8), random_pair(1, 20, 20)[0]])
@@ -185,6 +220,8 @@ def test_cuda_results_match_cpu():
     table = metrics.pairwise_ssim(a.cuda(), b, chunk=5)
     assert table.device.type == "cuda"
     torch.testing.assert_close(table.cpu(), metrics.pairwise_ssim(a, b), atol=1e-5, rtol=0)
+    windows = metrics.window_ssim(a.cuda(), b, chunk=5)
+    torch.testing.assert_close(windows.cpu(), metrics.window_ssim(a, b), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------

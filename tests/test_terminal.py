@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from typing import Any
 
 import torch
@@ -113,3 +115,23 @@ def test_the_progress_total_is_unknown_until_a_time_budget_is_fitted(monkeypatch
     assert report.progress.tasks[0].total == 110
     limited = schedule.Plan(TrainConfig(max_steps=25), 8, "vqvae", torch.device("cpu"))
     assert limited.known_total() == 25
+
+
+def test_phases_show_a_bar_on_a_terminal_and_a_line_each_in_a_log(monkeypatch, capsys):
+    from rich.console import Console
+
+    from vqgen import progress
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    monkeypatch.setattr(progress, "console", terminal)
+    with progress.Phases("evaluate", total=2) as phase:
+        with phase("drawing 8 samples"):
+            phase.progress.refresh()
+            assert "evaluate: drawing 8 samples" in terminal.file.getvalue()
+        assert phase.progress.tasks[0].completed == 1
+    monkeypatch.setattr(progress, "console", Console(file=io.StringIO(), width=100))
+    with progress.Phases("evaluate", total=2) as phase, phase("the outline measure"):
+        pass
+    assert re.fullmatch(
+        r"evaluate: the outline measure \(\d\.\d s\)\n", progress.console.file.getvalue()
+    )

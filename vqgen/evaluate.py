@@ -27,6 +27,7 @@ from vqgen.errors import DataError, UsageError
 from vqgen.evaluate_realism import FIGURE_SAMPLES, realism_report
 from vqgen.inference import CodeSet, baselines_bits, make_output_dir, mean_bits, nll_bits, note
 from vqgen.loaded import LoadedRun
+from vqgen.progress import Phase, Phases, no_phase
 from vqgen.report import (
     PriorSection,
     ReconstructionSection,
@@ -81,6 +82,27 @@ def _evaluate(run: LoadedRun, cfg: EvalConfig, out: Path) -> Report:
         )
     note(f"evaluate: scoring {len(dataset)} slices of the {cfg.split} split (takes minutes)")
     figures = run.dir.eval_figures(out)
+    groups = []
+    if run.prior is not None:
+        label_names = (run.prior_meta or {}).get("label_names", [])
+        groups = conditioning.groups(run.prior.cfg.condition, label_names)
+    phases = 1 + (8 if run.prior is not None else 3) + len(groups)  # those `phase` names below
+    with Phases("evaluate", phases) as phase:
+        report = _sections(run, cfg, dataset, groups, figures, phase)
+    fileio.write_json(out, report)
+    fileio.write_text(out.with_suffix(".md"), render_markdown(report))
+    return report
+
+
+def _sections(
+    run: LoadedRun,
+    cfg: EvalConfig,
+    dataset: SliceDataset,
+    groups: list[conditioning.Group],
+    figures: Path,
+    phase: Phase,
+) -> Report:
+    """Every section of the report, each phase named by `phase` as it runs."""
     report: Report = {
         "run": str(run.dir),
         "split": cfg.split,
@@ -88,15 +110,14 @@ def _evaluate(run: LoadedRun, cfg: EvalConfig, out: Path) -> Report:
         "kind": run.data_config.kind,
         "images": len(dataset),
     }
-    report["reconstruction"], codes, recon = reconstruction_report(run, dataset, figures)
-    train_set, samples, cond, groups = run.split("train"), None, None, []
+    with phase(f"reconstructing {len(dataset)} slices"):
+        report["reconstruction"], codes, recon = reconstruction_report(run, dataset, figures)
+    train_set, samples, cond = run.split("train"), None, None
     if run.prior is not None:
-        report["prior"] = prior_section(run, codes, dataset)
-        groups = conditioning.groups(
-            run.prior.cfg.condition, (run.prior_meta or {}).get("label_names", [])
-        )
+        with phase("the prior's NLL"):
+            report["prior"] = prior_section(run, codes, dataset)
         report["samples"], samples, cond = samples_section(
-            run, groups, cfg.sampling, dataset, train_set, figures
+            run, groups, cfg.sampling, dataset, train_set, figures, phase
         )
     report["realism"] = realism_report(
         recon,
@@ -109,9 +130,8 @@ def _evaluate(run: LoadedRun, cfg: EvalConfig, out: Path) -> Report:
         cfg.seed,
         run.device,
         figures,
+        phase,
     )
-    fileio.write_json(out, report)
-    fileio.write_text(out.with_suffix(".md"), render_markdown(report))
     return report
 
 
@@ -217,13 +237,18 @@ def samples_section(
     dataset: SliceDataset,
     train_set: SliceDataset,
     figures: Path,
+    phase: Phase = no_phase,
 ) -> tuple[SamplesSection, Tensor, Tensor | None]:
     """Draw `cfg.n` samples (through the classes or across the brain), score them against the
     split and the train split (memorisation), per group too, and draw the figure. Returns the
     section, the samples and their condition."""
-    samples, _, cond = run.draw(cfg)
+    with phase(f"drawing {cfg.n} samples"):
+        samples, _, cond = run.draw(cfg)
     images, train_images = dataset.images, train_set.images
-    scores, real_ssim, real_idx = sample_report(samples, images, train_images, cfg.seed, run.device)
+    with phase("the samples' nearest real slices"):
+        scores, real_ssim, real_idx = sample_report(
+            samples, images, train_images, cfg.seed, run.device
+        )
     section: SamplesSection = {
         **scores,
         "temperature": cfg.temperature,

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from vqgen import conditioning, plots, realism
 from vqgen.data import SliceDataset
+from vqgen.progress import Phase, no_phase
 from vqgen.realism import outline
 from vqgen.report import (
     C2STScales,
@@ -45,24 +46,31 @@ def realism_report(
     seed: int,
     device: torch.device,
     figures: Path,
+    phase: Phase = no_phase,
 ) -> RealismSection:
     """The realism section of the whole split against `reference` (load_reference: the split,
     with mni152's evaluation subjects), with the spectrum figure; then of each group under
     "per_label", against the group's slices of the split: every group, skipped where it has
-    too few slices."""
-    net = feature_net(train_set, device)
+    too few slices. `phase` names each part as it runs (vqgen.progress.Phases)."""
+    with phase("the feature net"):
+        net = feature_net(train_set, device)
     realism_of = functools.partial(realism_section, net=net, seed=seed, device=device)
-    section = realism_of(recon, samples, dataset, reference, train_set, figures=figures)
+    section = realism_of(
+        recon, samples, dataset, reference, train_set, figures=figures, phase=phase
+    )
     if samples is not None and "skipped" not in section:
-        section["outline"] = outline_section(samples, cond, train_set, reference, seed, figures)
+        with phase("the outline measure"):
+            section["outline"] = outline_section(samples, cond, train_set, reference, seed, figures)
     if groups:
         assert samples is not None and cond is not None, "groups come with a prior's samples"
-        section["per_label"] = {
-            group.name: realism_of(
-                recon[group.in_split], group.samples, group.split, group.split, group.train
-            )
-            for group in conditioning.group_sets(groups, samples, cond, dataset, train_set)
-        }
+        per_label = {}
+        for group in conditioning.group_sets(groups, samples, cond, dataset, train_set):
+            with phase(f"realism of {group.name}"):
+                split, train = group.split, group.train
+                per_label[group.name] = realism_of(
+                    recon[group.in_split], group.samples, split, split, train
+                )
+        section["per_label"] = per_label
     return section
 
 
@@ -126,6 +134,7 @@ def realism_section(
     seed: int,
     device: torch.device,
     figures: Path | None = None,
+    phase: Phase = no_phase,
 ) -> RealismSection:
     """Can reconstructions and samples be told from real slices? C2ST at two scales, KID, FID,
     precision/recall/density/coverage (features of a net trained on the train split), the
@@ -157,16 +166,19 @@ def realism_section(
             "sharpness": realism.sharpness_ratio(images, against),
         }
 
-    sets = {
-        "reconstructions": (recon, c2st_scales(dataset, recon, None, True, seed, device)),
-        "floor": (floor, c2st_scales(reference, floor, floor_groups, False, seed, device)),
+    tests = {  # each set's C2ST: against the reference, or paired with its own real slices
+        "samples": (samples, reference, None, False),
+        "reconstructions": (recon, dataset, None, True),
+        "floor": (floor, reference, floor_groups, False),
     }
-    if samples is not None:
-        sets = {
-            "samples": (samples, c2st_scales(reference, samples, None, False, seed, device)),
-            **sets,
-        }
-    section: RealismSection = {name: score(*pair) for name, pair in sets.items()}
+    sets: dict[str, tuple[Tensor, C2STScales]] = {}
+    section: RealismSection = {}
+    for name, (images, real_set, groups, paired) in tests.items():
+        if images is None:  # no samples without a prior
+            continue
+        with phase(f"realism of the {name}"):
+            sets[name] = (images, c2st_scales(real_set, images, groups, paired, seed, device))
+            section[name] = score(*sets[name])
     section["reference"] = reference_summary(reference, dataset)
     images = {name: x for name, (x, _) in sets.items()}
     if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:

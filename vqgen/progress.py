@@ -1,10 +1,13 @@
-"""What a person sees of a training and what the run logs: a progress bar with smoothed
+"""What a person sees of long work and what a training logs: a progress bar with smoothed
 scalars on a terminal (plain lines in a log file), a line per validation, the JSONL metrics log
-and the live TensorBoard log.
+and the live TensorBoard log; and for the other verbs, a bar over their named phases.
 
     report = Reporter("prior", run.metrics_log("prior"), log_every=10, board=LiveLog.open(...))
     with report.live(total, step):
         report.step(state, total, scalars, batch_size)
+
+    with Phases("evaluate", total=9) as phases, phases("drawing 256 samples"):
+        ...
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import Tensor, nn
 
 from vqgen import distributed, fileio
@@ -23,6 +33,7 @@ from vqgen.live import LiveLog
 from vqgen.schedule import LoopState
 
 console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
+Phase = Callable[[str], contextlib.AbstractContextManager[None]]  # names a phase while it runs
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -133,3 +144,48 @@ class Reporter:
     def show_epoch(self, state: LoopState, total: int | None, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)
+
+
+class Phases:
+    """The named phases of a verb (`evaluate`'s sections): on a terminal a bar that names the
+    phase under way, into a log file a line as each phase ends, with its time. Only rank 0
+    shows anything."""
+
+    def __init__(self, verb: str, total: int) -> None:
+        self.verb = verb
+        main = distributed.is_main()
+        self.plain = main and not console.is_terminal
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.progress = Progress(
+            *columns, console=console, transient=True, disable=not main or self.plain
+        )
+        self.task = self.progress.add_task(verb, total=total)
+
+    def __enter__(self) -> Phases:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        """One phase: shown while it runs, counted (and logged) when it ends."""
+        start = time.perf_counter()
+        self.progress.update(self.task, description=f"{self.verb}: {name}")
+        yield
+        self.progress.advance(self.task)
+        if self.plain:
+            seconds = time.perf_counter() - start
+            console.print(f"{self.verb}: {name} ({seconds:.1f} s)", markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def no_phase(name: str) -> Iterator[None]:
+    """A stand-in for `Phases` where nobody watches (the phases of a library call)."""
+    yield
