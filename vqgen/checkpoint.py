@@ -11,10 +11,12 @@ an older format loads with defaults for settings added since.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 import vqgen
@@ -79,22 +81,45 @@ def load_weights(run: RunDir, stage: str, model: nn.Module, last: bool = False) 
     load_state(model, load_tensors(path), path)
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """`model.load_state_dict(state)`, with a missing, unexpected or misshapen tensor a
-    CheckpointError naming `path` and the tensor."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def build_checked(build: Callable[[], nn.Module], path: Path) -> nn.Module:
+    """`build()`'s model, once a copy built on the meta device (no memory) has every tensor of
+    the weights at `path`, by the shapes in the file's header: sizes in a run file that do not
+    fit its weights are refused before anything is allocated."""
+    with torch.device("meta"):
+        probe = build()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+    check_shapes({k: tuple(v.shape) for k, v in probe.state_dict().items()}, found, path)
+    return build()
+
+
+def check_shapes(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: Path
+) -> None:
+    """Refuse, naming `path` and the tensor, weights that lack one of `expected`'s tensors,
+    have one more, or have one of another shape."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         key = (missing or unexpected)[0]
         what = "lacks" if missing else "has an unexpected"
         raise CheckpointError(f"{path} does not match its config: it {what} tensor '{key}'")
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
+    for key, shape in expected.items():
+        if found[key] != shape:
             raise CheckpointError(
-                f"{path} does not match its config: '{key}' has shape {tuple(state[key].shape)}, "
-                f"expected {tuple(tensor.shape)}"
+                f"{path} does not match its config: '{key}' has shape {found[key]}, "
+                f"expected {shape}"
             )
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """`model.load_state_dict(state)`, with a missing, unexpected or misshapen tensor a
+    CheckpointError naming `path` and the tensor."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_shapes(expected, {k: tuple(v.shape) for k, v in state.items()}, path)
     model.load_state_dict(state)
 
 
@@ -107,7 +132,7 @@ def load_vqvae(run: RunDir, device: str | torch.device = "cpu", last: bool = Fal
     data = meta.get("data")
     if isinstance(data, dict) and "size" in data:  # an older run's: it must agree with the model
         data_config(meta, where)
-    model = VQVAE(cfg)
+    model = build_checked(lambda: VQVAE(cfg), run.weights("vqvae", last))
     load_weights(run, "vqvae", model, last)
     return model.to(device).eval(), meta
 
@@ -211,7 +236,7 @@ def load_prior(
             f"{describe_grids(vqvae_cfg.grids)}; train it anew with `vqgen train-prior --overwrite`"
         )
     conditioning.check_metadata(cfg, meta, path)
-    model = build_prior(cfg, top_cfg)
+    model = build_checked(lambda: build_prior(cfg, top_cfg), run.weights("prior", last))
     load_weights(run, "prior", model, last)
     return model.to(device).eval(), meta
 

@@ -156,12 +156,12 @@ def check_metadata(cfg: PriorConfig, meta: dict[str, Any], where: object) -> Non
             f"{where}: 'slice_range' must be [low, high] in [0, 1] or null, got {levels!r}"
         )
     names = meta.get("label_names", [])
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or (
-        cfg.condition == "label" and len(names) != cfg.num_labels
-    ):
+    if not (
+        isinstance(names, list) and all(isinstance(n, str) and n.isprintable() for n in names)
+    ) or (cfg.condition == "label" and len(names) != cfg.num_labels):
         raise CheckpointError(
             f"{where}: 'label_names' must list the prior's {cfg.num_labels} label names, "
-            f"got {names!r}"
+            f"printable text, got {names!r}"
         )
 
 

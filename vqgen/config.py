@@ -22,6 +22,10 @@ from vqgen.errors import CheckpointError, UsageError
 
 MIN_SIZE, MAX_SIZE = 8, 2048  # slice sides: MRI slices are 256 or 512 px, a few 1024
 MAX_SEED = 2**32 - 1  # the largest seed every generator vqgen uses takes
+# bounds on the sizes a run file may ask for, far above any model of vqgen's: a hand-edited or
+# hostile file is refused before a model is built (checkpoint.build_checked checks the rest)
+MAX_CODES, MAX_CHANNELS, MAX_LAYERS, MAX_KERNEL = 65536, 2048, 256, 15
+MAX_SAMPLES = 10_000  # slices one `sample` or `evaluate` draws: held in memory at once
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
 PRIOR_KINDS = ("gated_pixelcnn",)  # vqgen.models.PRIORS builds each
@@ -37,6 +41,13 @@ def at_least(option: str, value: float, low: float) -> None:
     """Refuse a setting below `low` (or not finite), naming its option."""
     if not (value >= low and math.isfinite(value)):
         raise UsageError(f"{option} must be a finite number of at least {low}, got {value}")
+
+
+def at_most(option: str, value: float, high: float) -> None:
+    """Refuse a setting above `high`: a size read from a run file must not be able to ask for
+    more memory than a model of vqgen's ever needs."""
+    if value > high:
+        raise UsageError(f"{option} must be at most {high}, got {value}")
 
 
 def slice_size(option: str, value: int) -> None:
@@ -109,6 +120,13 @@ class VQVAEConfig:
         positive("--hidden", self.hidden)
         positive("--code-dim", self.code_dim)
         at_least("--res-blocks", self.res_blocks, 0)
+        for option, value, high in (
+            ("--codebook-size", self.codebook_size, MAX_CODES),
+            ("--hidden", self.hidden, MAX_CHANNELS),
+            ("--code-dim", self.code_dim, MAX_CHANNELS),
+            ("--res-blocks", self.res_blocks, MAX_LAYERS),
+        ):
+            at_most(option, value, high)
         at_least("--beta", self.beta, 0)
         if not 0 <= self.decay < 1:
             raise UsageError(f"decay must lie in [0, 1), got {self.decay}")
@@ -165,6 +183,16 @@ class PriorConfig:
         positive("--layers", self.layers)
         at_least("codebook_size", self.codebook_size, 2)
         positive("grid", self.grid)
+        for option, value, high in (
+            ("--channels", self.channels, MAX_CHANNELS),
+            ("--layers", self.layers, MAX_LAYERS),
+            ("codebook_size", self.codebook_size, MAX_CODES),
+            ("grid", self.grid, MAX_SIZE),
+            ("prior kernel", self.kernel, MAX_KERNEL),
+            ("--dilation", self.dilation, MAX_SIZE),
+            ("num_labels", self.num_labels, MAX_CODES),
+        ):
+            at_most(option, value, high)
         at_least("--augment", self.augment, 0)
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
@@ -270,7 +298,9 @@ class SampleConfig:
     guidance: float | None = None
 
     def __post_init__(self) -> None:
+        check_types(self, SAMPLE_OPTIONS)
         at_least("--n", self.n, 1)
+        at_most("--n", self.n, MAX_SAMPLES)
         at_least("--temperature", self.temperature, 0)
         if self.guidance is not None:
             at_least("--guidance", self.guidance, 0)
@@ -281,14 +311,38 @@ class SampleConfig:
         seed_value("--seed", self.seed)
 
 
+# each SampleConfig field as the CLI names it (and `Run.sample` as `label`, `slice`, ...)
+SAMPLE_OPTIONS = {
+    "n": "--n",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "label": "--label",
+    "slice_pos": "--slice",
+    "seed": "--seed",
+    "guidance": "--guidance",
+}
+
+
+def check_types(cfg: Any, options: dict[str, str]) -> None:
+    """Refuse a field of the wrong type (a float count, True for a number, a number for a
+    name), naming its option: what reaches a config from Python is not parsed by the CLI."""
+    hints = typing.get_type_hints(type(cfg))
+    for field, option in options.items():
+        value = getattr(cfg, field)
+        if not _has_type(value, hints[field]):
+            expected = getattr(hints[field], "__name__", str(hints[field]))
+            raise UsageError(f"{option} must be {expected}, got {value!r}")
+
+
 EVAL_SPLITS = ("train", "validate", "test")  # vqgen.data.SPLITS, which config may not import
 
 
 def eval_sampling(n_samples: int = EVAL_SAMPLES, **options: Any) -> SampleConfig:
     """How `evaluate` draws its `n_samples` samples: as `sample` draws them with `options`
     (temperature, top_k, guidance, seed). Refuses fewer than 2, naming --n-samples."""
-    if not (isinstance(n_samples, int) and n_samples >= 2):
+    if not (isinstance(n_samples, int) and not isinstance(n_samples, bool) and n_samples >= 2):
         raise UsageError(f"--n-samples must be at least 2 (diversity needs pairs), got {n_samples}")
+    at_most("--n-samples", n_samples, MAX_SAMPLES)
     return SampleConfig(n=n_samples, **options)
 
 

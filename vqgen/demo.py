@@ -8,6 +8,7 @@ schedule to its share (TrainConfig.max_minutes).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,10 +94,12 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline on `mni152` within `minutes`, holding the run's lock; returns the
     test-split report. A run directory that holds models needs `overwrite`."""
+    config.positive("--minutes", minutes)
     least = REPORT_RESERVE_S + setup_seconds(demo_prior(minutes)) + MIN_TRAINING_S
     if not minutes * 60 >= least:
+        needed = math.ceil(least / 6) / 10  # minutes, rounded up to a tenth
         raise UsageError(
-            f"--minutes {minutes} leaves no time to train; the demo needs at least {least / 60:.1f}"
+            f"--minutes {minutes} leaves no time to train; the demo needs at least {needed}"
         )
     config.seed_value("--seed", seed)
     run = RunDir(run_dir)

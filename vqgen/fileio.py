@@ -22,26 +22,32 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vqgen.errors import CheckpointError
+from vqgen.errors import CheckpointError, OutputError, why
 
 UMASK = os.umask(0)
 os.umask(UMASK)  # read the process umask (the only way is to set it and set it back)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`. A write
+    that fails (a full disk, no permission) is an OutputError naming `path`, and leaves the
+    old file as it was."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         write(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the user's usual mode
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())  # on disk before it takes the real name
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        raise OutputError(f"cannot write {path}: {why(err)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def to_json(payload: Any, indent: int | None = None) -> str:
@@ -73,6 +79,10 @@ def read_json(path: Path) -> dict[str, Any]:
         payload = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a vqgen file") from None
+    except OSError as err:  # a folder or a FIFO where a file belongs, no permission
+        raise CheckpointError(f"{path} cannot be read ({why(err)})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return payload
@@ -117,7 +127,7 @@ def load_tensor_meta(path: Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {}).get("json", "{}"))
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RecursionError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 
 from vqgen import conditioning, distributed, fileio, metrics
 from vqgen.data import SliceDataset
-from vqgen.errors import UsageError
+from vqgen.errors import CheckpointError, UsageError
 from vqgen.models import level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
@@ -130,15 +131,45 @@ def level_keys(levels: int) -> list[str]:
     return ["codes_top", "codes"][-levels:]
 
 
-def read_codes(path: Path, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | None:
+def read_codes(path: Path, vqvae: VQVAE, vqvae_hash: str) -> tuple[dict[str, Tensor], dict] | None:
     """The tensors and metadata of a code file in run/codes, if the VQ-VAE whose SHA-256 is
-    `vqvae_hash` made it; None if it is missing or another VQ-VAE's."""
+    `vqvae_hash` made it and it holds what that VQ-VAE makes; None if it is missing or another
+    VQ-VAE's, and, with a warning, if it is damaged (it is only a cache: it is made again)."""
     if not path.is_file():
         return None
-    meta = fileio.load_tensor_meta(path)
-    if meta.get("vqvae_sha256") != vqvae_hash:
+    try:
+        meta = fileio.load_tensor_meta(path)
+        if meta.get("vqvae_sha256") != vqvae_hash:
+            return None
+        tensors = fileio.load_tensors(path)
+        damage = codes_damage(tensors, meta, vqvae)
+    except CheckpointError as err:
+        damage = str(err)
+    if damage:
+        warnings.warn(f"{path} is damaged ({damage}); encoding its slices again", stacklevel=3)
         return None
-    return fileio.load_tensors(path), meta
+    return tensors, meta
+
+
+def codes_damage(tensors: dict[str, Tensor], meta: dict, vqvae: VQVAE) -> str | None:
+    """What is wrong with a code file's tensors for `vqvae`, or None."""
+    cfg, n = vqvae.cfg, None
+    for key, grid in zip(level_keys(cfg.levels), cfg.grids, strict=True):
+        codes = tensors.get(key)
+        if codes is None or codes.dim() != 3 or codes.shape[1:] != (grid, grid):
+            return f"'{key}' is not a stack of {grid}x{grid} grids"
+        if codes.is_floating_point() or (
+            len(codes) and not 0 <= codes.min() <= codes.max() < cfg.codebook_size
+        ):
+            return f"'{key}' holds codes outside [0, {cfg.codebook_size})"
+        n = len(codes) if n is None else n
+        if len(codes) != n:
+            return "its levels hold different numbers of grids"
+    if any(len(tensors.get(k, ())) != n for k in ("labels", "positions")):
+        return "its labels or positions do not match its grids"
+    if not isinstance(meta.get("label_names", []), list):
+        return "'label_names' is not a list"
+    return None
 
 
 def split_codes(
@@ -148,7 +179,7 @@ def split_codes(
     `vqvae_hash`), else encoded now from the slices `load()` gives and saved there."""
     path = run.codes(split)
     keys = level_keys(vqvae.cfg.levels)
-    cached = read_codes(path, vqvae_hash)
+    cached = read_codes(path, vqvae, vqvae_hash)
     if cached is not None:
         t, meta = cached
         levels = [t[k] for k in keys]

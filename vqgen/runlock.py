@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from vqgen.errors import RunLockedError, UsageError
+from vqgen.errors import RunLockedError, UsageError, printable, why
 from vqgen.fileio import UMASK
 
 LOCK_NAME = ".vqgen.lock"
@@ -85,15 +85,13 @@ def _acquire(run_dir: Path, verb: str) -> int:
             f"{run_dir}: took over the lock of {stale}, which is no longer running", stacklevel=4
         )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"`vqgen {verb}` (pid {os.getpid()}, since {started})".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"`vqgen {verb}` (pid {os.getpid()}, since {started})".encode(), 0)
+    except OSError as err:  # a full disk
+        os.close(fd)
+        raise path_error(run_dir / LOCK_NAME, err) from None
     return fd
-
-
-def printable(text: str) -> str:
-    """`text` stripped, with control characters (a terminal's escape sequences) shown as '?':
-    what a lock file holds is shown, never obeyed."""
-    return "".join(c if c.isprintable() else "?" for c in text.strip())
 
 
 def _open_lock(run_dir: Path) -> int:
@@ -114,17 +112,7 @@ def _open_lock(run_dir: Path) -> int:
 
 def path_error(path: Path, err: OSError, option: str = "--run") -> UsageError:
     """A one-line UsageError naming `path` and the fix for a failed read or write there."""
-    fixes = {
-        errno.EROFS: "it is on a read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.ENOSPC: "the disk is full; free some space",
-        errno.ENOTDIR: "a file is in the way of this folder",
-        errno.EEXIST: "a file is in the way of this folder",
-        errno.EISDIR: "it is a folder, not a file",
-    }
-    why = fixes.get(err.errno, err.strerror or str(err))
-    return UsageError(f"{option} {path}: cannot write here ({why}); choose another {option}")
+    return UsageError(f"{option} {path}: cannot write here ({why(err)}); choose another {option}")
 
 
 def dangling(path: Path) -> UsageError | None:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vqgen import fileio, plots
 from vqgen.config import SampleConfig
-from vqgen.errors import UsageError
+from vqgen.errors import CheckpointError, UsageError
 from vqgen.inference import make_output_dir, write_png
 from vqgen.loaded import LoadedRun
 
@@ -75,7 +75,7 @@ def earlier_samples(out_dir: Path, in_run: bool, new: list[Path]) -> list[Path]:
     anywhere else. Refuses, naming it, a file this `sample` would write over that vqgen did
     not write."""
     manifest = out_dir / MANIFEST
-    ours = set(fileio.read_json(manifest).get("sha256", [])) if manifest.is_file() else set()
+    ours = manifest_digests(manifest)
     candidates = sorted({*out_dir.glob(SAMPLE_GLOB), *out_dir.glob(GRID_NAME)})
     earlier = [p for p in candidates if p.is_file() and (in_run or fileio.sha256(p) in ours)]
     foreign = [p for p in new if p.exists() and p not in earlier]
@@ -85,3 +85,21 @@ def earlier_samples(out_dir: Path, in_run: bool, new: list[Path]) -> list[Path]:
             "move it or choose another --out"
         )
     return earlier
+
+
+def manifest_digests(manifest: Path) -> set[str]:
+    """The digests an earlier `sample` listed in `manifest`: none where there is no manifest,
+    and none, with a warning, where it is not one that `sample` writes (its files then count
+    as foreign, and are kept)."""
+    if not manifest.exists():
+        return set()
+    try:
+        digests = fileio.read_json(manifest).get("sha256")
+    except CheckpointError as err:
+        digests, why = None, str(err)
+    else:
+        why = f"{manifest} is not a list of digests"
+    if isinstance(digests, list) and all(isinstance(d, str) for d in digests):
+        return set(digests)
+    warnings.warn(f"ignoring {manifest}: {why}; its files are kept", stacklevel=3)
+    return set()

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from vqgen.errors import VqgenError
+from vqgen.errors import VqgenError, printable, why
 
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -34,7 +34,7 @@ def show_warning(
     if str(message) in _shown:
         return
     _shown.add(str(message))
-    stderr.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    stderr.print(f"[yellow]warning:[/] {escape(printable(str(message)))}", highlight=False)
 
 
 class QuietPipe:
@@ -96,24 +96,34 @@ def cli_session() -> Iterator[None]:
 
 
 def run(app: Callable[..., Any], argv: list[str] | None = None) -> None:
-    """Run the command line `app` on `argv`: known errors, and OS errors on a path, become one
-    line and an exit code."""
+    """Run the command line `app` on `argv`: known errors, the system's (a full disk, too
+    little memory) and OS errors on a path become one line and an exit code."""
     with cli_session():
         try:
             app(args=argv)
         except VqgenError as err:
-            if os.environ.get("VQGEN_DEBUG") == "1":
+            fail(str(err), err.exit_code, err)
+        except MemoryError as err:  # numpy's and torch's CPU allocations
+            fail(OUT_OF_MEMORY, 1, err)
+        except RuntimeError as err:  # torch's allocators say so in a RuntimeError
+            if not any(sign in str(err) for sign in MEMORY_SIGNS):
                 raise
-            stderr.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-            raise SystemExit(err.exit_code) from None
-        except MemoryError:  # numpy's and torch's CPU allocations
-            if os.environ.get("VQGEN_DEBUG") == "1":
-                raise
-            stderr.print("[red]error:[/] out of memory; try a smaller --size or --batch-size")
-            raise SystemExit(1) from None
-        except OSError as err:  # a path the checks did not foresee: still one line
-            if err.filename is None or os.environ.get("VQGEN_DEBUG") == "1":
-                raise
-            why = escape(err.strerror or type(err).__name__)
-            stderr.print(f"[red]error:[/] {escape(str(err.filename))}: {why}", highlight=False)
-            raise SystemExit(1) from None
+            fail(OUT_OF_MEMORY, 1, err)
+        except RecursionError as err:
+            fail("input nested too deeply to read (a hand-made or hostile file?)", 1, err)
+        except OSError as err:  # a path or a disk the checks did not foresee: still one line
+            where = f"{err.filename}: " if err.filename is not None else ""
+            fail(f"{where}{why(err)}", 1, err)
+
+
+OUT_OF_MEMORY = "out of memory; try a smaller --size, --batch-size or --n"
+MEMORY_SIGNS = ("can't allocate memory", "out of memory", "not enough memory")
+
+
+def fail(message: str, code: int, err: BaseException) -> None:
+    """Print `message` as one `error:` line (control characters shown as '?', so a run file
+    cannot drive the terminal) and exit with `code`; with --debug, raise `err` instead."""
+    if os.environ.get("VQGEN_DEBUG") == "1":
+        raise err
+    stderr.print(f"[red]error:[/] {escape(printable(message))}", highlight=False)
+    raise SystemExit(code) from None

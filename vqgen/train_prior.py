@@ -86,7 +86,7 @@ def training_codes(
         return codes
     path = run.augmented_codes(copies)
     keys = level_keys(vqvae.cfg.levels)
-    cached = read_codes(path, vqvae_hash)
+    cached = read_codes(path, vqvae, vqvae_hash)
     if cached is not None:
         extra = cached[0]
     else:

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vqgen.data.dataset import DataWarning, SliceDataset
+from vqgen.errors import OutputError, why
 from vqgen.fileio import atomic_write
 
 CACHE_VERSION = 2  # bump when preprocessing or the cache format changes
@@ -60,8 +61,9 @@ def cached(name: str, key: str, build: Callable[[], SliceDataset]) -> SliceDatas
     notes = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     try:
         _write_cache(stem, key, dataset, notes)
-    except OSError as err:
-        warnings.warn(f"could not write the data cache {stem}: {err}", DataWarning, 2)
+    except OSError as err:  # the slices are prepared again next time; one line a command
+        reason = str(err).split(": ", 1)[-1] if isinstance(err, OutputError) else why(err)
+        warnings.warn(f"could not write the data cache in {stem.parent}: {reason}", DataWarning, 2)
     return dataset
 
 
