@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 
 
 class Diverged(Exception):
-    """A loss, gradient or weight that is not finite: fit turns it into a TrainingError that
-    says what is kept on disk."""
+    """A loss, gradient or weight that is not finite, at `step` where known: fit turns it into
+    a TrainingError that says what is kept on disk."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def all_finite(tensors: dict[Any, Any]) -> bool:

@@ -103,7 +103,6 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "lr": (float, "--lr", "Peak learning rate (AdamW)."),
     "device": (str, "--device", "auto, cpu or cuda."),
     "seed": (int, "--seed", "Seed for weights and shuffling."),
-    "workers": (int, "--workers", "DataLoader worker processes."),
     "tensorboard": (
         bool | None,
         "--tensorboard/--no-tensorboard",
@@ -184,7 +183,7 @@ def training_options(
     return decorate
 
 
-RESUME_TAKES = {"run", "resume", "device", "workers", "max_minutes", "tensorboard"}
+RESUME_TAKES = {"run", "resume", "device", "max_minutes", "tensorboard"}
 
 
 def warn_ignored_on_resume(ctx: typer.Context) -> None:

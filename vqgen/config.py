@@ -225,7 +225,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
-    workers: int = 0
     log_every: int = 10  # steps between metrics-<stage>.jsonl lines
     tensorboard: bool | None = None  # a live TensorBoard log; None: if the package is installed
     bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively
@@ -246,7 +245,6 @@ class TrainConfig:
         positive("--batch-size", self.batch_size)
         positive("--lr", self.lr)
         seed_value("--seed", self.seed)
-        at_least("--workers", self.workers, 0)
         at_least("weight_decay", self.weight_decay, 0)
         at_least("warmup_steps", self.warmup_steps, 0)
         positive("grad_clip", self.grad_clip)

@@ -125,6 +125,16 @@ class CodeSet(Dataset):
     def __getitem__(self, i: int) -> tuple[list[Tensor], Tensor, Tensor]:
         return [c[i].long() for c in self.levels], self.labels[i], self.positions[i]
 
+    def to(self, device: torch.device) -> CodeSet:
+        """The grids on `device`, still as int16."""
+        levels = [c.to(device) for c in self.levels]
+        return CodeSet(levels, self.labels.to(device), self.positions.to(device), self.label_names)
+
+    def batch(self, index: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The grids at `index` (a tensor on their device) as long, with their labels and
+        positions: what `__getitem__` gives, stacked."""
+        return [c[index].long() for c in self.levels], self.labels[index], self.positions[index]
+
 
 def level_keys(levels: int) -> list[str]:
     """The tensor names of each level's grids in a codes file, coarse first."""

@@ -26,8 +26,8 @@ class VQLoss:
     def __init__(self, cfg: VQLossConfig) -> None:
         self.cfg = cfg
 
-    def step(self, model: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
-        """One step's loss and the scalars to log."""
+    def step(self, model: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One step's loss and the scalars to log, left on the device."""
         images = batch[0].contiguous(memory_format=torch.channels_last)  # like the weights
         recon, levels = model(images)
         recon = recon.float()
@@ -36,11 +36,7 @@ class VQLoss:
         loss = mse + l1 * F.l1_loss(recon, images) if l1 else mse
         for q in levels:
             loss = loss + q.loss
-        scalars = {
-            "loss": loss.item(),
-            "mse": mse.item(),
-            "perplexity": levels[-1].perplexity.item(),
-        }
+        scalars = {"loss": loss, "mse": mse, "perplexity": levels[-1].perplexity}
         if len(levels) == 2:
-            scalars["perplexity_top"] = levels[0].perplexity.item()
-        return loss, scalars
+            scalars["perplexity_top"] = levels[0].perplexity
+        return loss, {k: v.detach() for k, v in scalars.items()}

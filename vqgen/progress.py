@@ -109,16 +109,18 @@ class Reporter:
         self.running = {}
 
     def step(
-        self, state: LoopState, total: int | None, scalars: dict[str, float], batch: int
+        self, state: LoopState, total: int | None, scalars: dict[str, float] | None, batch: int
     ) -> None:
+        """One step taken; `scalars` where the step was checked (read back from the device),
+        None between checks. The log gets a line every `log_every` steps."""
         self.seen += batch * distributed.world_size()
-        for k, v in scalars.items():
-            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+        for k, v in (scalars or {}).items():  # smoothed over the checks, about 20 steps
+            self.running[k] = v if k not in self.running else 0.5 * self.running[k] + 0.5 * v
         rate = self.seen / max(time.perf_counter() - self.tick, 1e-9)
         stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
         stats += f"  {rate:.0f} slices/s"
         self.progress.update(self.task, completed=state.step, total=total, stats=stats)
-        if self.main and state.step % self.log_every == 0:
+        if self.main and scalars is not None and state.step % self.log_every == 0:
             record = {"step": state.step, "epoch": state.epoch, **scalars}
             fileio.append_jsonl(self.log, record)
             self.board.scalars(scalars, state.step, "train")

@@ -61,8 +61,8 @@ def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def resume_settings(stored: TrainConfig, state: dict[str, Any], **given: Any) -> TrainConfig:
-    """The settings a run continues with: its own `stored` ones with the `given` device,
-    workers and time budget. A run limited by time alone continues to the steps its budget
+    """The settings a run continues with: its own `stored` ones with the `given` device and
+    time budget. A run limited by time alone continues to the steps its budget
     fitted (its train state's `state`), which become its --max-steps: it ends without a new
     --max-minutes."""
     if stored.epochs is None and stored.max_steps is None:

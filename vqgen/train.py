@@ -15,24 +15,30 @@ where the device computes bf16 natively (CUDA, recent x86 CPUs); with `cfg.ema`,
 average of the model's weights, which is then what is validated and saved; shows a rich
 progress bar; validates after every epoch; keeps the best checkpoint (by `stage.monitor`) and
 the last one, with a train state (optimisers, step, RNG) so that `resume=True` continues
-exactly where it stopped. Ctrl-C (or SIGTERM) finishes the current step, saves and exits
-cleanly; a NaN or infinite loss stops with an error and leaves the last good checkpoint
-untouched. Under torchrun the same loop runs on every rank with DDP (see vqgen.distributed).
+exactly where it stopped. Ctrl-C (or SIGTERM) stops at the next check, saves and exits
+cleanly; a NaN or infinite loss stops with an error naming its step and leaves the last good
+checkpoint untouched. Under torchrun the same loop runs on every rank with DDP (see
+vqgen.distributed).
+
+The host stays out of the device's way: the train split lives on the device as it is stored
+(uint8 slices, int16 codes) and each epoch's batch order is copied there once; a step reads no
+number back. Every `log_every` steps (and at an epoch's end) one check reads the steps' losses
+and gradient norms, the logged scalars, the stop request and the time budget, agreed by every
+rank; on a GPU that is the only time the host waits for the device.
 """
 
 from __future__ import annotations
 
 import math
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, Dataset
 
 from vqgen import checkpoint, distributed
 from vqgen.checkpointer import Checkpointer, Diverged
@@ -53,8 +59,20 @@ from vqgen.schedule import (
 
 # images (B, ...) or each code level's grids [(B, h, w), ...], labels (B,), positions (B,)
 Batch = tuple[Tensor | list[Tensor], Tensor, Tensor]
-# (model as the step calls it, DDP-wrapped; batch; step) -> (loss, scalars to log)
-StepFn = Callable[[nn.Module, Batch, int], tuple[Tensor, dict[str, float]]]
+# (model as the step calls it, DDP-wrapped; batch; step) -> (loss, scalars to log: 0-d tensors
+# left on the device, read only at a check)
+StepFn = Callable[[nn.Module, Batch, int], tuple[Tensor, dict[str, Tensor]]]
+
+
+class TrainSet(Protocol):
+    """A train split that can live on the device and give a batch there (SliceDataset,
+    inference.CodeSet)."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> TrainSet: ...
+
+    def batch(self, index: Tensor) -> Batch: ...
 
 
 @dataclass
@@ -63,7 +81,7 @@ class Stage:
 
     name: str  # "vqvae" or "prior": names the checkpoint files
     model: nn.Module  # what is validated and saved as <name>.safetensors
-    train_set: Dataset
+    train_set: TrainSet
     step: StepFn
     validate: Callable[[nn.Module], dict[str, float]]  # model -> validation metrics
     monitor: str  # validation metric that picks the best checkpoint
@@ -112,33 +130,23 @@ class StopFlag:
 
 
 class Agreed(NamedTuple):
-    """A step's outcome, the same on every rank."""
+    """What a check found, the same on every rank."""
 
-    bad_loss: bool
     stop: bool
     out_of_time: bool
-    scalars: dict[str, float]  # averaged over ranks
-
-
-def agree(loss: Tensor, stop: bool, out_of_time: bool, scalars: dict[str, float], device) -> Agreed:
-    """One all-reduce: a non-finite loss, a stop request or a spent budget on any rank ends the
-    step for all of them, and the logged scalars are averaged."""
-    bad = not math.isfinite(loss.item())
-    values = distributed.mean(
-        [float(bad), float(stop), float(out_of_time), *scalars.values()], device
-    )
-    flags = [v > 0 for v in values[:3]]
-    return Agreed(*flags, dict(zip(scalars, values[3:], strict=True)))
+    scalars: dict[str, float]  # the checked step's, averaged over ranks
 
 
 def resumed_config(stage: str, cfg: TrainConfig, run: RunDir) -> TrainConfig:
-    """The run's own training settings; only the device, workers and time budget are new."""
+    """The run's own training settings; only the device and time budget are new."""
     stored = checkpoint.read_meta(run, stage, last=True).get("train")
     if isinstance(stored, dict) and "bf16" not in stored:  # from before --bf16: bf16 on CUDA only
         stored = {**stored, "bf16": resolve_device(cfg.device).type == "cuda"}
+    if isinstance(stored, dict):  # DataLoader workers, before the data lived on the device
+        stored = {k: v for k, v in stored.items() if k != "workers"}
     stored = load_config(TrainConfig, stored, f"{run.meta(stage, last=True)} 'train'")
     state = checkpoint.train_state_info(run, stage)
-    given = {"device": cfg.device, "workers": cfg.workers, "max_minutes": cfg.max_minutes}
+    given = {"device": cfg.device, "max_minutes": cfg.max_minutes}
     given["tensorboard"] = cfg.tensorboard
     return resume_settings(stored, state, **given)
 
@@ -148,13 +156,11 @@ def resume_trains(stage: str, cfg: TrainConfig, run: RunDir) -> bool:
     return steps_left(resumed_config(stage, cfg, run), checkpoint.train_state_info(run, stage))
 
 
-def _batches(stage: Stage, cfg: TrainConfig, epoch: int, skip: int) -> Iterator[Batch]:
-    batches = epoch_batches(len(stage.train_set), cfg.batch_size, cfg.seed, epoch)[skip:]
-    # its own generator, so creating the loader does not consume the global RNG (exact resume)
-    loader = DataLoader(
-        stage.train_set, batch_sampler=batches, num_workers=cfg.workers, generator=torch.Generator()
-    )
-    yield from loader
+def epoch_order(n: int, cfg: TrainConfig, epoch: int, skip: int, device: torch.device) -> Tensor:
+    """This rank's batches of an epoch from its `skip`-th on, as one (steps, batch) index tensor
+    on the device: one copy an epoch, none a step."""
+    batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch)[skip:]
+    return torch.tensor(batches, dtype=torch.long).to(device, non_blocking=True)
 
 
 def fit(
@@ -167,7 +173,7 @@ def fit(
     run.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(stage, cfg, device)
-    plan = Plan(cfg, len(stage.train_set), stage.name, device)
+    plan = Plan(cfg, len(trainer.data), stage.name, device)
     keeper = Checkpointer(run, stage, cfg, trainer)
     board = LiveLog.open(run.live_log(stage.name), cfg.tensorboard)
     report = Reporter(stage.name, run.metrics_log(stage.name), cfg.log_every, board)
@@ -189,35 +195,36 @@ def fit(
             f"stopped at once by a second Ctrl-C at step {state.step}; {keeper.kept()}"
         ) from None
     except Diverged as err:
-        raise TrainingError(
-            f"{err} at step {state.step}; {keeper.kept()}; try a lower --lr"
-        ) from None
+        at = state.step if err.step is None else err.step
+        raise TrainingError(f"{err} at step {at}; {keeper.kept()}; try a lower --lr") from None
     distributed.barrier()  # the other ranks may read what rank 0 has just written
     best = math.nan if keeper.best is None else keeper.best
     checkpoint_path = run.weights(stage.name)
     return FitResult(best, keeper.metrics, state.step, state.epoch, checkpoint_path, report.history)
 
 
-def to_device(x: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:
-    """A batch's tensor, or list of tensors (code levels), on `device`."""
-    if isinstance(x, list):
-        return [t.to(device, non_blocking=True) for t in x]
-    return x.to(device, non_blocking=True)
-
-
 def train_epoch(
     trainer: Trainer, state: LoopState, plan: Plan, report: Reporter, stop: StopFlag
 ) -> bool:
-    """Steps until the epoch ends, the plan is done or a stop is asked; True if asked."""
+    """Steps until the epoch ends, the plan is done or a stop is asked; True if asked. Every
+    rank checks at the same steps (`Trainer.check`): each `log_every`-th and the epoch's last."""
     trainer.train_mode()
     report.start_epoch()
-    for batch in _batches(trainer.stage, trainer.cfg, state.epoch, state.skip):
-        batch = tuple(to_device(t, trainer.device) for t in batch)
-        outcome = trainer.step(batch, state.step, plan.total, stop, plan.out_of_time)
+    cfg, alone = trainer.cfg, not distributed.active()
+    order = epoch_order(len(trainer.data), cfg, state.epoch, state.skip, trainer.device)
+    for index in order:
+        scalars = trainer.step(trainer.data.batch(index), state.step, plan.total)
         state.step, state.skip = state.step + 1, state.skip + 1
-        plan.after_step(state.step, outcome.out_of_time)
-        report.step(state, plan.known_total(), outcome.scalars, len(batch[1]))
-        if outcome.stop:
+        checking = (
+            state.step % cfg.log_every == 0
+            or state.skip >= plan.steps_per_epoch
+            or plan.done(state.step)
+            or (alone and stop.requested)  # a single process may stop at once
+        )
+        outcome = trainer.check(stop.requested, plan.out_of_time(), scalars) if checking else None
+        plan.after_step(state.step, outcome is not None and outcome.out_of_time)
+        report.step(state, plan.known_total(), outcome and outcome.scalars, len(index))
+        if outcome is not None and outcome.stop:
             return True
         if plan.done(state.step):
             break
@@ -271,13 +278,15 @@ def moving_average(model: nn.Module, decay: float) -> AveragedModel:
 
 
 class Trainer:
-    """A stage's model on the device (DDP-wrapped for the step), its AdamW optimiser on the
-    learning-rate schedule, the moving average of its weights (--ema), and one optimiser step."""
+    """A stage's model on the device (DDP-wrapped for the step), its train split there, its
+    AdamW optimiser on the learning-rate schedule, the moving average of its weights (--ema),
+    one optimiser step, and the check that reads back what the steps since the last one did."""
 
     def __init__(self, stage: Stage, cfg: TrainConfig, device: torch.device):
         self.stage, self.cfg, self.device = stage, cfg, device
         self.model = stage.model.to(device)
         self.net = distributed.wrap(self.model, device)
+        self.data = stage.train_set.to(device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -286,6 +295,7 @@ class Trainer:
         self.average = None  # the moving average of the model's weights, with --ema
         if cfg.ema:
             self.average = moving_average(self.model, cfg.ema)
+        self.unchecked: list[tuple[int, Tensor, Tensor]] = []  # (step, loss, gradient norm)
 
     def kept(self) -> nn.Module:
         """The model as validated and saved: the moving average of its weights, if kept."""
@@ -303,24 +313,46 @@ class Trainer:
     def train_mode(self) -> None:
         self.model.train()
 
-    def step(
-        self, batch: Batch, step: int, total: int, stop: StopFlag, out_of_time: Callable[[], bool]
-    ) -> Agreed:
-        """Optimiser step `step` of `total`. Every rank agrees on the outcome (a stop asked
-        for by now, a spent budget, a non-finite loss)."""
+    def step(self, batch: Batch, step: int, total: int) -> dict[str, Tensor]:
+        """Optimiser step `step` of `total`, read back by nothing: its loss and gradient norm
+        wait for the next `check`. Returns the step's scalars, still on the device."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(step, total, self.cfg)
         with self.autocast:
             loss, scalars = self.stage.step(self.net, batch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        outcome = agree(loss, stop.requested, out_of_time(), scalars, self.device)
-        if outcome.bad_loss:
-            raise Diverged(f"{self.stage.name} loss became {loss.item()}")
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if not math.isfinite(norm.item()):  # the same on every rank: DDP averaged the grads
-            raise Diverged(f"{self.stage.name} gradient became {norm.item()}")
+        self.unchecked.append((step, loss.detach(), norm.detach()))
         self.optimizer.step()
         if self.average is not None:
             self.average.update_parameters(self.model)
-        return outcome
+        return scalars
+
+    def check(self, stop: bool, out_of_time: bool, scalars: dict[str, Tensor]) -> Agreed:
+        """The host's one read of the device since the last check, agreed by every rank in one
+        all-reduce: a non-finite loss or gradient norm in any step since then ends training,
+        naming the first such step (its weights are never saved); a stop request or a spent
+        budget on any rank stops every rank; the last step's `scalars` are averaged."""
+        steps = [step for step, _, _ in self.unchecked]
+        read = [torch.stack([loss.float(), norm.float()]) for _, loss, norm in self.unchecked]
+        read += [value.detach().float().reshape(1) for value in scalars.values()]
+        numbers = torch.cat(read).cpu()  # the one read-back
+        self.unchecked.clear()
+        health = numbers[: 2 * len(steps)].view(-1, 2)  # (steps, 2): loss, gradient norm
+        finite = health.isfinite().all(dim=1)
+        flags = [float(not finite.all()), float(stop), float(out_of_time)]
+        values = distributed.mean(flags + numbers[2 * len(steps) :].tolist(), self.device)
+        if values[0] > 0:
+            raise self.divergence(steps, health, finite)
+        return Agreed(values[1] > 0, values[2] > 0, dict(zip(scalars, values[3:], strict=True)))
+
+    def divergence(self, steps: list[int], health: Tensor, finite: Tensor) -> Diverged:
+        """What went wrong first: the step whose loss (or else gradient) was not finite."""
+        if finite.all():  # another rank's
+            return Diverged(f"{self.stage.name} loss became non-finite on another process")
+        first = int((~finite).nonzero()[0, 0])
+        loss, norm = health[first].tolist()
+        if not math.isfinite(loss):
+            return Diverged(f"{self.stage.name} loss became {loss}", steps[first])
+        return Diverged(f"{self.stage.name} gradient became {norm}", steps[first])

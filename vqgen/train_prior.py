@@ -54,7 +54,7 @@ class PriorResult:
     seconds: float
 
 
-def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
+def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     """Cross-entropy of every code given those before it in raster order, at each level (the
     bottom one also given the top codes), summed over levels. With cond_dropout, that share
     of the batch has its condition hidden, so the prior also learns p(codes) for guidance."""
@@ -68,10 +68,10 @@ def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[
     losses = [F.cross_entropy(x.float(), c) for x, c in zip(logits, codes, strict=True)]
     loss = sum(losses[1:], losses[0])
     sizes = [c[0].numel() for c in codes]
-    bits = sum(x.item() * n for x, n in zip(losses, sizes, strict=True)) / sum(sizes) / LN2
-    scalars = {"loss": loss.item(), "bits": bits}
+    nats = sum(x.detach() * n for x, n in zip(losses, sizes, strict=True)) / sum(sizes)
+    scalars = {"loss": loss.detach(), "bits": nats / LN2}  # left on the device
     if len(losses) == 2:
-        scalars["bits_top"] = losses[0].item() / LN2
+        scalars["bits_top"] = losses[0].detach() / LN2
     return loss, scalars
 
 

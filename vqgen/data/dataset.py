@@ -76,6 +76,20 @@ class SliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         return self.pixels[i].float() / 255, self.labels[i], self.positions[i]
 
+    def to(self, device: torch.device) -> SliceDataset:
+        """The slices on `device`, still as uint8 (a quarter of their floats' memory)."""
+        return dataclasses.replace(
+            self,
+            pixels=self.pixels.to(device),
+            labels=self.labels.to(device),
+            positions=self.positions.to(device),
+        )
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The slices at `index` (a tensor on their device) as floats in [0, 1], with their
+        labels and positions: what `__getitem__` gives, stacked."""
+        return self.pixels[index].float() / 255, self.labels[index], self.positions[index]
+
 
 def concat(first: SliceDataset, second: SliceDataset) -> SliceDataset:
     """The slices of `first`, then those of `second` (same size, same kind of labels)."""
