@@ -1,16 +1,18 @@
 """Shared test setup: every test gets its own data cache, tiny datasets on request, and a copy
-of one tiny trained run that the whole session trains once."""
+of one tiny trained run that the whole session trains once (and of a two-level VQ-VAE)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from fixtures import make_adni, make_folder, make_nifti, make_oasis, run_cli
-from tiny import CPU, PRIOR_2X8, VQVAE_32
+from tiny import CPU, PRIOR_2X8, TWO_LEVELS, VQVAE_32
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core
     torch.set_num_threads(1)  # two threads per worker would fight over the cores
@@ -60,24 +62,30 @@ def tiny_mni152(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mni152, "EVALUATION_SUBJECTS", 2)
 
 
-@pytest.fixture(scope="session")
-def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete run (a VQ-VAE and a label-conditioned prior) on a tiny ADNI layout, trained
-    once per session, on one thread (several times faster for these tiny models on a small,
-    busy CPU). Tests take a copy (`trained_run`), never this."""
-    root = tmp_path_factory.mktemp("trained")
+@contextlib.contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """Train tiny models on one thread: on a small, busy CPU two threads are several times
+    slower for them than one."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("VQGEN_CACHE", str(root / "cache"))
-            data = make_adni(root, {"train": 5, "test": 2}, slices=2)
-            run = root / "run"
-            args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
-            assert run_cli(None, "train-vqvae", "--data", data, *VQVAE_32, *args)[0] == 0
-            assert run_cli(None, "train-prior", *PRIOR_2X8, "--condition", "label", *args)[0] == 0
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete run (a VQ-VAE and a label-conditioned prior) on a tiny ADNI layout, trained
+    once per session, on one thread. Tests take a copy (`trained_run`), never this."""
+    root = tmp_path_factory.mktemp("trained")
+    with torch_on_one_thread(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(root / "cache"))
+        data = make_adni(root, {"train": 5, "test": 2}, slices=2)
+        run = root / "run"
+        args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
+        assert run_cli(None, "train-vqvae", "--data", data, *VQVAE_32, *args)[0] == 0
+        assert run_cli(None, "train-prior", *PRIOR_2X8, "--condition", "label", *args)[0] == 0
     return run
 
 
@@ -85,6 +93,21 @@ def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(trained_run_template: Path, tmp_path: Path) -> Path:
     """A private copy of the session's tiny trained run, which a test may change or damage."""
     return Path(shutil.copytree(trained_run_template, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px VQ-VAE with a 4x4 top grid over a 16x16 bottom grid, trained on an OASIS layout
+    once per session, on one thread, and nothing else: no prior. Tests read it or copy it."""
+    root = tmp_path_factory.mktemp("two-levels")
+    with torch_on_one_thread(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(root / "cache"))
+        data = make_oasis(root, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
+        run = root / "run"
+        args = ["--data", data, "--run", run, "--max-steps", "6", "--batch-size", "8", *CPU]
+        code, _, err = run_cli(None, "train-vqvae", *args, *TWO_LEVELS)
+        assert code == 0, err
+    return run
 
 
 @pytest.fixture
