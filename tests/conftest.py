@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,27 @@ def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         code, _, err = run_cli(None, "train-vqvae", *args, *TWO_LEVELS)
         assert code == 0, err
     return run
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """`read_only(folder)` shows `folder` behind a read-only bind mount and returns the mount
+    (tests run as root, who may write anywhere else); skipped where no mount is allowed."""
+    mounts: list[Path] = []
+
+    def mount(folder: Path) -> Path:
+        point = tmp_path / f"ro-{len(mounts)}"
+        point.mkdir()
+        ok = subprocess.run(["mount", "--bind", str(folder), str(point)], capture_output=True)
+        if ok.returncode != 0:
+            pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
+        mounts.append(point)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(point)], check=True)
+        return point
+
+    yield mount
+    for point in reversed(mounts):
+        subprocess.run(["umount", str(point)], check=True)
 
 
 @pytest.fixture

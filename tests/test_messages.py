@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -104,22 +103,6 @@ def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, 
 # -- paths described as they are -------------------------------------------------------------------
 
 
-@pytest.fixture
-def read_only_folder(tmp_path: Path):
-    """An empty folder behind a read-only bind mount; skipped where no mount is allowed."""
-    folder, mount = tmp_path / "ro-source", tmp_path / "ro"
-    folder.mkdir()
-    mount.mkdir()
-    ok = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True)
-    if ok.returncode != 0:
-        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_preview_paths_are_described_as_they_are(tmp_path, capsys, tiny_mni152) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -127,8 +110,10 @@ def test_preview_paths_are_described_as_they_are(tmp_path, capsys, tiny_mni152) 
     assert_one_line_error(code, err, 2, str(afile), "is a file, not a folder")
 
 
-def test_a_read_only_preview_names_the_preview(read_only_folder, capsys, tiny_mni152) -> None:
-    preview = read_only_folder / "x.png"
+def test_a_read_only_preview_names_the_preview(read_only, tmp_path, capsys, tiny_mni152) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    preview = read_only(empty) / "x.png"
     code, _, err = run_cli(capsys, "data", "mni152", "--preview", preview)
     line = assert_one_line_error(code, err, 2, f"--preview {preview}", "read-only")
     assert ".tmp" not in line

@@ -297,19 +297,9 @@ def test_run_paths_in_the_way_are_one_line(tmp_path, capsys) -> None:
 
 
 @pytest.fixture
-def read_only_run(trained: Path, tmp_path: Path):
-    """The trained run behind a read-only bind mount (tests run as root, who may write anywhere
-    else); skipped where the machine allows no mount."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    ok = subprocess.run(["mount", "--bind", str(trained), str(mount)], capture_output=True)
-    if ok.returncode != 0:
-        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def read_only_run(trained: Path, read_only) -> Path:
+    """The trained run behind a read-only bind mount."""
+    return read_only(trained)
 
 
 @pytest.mark.parametrize(
