@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 from fixtures import assert_one_line_error, make_folder, make_oasis, run_cli
 from PIL import Image
-from tiny import CPU, CPU_DEVICE, blobs, interrupt_at, make_stage, train_cfg
-
-from vqgen.errors import Interrupted
-from vqgen.rundir import RunDir
-from vqgen.train import fit
+from tiny import CPU
 
 
 def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
@@ -174,28 +170,6 @@ def test_data_of_black_slices_warns(tmp_path, capsys) -> None:
     code, _, err = run_cli(capsys, "data", folder)
     assert code == 0, err
     assert err.count("warning:") == 3 and "train split" in err and "is black" in err
-
-
-def test_resume_says_when_it_drops_lines_of_a_damaged_log(tmp_path) -> None:
-    train_set, val_set = blobs(20), blobs(8, seed=1)
-    with pytest.raises(Interrupted):
-        fit(
-            make_stage(tmp_path, train_set, val_set, interrupt_at(7)),
-            train_cfg(),
-            RunDir(tmp_path),
-            CPU_DEVICE,
-        )
-    log = tmp_path / "metrics-vqvae.jsonl"
-    lines = log.read_text().splitlines()
-    log.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
-    with pytest.warns(UserWarning, match=r"dropped 1 line\(s\) that are not JSON, first line 2"):
-        fit(
-            make_stage(tmp_path, train_set, val_set),
-            train_cfg(),
-            RunDir(tmp_path),
-            CPU_DEVICE,
-            True,
-        )
 
 
 # -- help ----------------------------------------------------------------------------------------

@@ -159,7 +159,8 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
 
 def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, one_thread):
     """A SIGKILL mid-epoch leaves log lines of steps after the last checkpoint (and may tear the
-    last one); after --resume every line must parse and no step may be logged twice."""
+    last one): --resume drops them quietly. A damaged line elsewhere is dropped with a warning
+    that says where. After the resume every line parses and no step is logged twice."""
     from vqgen.errors import Interrupted
     from vqgen.train import fit
 
@@ -172,16 +173,19 @@ def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, on
             CPU_DEVICE,
         )
     log = tmp_path / "metrics-vqvae.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
     with log.open("a") as f:  # what the kill would have left had it come two steps later
         f.write(json.dumps({"step": 8, "epoch": 1, "loss": 0.5, "mse": 0.5}) + "\n")
         f.write('{"step": 9, "epoch": 1, "lo')
-    fit(
-        make_stage(tmp_path, train_set, val_set),
-        train_cfg(),
-        RunDir(tmp_path),
-        CPU_DEVICE,
-        resume=True,
-    )
+    with pytest.warns(UserWarning, match=r"dropped 1 line\(s\) that are not JSON, first line 2"):
+        fit(
+            make_stage(tmp_path, train_set, val_set),
+            train_cfg(),
+            RunDir(tmp_path),
+            CPU_DEVICE,
+            resume=True,
+        )
     records = [json.loads(line) for line in log.read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(1, 16))
