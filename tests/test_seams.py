@@ -1,7 +1,7 @@
 """The pieces a second code level builds beside, each on its own: the run directory's paths, the
 plan of a run's length, the checkpointer, the reporter, the conditioning module, the VQ loss's
-section in vqvae.json and the prior registry. And the shape of the code: no function over 60
-lines, no test module importing another."""
+section in vqvae.json and the prior registry. And one rule of the suite: no test module imports
+another."""
 
 from __future__ import annotations
 
@@ -244,13 +244,7 @@ def test_a_kind_without_a_fast_sampler_falls_back_to_the_naive_one(monkeypatch):
     assert torch.equal(draw(), fast) and naive_calls == [1]
 
 
-# -- the shape of the code -----------------------------------------------------------------------
-
-
-def functions(path: Path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield node
+# -- the suite's own layout -----------------------------------------------------------------------
 
 
 def test_no_test_module_imports_another():
