@@ -18,11 +18,9 @@ import typing
 from pathlib import Path
 
 import pytest
-from fixtures import make_oasis, run_cli
-from tiny import PRIOR_2X8, VQVAE_32
+from fixtures import run_cli
 
 from vqgen import checkpoint
-from vqgen.cli import main
 from vqgen.config import (
     DataConfig,
     PriorConfig,
@@ -184,33 +182,14 @@ def digest_tree(folder: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
     return tree
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny complete run (vqvae + prior) on an OASIS layout, trained once for this module."""
-    root = tmp_path_factory.mktemp("security")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(root / "cache"))
-        data = make_oasis(root, {"train": 2, "validate": 1, "test": 1}, slices=4, size=32)
-        common = ["--run", root / "run", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
-        for args in (
-            ["train-vqvae", "--data", data, *VQVAE_32, *common],
-            ["train-prior", *PRIOR_2X8, *common],
-        ):
-            try:
-                main([str(a) for a in args])
-            except SystemExit as exit_:
-                assert exit_.code == 0
-    return root / "run"
-
-
 @pytest.fixture
-def world(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """(run, outside): a copy of the run, and beside it a folder with a file it must not touch."""
-    run = Path(shutil.copytree(trained, tmp_path / "run"))
+def world(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(run, outside): a copy of the session's run, and beside it a folder with a file it must
+    not touch."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("top secret: do not read\n")
-    return run, outside
+    return trained_run, outside
 
 
 def sample(capsys, run: Path) -> tuple[int, str]:
