@@ -15,6 +15,9 @@ import torch
 from fixtures import make_adni, make_folder, make_nifti, make_oasis, run_cli
 from tiny import CPU, PRIOR_2X8, TWO_LEVELS, VQVAE_32
 
+from vqgen.api import load_data
+from vqgen.data import SPLITS, SliceDataset
+
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core
     torch.set_num_threads(1)  # two threads per worker would fight over the cores
 
@@ -109,6 +112,15 @@ def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         code, _, err = run_cli(None, "train-vqvae", *args, *TWO_LEVELS)
         assert code == 0, err
     return run
+
+
+@pytest.fixture(scope="session")
+def mni152_64(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
+    """The embedded mni152's three splits at 64 px, at full size, loaded once per session into
+    a cache of their own. Tests only read them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("mni152-cache")))
+        return {split: load_data("mni152", split, size=64) for split in SPLITS}
 
 
 @pytest.fixture
