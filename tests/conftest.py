@@ -3,8 +3,6 @@ of one tiny trained run that the whole session trains once (and of a two-level V
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,8 +16,11 @@ from tiny import CPU, PRIOR_2X8, TWO_LEVELS, VQVAE_32
 from vqgen.api import load_data
 from vqgen.data import SPLITS, SliceDataset
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core
-    torch.set_num_threads(1)  # two threads per worker would fight over the cores
+# One torch thread in each test process, with or without `-n` (`make test` runs one process per
+# core): the tiny models gain nothing from a second, and on a small, shared CPU threads that wait
+# for a busy core make tests many times slower (the model and sampling tests, on 2 cores beside
+# another busy process: 84 s on two threads, 12 s on one).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,24 +67,12 @@ def tiny_mni152(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mni152, "EVALUATION_SUBJECTS", 2)
 
 
-@contextlib.contextmanager
-def torch_on_one_thread() -> Iterator[None]:
-    """Train tiny models on one thread: on a small, busy CPU two threads are several times
-    slower for them than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete run (a VQ-VAE and a label-conditioned prior) on a tiny ADNI layout, trained
-    once per session, on one thread. Tests take a copy (`trained_run`), never this."""
+    once per session. Tests take a copy (`trained_run`), never this."""
     root = tmp_path_factory.mktemp("trained")
-    with torch_on_one_thread(), pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQGEN_CACHE", str(root / "cache"))
         data = make_adni(root, {"train": 5, "test": 2}, slices=2)
         run = root / "run"
@@ -102,9 +91,9 @@ def trained_run(trained_run_template: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px VQ-VAE with a 4x4 top grid over a 16x16 bottom grid, trained on an OASIS layout
-    once per session, on one thread, and nothing else: no prior. Tests read it or copy it."""
+    once per session, and nothing else: no prior. Tests read it or copy it."""
     root = tmp_path_factory.mktemp("two-levels")
-    with torch_on_one_thread(), pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQGEN_CACHE", str(root / "cache"))
         data = make_oasis(root, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
         run = root / "run"

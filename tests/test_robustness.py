@@ -49,16 +49,6 @@ pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not 
 
 
 @pytest.fixture
-def one_thread():
-    """Train tiny models on one thread: on a small, busy CPU two threads are several times
-    slower for them than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def run(trained_run: Path) -> Path:
     """The session's tiny run (ADNI layout, a label-conditioned prior), a private copy."""
     return trained_run
@@ -112,9 +102,7 @@ def assert_run_files_load(run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_leaves_loadable_checkpoints_and_resume_continues(
-    capsys, tmp_path, one_thread
-):
+def test_sigkill_mid_training_leaves_loadable_checkpoints_and_resume_continues(capsys, tmp_path):
     proc, run = start_training(tmp_path)
     wait_for(run / "train_state-vqvae.safetensors", proc)  # the end of epoch 1: all files saved
     os.kill(proc.pid, signal.SIGKILL)  # no handler, no cleanup: as a power cut or the OOM killer
@@ -157,7 +145,7 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
     assert 15 <= step < 45
 
 
-def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path, one_thread):
+def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path):
     """A SIGKILL mid-epoch leaves log lines of steps after the last checkpoint (and may tear the
     last one): --resume drops them quietly. A damaged line elsewhere is dropped with a warning
     that says where. After the resume every line parses and no step is logged twice."""
@@ -355,7 +343,7 @@ def test_a_bad_slice_range_is_one_line(capsys, tmp_path, tiny_mni152, levels):
     assert_one_line_error(code, err, 1, str(run / "prior.json"), "'slice_range'")
 
 
-def test_evaluate_on_a_split_of_one_slice_is_one_line(capsys, tmp_path, one_thread):
+def test_evaluate_on_a_split_of_one_slice_is_one_line(capsys, tmp_path):
     """A folder of 10 images, which `data` accepts, has a test split of 1 slice."""
     data = make_folder(tmp_path, n=10)
     run = tmp_path / "run"
