@@ -126,6 +126,7 @@ def test_load_data_reads_a_dataset(adni_dir: Path):
         vqgen.load_data(adni_dir, "nope", size=32)
 
 
+@pytest.mark.slow
 def test_import_vqgen_stays_light():
     """`vqgen --help` imports the package: the API (and torch) load on first use only."""
     code = "import sys, vqgen; assert 'torch' not in sys.modules; assert vqgen.load_run"

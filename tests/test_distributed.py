@@ -113,6 +113,7 @@ def _check_on_two_ranks(rank: int, port: int, perturb: bool, failures: mp.Queue)
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("perturb", [False, True])
 def test_ranks_holding_different_weights_are_caught(perturb: bool) -> None:
     failures = mp.get_context("spawn").Queue()

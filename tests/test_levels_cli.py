@@ -18,7 +18,10 @@ from vqgen.errors import Interrupted
 from vqgen.loaded import LoadedRun
 from vqgen.sample import sample
 
-pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
+pytestmark = [
+    pytest.mark.slow,  # every test trains a prior
+    pytest.mark.usefixtures("quick_c2st"),  # what evaluate writes, not its power
+]
 
 GUIDED_PRIOR = [*PRIOR_3X16, "--condition", "slice", "--cond-dropout", "0.3"]
 

@@ -29,6 +29,7 @@ def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
 # -- long silences ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_c2st")
 def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
@@ -42,6 +43,7 @@ def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path,
         assert needle in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_c2st")
 def test_evaluate_without_a_prior_says_why_sections_are_missing(trained_run, capsys) -> None:
     for path in trained_run.glob("prior*"):
@@ -84,6 +86,7 @@ def test_a_vqvae_stopped_before_it_validated_is_told_to_resume(trained_run, caps
     assert "first" not in line.split(";")[-1]  # not "run `vqgen train-vqvae` first"
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, capsys) -> None:
     """All it holds is the log of the steps before the kill: --resume says there is nothing to
     continue, and a fresh start, as advised, is not refused."""
@@ -130,6 +133,7 @@ def test_an_empty_run_is_refused(tmp_path, capsys, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_c2st")
 def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> None:
     """The data path comes from vqvae.json: the error says so, and --data points elsewhere."""
@@ -149,6 +153,7 @@ def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> No
 # -- a word where a command was silent -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sampling_options_that_do_nothing_or_leave_the_prior_warn(tmp_path, tiny_mni152, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train-vqvae", "--run", run, *TINY, "--codebook-size", "16")[0] == 0

@@ -58,6 +58,7 @@ def test_feature_net_refuses_held_out_splits(mni152_64, split):
         realism.train_feature_net(mni152_64[split], steps=1)
 
 
+@pytest.mark.slow
 def test_feature_net_records_what_it_was_trained_on(mni152_64):
     net = realism.train_feature_net(mni152_64["train"], steps=1)
     assert net.cfg.trained_on == {
@@ -211,6 +212,7 @@ def test_radial_spectrum_of_white_noise_is_flat():
     assert np.allclose(power[1:], 1 / 12, rtol=0.15)  # variance of U(0, 1) at every frequency
 
 
+@pytest.mark.slow
 def test_ms_ssim_diversity_moves_away_from_real_along_the_ladder(mni152_64, ladder):
     own = realism.ms_ssim_diversity(mni152_64["test"].images, seed=0)
     gap = [abs(realism.ms_ssim_diversity(ladder[name], seed=0) - own) for name in LADDER]

@@ -145,6 +145,7 @@ def test_sigint_to_a_training_process_saves_and_exits_130(tmp_path):
     assert 15 <= step < 45
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_logs_each_step_once_in_parseable_lines(tmp_path):
     """A SIGKILL mid-epoch leaves log lines of steps after the last checkpoint (and may tear the
     last one): --resume drops them quietly. A damaged line elsewhere is dropped with a warning
@@ -331,6 +332,7 @@ def test_evaluate_refuses_a_bad_data_section(capsys, run, change, needles):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("levels", ["x", [0.9], [0.9, 0.1], [True, 1]])
 def test_a_bad_slice_range_is_one_line(capsys, tmp_path, tiny_mni152, levels):
     run = tmp_path / "run"
@@ -343,6 +345,7 @@ def test_a_bad_slice_range_is_one_line(capsys, tmp_path, tiny_mni152, levels):
     assert_one_line_error(code, err, 1, str(run / "prior.json"), "'slice_range'")
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_split_of_one_slice_is_one_line(capsys, tmp_path):
     """A folder of 10 images, which `data` accepts, has a test split of 1 slice."""
     data = make_folder(tmp_path, n=10)
@@ -369,6 +372,7 @@ def test_sample_without_a_prior_says_to_train_one(capsys, run):
     assert not (run / "samples").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_without_a_prior_reports_reconstruction_only(capsys, run):
     drop_prior(run)
     code, out, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", *CPU)

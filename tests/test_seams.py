@@ -190,6 +190,7 @@ def test_a_vqvae_trained_with_the_removed_discriminator_is_not_resumed(run_07f04
     assert_one_line_error(code, err, 2, "vqvae-last.json", "--adversarial", "no longer")
 
 
+@pytest.mark.slow
 def test_a_run_made_at_07f045d_takes_a_new_prior_then_samples_and_evaluates(
     run_07f045d, tiny_mni152, capsys
 ):

@@ -240,6 +240,7 @@ def test_a_hostile_data_section_writes_nothing_anywhere(capsys, world, vqgen_cac
 # link, so the run gets its own file and the link's target is left as it was.
 
 
+@pytest.mark.slow
 def test_a_symlinked_checkpoint_is_read_but_never_written_through(capsys, world) -> None:
     run, outside = world
     shared = outside / "shared-vqvae.safetensors"

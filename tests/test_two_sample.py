@@ -83,6 +83,7 @@ def test_every_slice_is_scored_by_a_classifier_that_never_saw_its_subject(monkey
     assert (result.n_real, result.n_other) == (48, 48)
 
 
+@pytest.mark.slow
 def test_a_copy_of_the_real_slices_scores_chance_when_paired_and_below_when_not(mni):
     """The reconstructions' case at its extreme: a perfect copy. Paired, no classifier can do
     better or worse than chance; split independently of its real subjects, each fold's
@@ -95,6 +96,7 @@ def test_a_copy_of_the_real_slices_scores_chance_when_paired_and_below_when_not(
     assert leaked.ci_high < 0.5
 
 
+@pytest.mark.slow
 def test_c2st_is_seeded_and_checks_its_input(mni):
     real, subjects = mni["reference"].images[:96], mni["reference"].subjects[:96]
     other = PERTURBATIONS["blur"](mni["other"].images[:40], torch.Generator())
