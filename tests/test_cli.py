@@ -52,6 +52,17 @@ def test_evaluate_rejects_a_negative_temperature(capsys, tmp_path):
     assert_one_line_error(code, err, 2, "--temperature", "-0.5")
 
 
+def test_python_m_vqgen_is_the_same_program(capsys):
+    """`python -m vqgen` answers as the CLI does (asked for its version: without torch, at once;
+    its error contract is the slow test below)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vqgen", "--version"], capture_output=True, text=True, timeout=120
+    )
+    code, out, _ = run_cli(capsys, "--version")
+    assert proc.returncode == code == 0, proc.stderr
+    assert proc.stdout == out and out.startswith("vqgen ")
+
+
 @pytest.mark.slow
 def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
     """`python -m vqgen` is the same program, with the same error contract."""
