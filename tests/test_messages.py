@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fixtures import assert_one_line_error, make_folder, make_oasis, run_cli
 from PIL import Image
-from tiny import CPU
+from tiny import CPU, PRIOR_2X8, VQVAE_32_DEFAULT_CODEBOOK
 
 
 def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
@@ -62,7 +62,7 @@ def test_a_large_augment_warns_of_its_size() -> None:
 
 # -- advice that works -----------------------------------------------------------------------------
 
-TINY = ["--size", "32", "--hidden", "16", "--batch-size", "4", "--max-steps", "2", *CPU]
+TINY = [*VQVAE_32_DEFAULT_CODEBOOK, "--batch-size", "4", "--max-steps", "2", *CPU]
 
 
 def test_the_demo_on_a_trained_run_advises_only_what_it_has(trained_run, capsys) -> None:
@@ -157,7 +157,7 @@ def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> No
 def test_sampling_options_that_do_nothing_or_leave_the_prior_warn(tmp_path, tiny_mni152, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train-vqvae", "--run", run, *TINY, "--codebook-size", "16")[0] == 0
-    prior = ["--layers", "2", "--channels", "8", "--condition", "slice"]
+    prior = [*PRIOR_2X8, "--condition", "slice"]
     assert run_cli(capsys, "train-prior", "--run", run, *prior, "--max-steps", "1", *CPU)[0] == 0
     for option, needle in (("--slice", "outside the levels"), ("--top-k", "changes nothing")):
         value = "0" if option == "--slice" else "16"

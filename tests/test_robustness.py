@@ -30,6 +30,7 @@ from tiny import (
     CPU,
     CPU_DEVICE,
     NARROW,
+    PRIOR_2X8,
     SMALL_CODEBOOK,
     VQVAE_32,
     blobs,
@@ -338,7 +339,7 @@ def test_a_bad_slice_range_is_one_line(capsys, tmp_path, tiny_mni152, levels):
     run = tmp_path / "run"
     args = ["--run", run, "--max-steps", "1", "--batch-size", "4", *CPU]
     assert run_cli(capsys, "train-vqvae", *args, *VQVAE_32)[0] == 0
-    prior = ["--layers", "2", "--channels", "8", "--condition", "slice"]
+    prior = [*PRIOR_2X8, "--condition", "slice"]
     assert run_cli(capsys, "train-prior", *args, *prior)[0] == 0
     edit_json(run / "prior.json", lambda m: m.update(slice_range=levels))
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "2", *CPU)
@@ -352,7 +353,7 @@ def test_evaluate_on_a_split_of_one_slice_is_one_line(capsys, tmp_path):
     run = tmp_path / "run"
     args = ["--run", run, "--max-steps", "1", "--batch-size", "4", *CPU]
     assert run_cli(capsys, "train-vqvae", "--data", data, *args, *VQVAE_32)[0] == 0
-    assert run_cli(capsys, "train-prior", *args, "--layers", "2", "--channels", "8")[0] == 0
+    assert run_cli(capsys, "train-prior", *args, *PRIOR_2X8)[0] == 0
     code, _, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", *CPU)
     assert_one_line_error(code, err, 2, "test split", "holds 1 slice", "--split")
 

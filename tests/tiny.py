@@ -39,6 +39,10 @@ PRIOR_3X16 = ["--layers", "3", "--channels", "16"]
 K, G = 8, 6  # its codebook size and grid side
 
 
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
     """A 3-layer, 16-channel prior over 6x6 grids of 8 codes, in float64 and eval mode (exact
     comparisons), undilated unless `kw` says otherwise; the same weights on every call."""
