@@ -43,16 +43,6 @@ def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path,
         assert needle in err, err
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("quick_c2st")
-def test_evaluate_without_a_prior_says_why_sections_are_missing(trained_run, capsys) -> None:
-    for path in trained_run.glob("prior*"):
-        path.unlink()
-    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
-    assert code == 0, err
-    assert "warning:" in err and "no prior" in err and "vqgen train-prior" in err
-
-
 def test_a_large_augment_warns_of_its_size() -> None:
     from vqgen.train_prior import announce_copies
 

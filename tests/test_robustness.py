@@ -375,9 +375,11 @@ def test_sample_without_a_prior_says_to_train_one(capsys, run):
 
 @pytest.mark.slow
 def test_evaluate_without_a_prior_reports_reconstruction_only(capsys, run):
+    """It says why the prior and sample sections are missing, and writes the rest."""
     drop_prior(run)
     code, out, err = run_cli(capsys, "evaluate", "--run", run, "--n-samples", "2", *CPU)
     assert code == 0, err
+    assert "warning:" in err and "no prior" in err and "vqgen train-prior" in err
     report = json.loads((run / "report.json").read_text())
     assert {"reconstruction", "prior", "samples"} & set(report) == {"reconstruction"}
     assert report["split"] == "test" and report["images"] == 8  # 2 patients x 2 classes x 2
