@@ -1,5 +1,7 @@
-"""Shared test setup: every test gets its own data cache, tiny datasets on request, and a copy
-of one tiny trained run that the whole session trains once (and of a two-level VQ-VAE)."""
+"""Shared test setup: every test gets its own data cache; on request, tiny datasets, a read-only
+mount, and what the session makes once: a tiny trained run (a copy for each test), a two-level
+VQ-VAE and the mni152 splits at 64 px. Tests marked `slow` train or take over a second; the
+others, `pytest -m "not slow"`, are the fast tier."""
 
 from __future__ import annotations
 
