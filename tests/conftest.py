@@ -1,19 +1,28 @@
-"""Shared test setup: every test gets its own data cache, tiny datasets on request, and a copy
-of one tiny trained run that the whole session trains once."""
+"""Shared test setup: every test gets its own data cache; on request, tiny datasets, a read-only
+mount, and what the session makes once: a tiny trained run (a copy for each test), a two-level
+VQ-VAE and the mni152 splits at 64 px. Tests marked `slow` train or take over a second; the
+others, `pytest -m "not slow"`, are the fast tier."""
 
 from __future__ import annotations
 
-import os
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from fixtures import make_adni, make_folder, make_nifti, make_oasis, run_cli
-from tiny import CPU, PRIOR_2X8, VQVAE_32
+from tiny import CPU, PRIOR_2X8, TWO_LEVELS, VQVAE_32
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core
-    torch.set_num_threads(1)  # two threads per worker would fight over the cores
+from vqgen.api import load_data
+from vqgen.data import SPLITS, SliceDataset
+
+# One torch thread in each test process, with or without `-n` (`make test` runs one process per
+# core): the tiny models gain nothing from a second, and on a small, shared CPU threads that wait
+# for a busy core make tests many times slower (the model and sampling tests, on 2 cores beside
+# another busy process: 84 s on two threads, 12 s on one).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,21 +72,15 @@ def tiny_mni152(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete run (a VQ-VAE and a label-conditioned prior) on a tiny ADNI layout, trained
-    once per session, on one thread (several times faster for these tiny models on a small,
-    busy CPU). Tests take a copy (`trained_run`), never this."""
+    once per session. Tests take a copy (`trained_run`), never this."""
     root = tmp_path_factory.mktemp("trained")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("VQGEN_CACHE", str(root / "cache"))
-            data = make_adni(root, {"train": 5, "test": 2}, slices=2)
-            run = root / "run"
-            args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
-            assert run_cli(None, "train-vqvae", "--data", data, *VQVAE_32, *args)[0] == 0
-            assert run_cli(None, "train-prior", *PRIOR_2X8, "--condition", "label", *args)[0] == 0
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(root / "cache"))
+        data = make_adni(root, {"train": 5, "test": 2}, slices=2)
+        run = root / "run"
+        args = ["--run", run, "--epochs", "1", "--batch-size", "8", *CPU]
+        assert run_cli(None, "train-vqvae", "--data", data, *VQVAE_32, *args)[0] == 0
+        assert run_cli(None, "train-prior", *PRIOR_2X8, "--condition", "label", *args)[0] == 0
     return run
 
 
@@ -85,6 +88,51 @@ def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(trained_run_template: Path, tmp_path: Path) -> Path:
     """A private copy of the session's tiny trained run, which a test may change or damage."""
     return Path(shutil.copytree(trained_run_template, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px VQ-VAE with a 4x4 top grid over a 16x16 bottom grid, trained on an OASIS layout
+    once per session, and nothing else: no prior. Tests read it or copy it."""
+    root = tmp_path_factory.mktemp("two-levels")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(root / "cache"))
+        data = make_oasis(root, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
+        run = root / "run"
+        args = ["--data", data, "--run", run, "--max-steps", "6", "--batch-size", "8", *CPU]
+        code, _, err = run_cli(None, "train-vqvae", *args, *TWO_LEVELS)
+        assert code == 0, err
+    return run
+
+
+@pytest.fixture(scope="session")
+def mni152_64(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
+    """The embedded mni152's three splits at 64 px, at full size, loaded once per session into
+    a cache of their own. Tests only read them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("mni152-cache")))
+        return {split: load_data("mni152", split, size=64) for split in SPLITS}
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """`read_only(folder)` shows `folder` behind a read-only bind mount and returns the mount
+    (tests run as root, who may write anywhere else); skipped where no mount is allowed."""
+    mounts: list[Path] = []
+
+    def mount(folder: Path) -> Path:
+        point = tmp_path / f"ro-{len(mounts)}"
+        point.mkdir()
+        ok = subprocess.run(["mount", "--bind", str(folder), str(point)], capture_output=True)
+        if ok.returncode != 0:
+            pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
+        mounts.append(point)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(point)], check=True)
+        return point
+
+    yield mount
+    for point in reversed(mounts):
+        subprocess.run(["umount", str(point)], check=True)
 
 
 @pytest.fixture

@@ -9,27 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import make_oasis, run_cli
+from fixtures import run_cli
 from PIL import Image
-from tiny import CPU, VQVAE_32
+from tiny import CPU
 
 import vqgen
 from vqgen.errors import UsageError
-
-TWO_LEVELS = [*VQVAE_32, "--downsample", "2", "--levels", "2", "--top-downsample", "4"]
-
-
-@pytest.fixture(scope="module")
-def two_level_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32 px VQ-VAE with a 4x4 top grid over a 16x16 bottom grid, and no prior."""
-    root = tmp_path_factory.mktemp("api-levels")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(root / "cache"))
-        data = make_oasis(root, {"train": 2, "validate": 1, "test": 1}, slices=4, size=64)
-        run = root / "run"
-        args = ["--data", data, "--run", run, "--max-steps", "2", "--batch-size", "4", *CPU]
-        assert run_cli(None, "train-vqvae", *args, *TWO_LEVELS)[0] == 0
-    return run
 
 
 @pytest.fixture(params=["one_level", "two_levels"])
@@ -141,6 +126,7 @@ def test_load_data_reads_a_dataset(adni_dir: Path):
         vqgen.load_data(adni_dir, "nope", size=32)
 
 
+@pytest.mark.slow
 def test_import_vqgen_stays_light():
     """`vqgen --help` imports the package: the API (and torch) load on first use only."""
     code = "import sys, vqgen; assert 'torch' not in sys.modules; assert vqgen.load_run"

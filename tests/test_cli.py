@@ -52,6 +52,18 @@ def test_evaluate_rejects_a_negative_temperature(capsys, tmp_path):
     assert_one_line_error(code, err, 2, "--temperature", "-0.5")
 
 
+def test_python_m_vqgen_is_the_same_program(capsys):
+    """`python -m vqgen` answers as the CLI does (asked for its version: without torch, at once;
+    its error contract is the slow test below)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vqgen", "--version"], capture_output=True, text=True, timeout=120
+    )
+    code, out, _ = run_cli(capsys, "--version")
+    assert proc.returncode == code == 0, proc.stderr
+    assert proc.stdout == out and out.startswith("vqgen ")
+
+
+@pytest.mark.slow
 def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
     """`python -m vqgen` is the same program, with the same error contract."""
     proc = subprocess.run(
@@ -82,6 +94,7 @@ def test_help_and_version_answer_without_loading_torch():
     assert "vqgen 0.1.0" in out
 
 
+@pytest.mark.slow
 def test_sample_and_evaluate_import_no_training_code():
     code = (
         "import sys\n"
@@ -187,6 +200,7 @@ def check_top_k_reaches_sample_and_evaluate(capsys, run: Path) -> None:
     assert "at temperature 0.5, top-k 1" in stdout
 
 
+@pytest.mark.slow
 def test_max_steps_alone_sets_the_length_of_the_run(capsys, tmp_path, tiny_mni152):
     """--max-steps without --epochs trains that many steps, however many epochs it takes."""
     run = tmp_path / "run"
@@ -245,6 +259,7 @@ def test_a_label_prior_is_scored_for_realism_label_by_label(capsys, tmp_path):
     assert "label AD, C2ST" in out
 
 
+@pytest.mark.slow
 def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp_path, tiny_mni152):
     """mni152 slices lie between 0.15 and 0.9 of the brain's height: asked for a level below
     its train split's, a prior draws black slices, so sampling keeps to the trained range."""
@@ -267,6 +282,7 @@ def test_samples_go_across_the_levels_the_slice_prior_was_trained_on(capsys, tmp
     assert float(cond.min()) == pytest.approx(low) and float(cond.max()) == pytest.approx(high)
 
 
+@pytest.mark.slow
 def test_train_prior_keeps_the_moving_average_it_is_given_and_refuses_a_decay_of_one(
     capsys, trained_run: Path
 ):

@@ -15,14 +15,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from fixtures import make_oasis
 from safetensors.torch import load_file
+from tiny import PRIOR_3X16, VQVAE_32
 
 from vqgen import distributed
 from vqgen.errors import TrainingError
 
-VQVAE = ["--size", "32", "--hidden", "16", "--codebook-size", "16", "--code-dim", "8"]
 # no dropout: each rank draws its own dropout masks, so only a deterministic prior gives one
 # process's weights
-PRIOR = ["--layers", "3", "--channels", "16", "--dropout", "0"]
+PRIOR = [*PRIOR_3X16, "--dropout", "0"]
 # float32: bf16 rounds each rank's half batch differently enough to flip codes now and then
 COMMON = ["--batch-size", "8", "--device", "cpu", "--epochs", "3", "--no-bf16"]
 
@@ -66,7 +66,7 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     for run, processes in ((one, 1), (two, 2)):
         done = vqgen(
-            "train-vqvae", "--data", data, "--run", run, *VQVAE, *COMMON, processes=processes
+            "train-vqvae", "--data", data, "--run", run, *VQVAE_32, *COMMON, processes=processes
         )
         assert done.returncode == 0, done.stderr
     # the ranks checked at every save that they hold the same weights (check_same_model)
@@ -90,7 +90,7 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path) -> None:
 def test_batch_size_must_split_over_the_processes(tmp_path: Path) -> None:
     data = make_oasis(tmp_path, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
     done = vqgen(
-        "train-vqvae", "--data", data, "--run", tmp_path / "run", *VQVAE, "--batch-size", "7",
+        "train-vqvae", "--data", data, "--run", tmp_path / "run", *VQVAE_32, "--batch-size", "7",
         "--max-steps", "1", processes=2,
     )  # fmt: skip
     assert done.returncode != 0
@@ -113,6 +113,7 @@ def _check_on_two_ranks(rank: int, port: int, perturb: bool, failures: mp.Queue)
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("perturb", [False, True])
 def test_ranks_holding_different_weights_are_caught(perturb: bool) -> None:
     failures = mp.get_context("spawn").Queue()

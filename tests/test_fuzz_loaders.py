@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from fixtures import brain_slice, make_adni, make_folder, make_oasis
 from hypothesis import HealthCheck, event, given, settings
@@ -23,6 +24,8 @@ from PIL import Image
 from vqgen.api import load_data
 from vqgen.data import SPLITS, DataWarning, preprocess
 from vqgen.errors import UsageError
+
+pytestmark = pytest.mark.slow  # 30 examples a test: over a second each
 
 SIZE = 16
 FUZZ = settings(

@@ -4,6 +4,7 @@ its formula says."""
 
 import pytest
 import torch
+from tiny import seeded
 
 from vqgen.conditioning import for_sampling, guidance_scale
 from vqgen.config import GUIDANCE, PriorConfig, SampleConfig, VQVAEConfig
@@ -31,10 +32,6 @@ def two_level(**kw) -> TwoLevelPrior:
     prior = build_prior(prior_cfg(**kw), prior_cfg(grid=TOP, top_grid=0, **kw))
     assert isinstance(prior, TwoLevelPrior)
     return prior.double().eval()
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def random_top(n: int, seed: int = 0) -> torch.Tensor:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import assert_one_line_error, make_oasis, run_cli
-from tiny import CPU, PRIOR_3X16, VQVAE_32, interrupt_at
+from fixtures import assert_one_line_error, run_cli
+from tiny import CPU, PRIOR_3X16, interrupt_at
 
 from vqgen import fileio, train_prior
 from vqgen.config import PriorConfig, SampleConfig, TrainConfig
@@ -18,28 +18,17 @@ from vqgen.errors import Interrupted
 from vqgen.loaded import LoadedRun
 from vqgen.sample import sample
 
-pytestmark = pytest.mark.usefixtures("quick_c2st")  # what evaluate writes, not its power
+pytestmark = [
+    pytest.mark.slow,  # every test trains a prior
+    pytest.mark.usefixtures("quick_c2st"),  # what evaluate writes, not its power
+]
 
-TWO_LEVELS = [*VQVAE_32, "--downsample", "2", "--levels", "2", "--top-downsample", "4"]
 GUIDED_PRIOR = [*PRIOR_3X16, "--condition", "slice", "--cond-dropout", "0.3"]
 
 
-@pytest.fixture(scope="module")
-def two_level_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32 px VQ-VAE with a 4x4 top grid over a 16x16 bottom grid, trained on an OASIS
-    layout, and nothing else."""
-    root = tmp_path_factory.mktemp("levels")
-    data = make_oasis(root, {"train": 4, "validate": 2, "test": 2}, slices=6, size=64)
-    run = root / "run"
-    args = ["--data", data, "--run", run, "--max-steps", "6", "--batch-size", "8", *CPU]
-    code, _, err = run_cli(None, "train-vqvae", *args, *TWO_LEVELS)
-    assert code == 0, err
-    return run
-
-
-def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path, tmp_path):
+def test_two_levels_and_guidance_through_every_verb(capsys, two_level_template: Path, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(two_level_run, run)
+    shutil.copytree(two_level_template, run)
     vqvae = json.loads((run / "vqvae.json").read_text())["model"]
     assert (vqvae["levels"], vqvae["top_downsample"]) == (2, 4)
     prior_args = ["--run", run, "--max-steps", "4", "--batch-size", "8", *CPU]
@@ -78,9 +67,9 @@ def test_two_levels_and_guidance_through_every_verb(capsys, two_level_run: Path,
     assert 0 < report["reconstruction"]["codebook_top"]["fraction_used"] <= 1
 
 
-def test_guidance_without_cond_dropout_is_one_line(capsys, two_level_run: Path, tmp_path):
+def test_guidance_without_cond_dropout_is_one_line(capsys, two_level_template: Path, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(two_level_run, run)
+    shutil.copytree(two_level_template, run)
     args = ["--run", run, "--max-steps", "2", "--batch-size", "8", *CPU, *PRIOR_3X16]
     code, _, err = run_cli(capsys, "train-prior", *args, "--condition", "slice")
     assert code == 0, err
@@ -90,14 +79,14 @@ def test_guidance_without_cond_dropout_is_one_line(capsys, two_level_run: Path, 
     assert_one_line_error(code, err, 2, "--levels must be 1 or 2")
 
 
-def test_a_two_level_prior_resumes_exactly(two_level_run: Path, tmp_path, monkeypatch):
+def test_a_two_level_prior_resumes_exactly(two_level_template: Path, tmp_path, monkeypatch):
     """Ctrl-C in the middle of a two-level prior with condition dropout, then --resume: the
     same weights as an uninterrupted run, bit for bit (both networks, the dropped rows)."""
     prior = PriorConfig(channels=16, layers=2, condition="slice", cond_dropout=0.5)
     train = TrainConfig(max_steps=6, batch_size=4, device="cpu", warmup_steps=2, log_every=1)
     runs = {name: tmp_path / name for name in ("whole", "resumed")}
     for run in runs.values():
-        shutil.copytree(two_level_run, run)
+        shutil.copytree(two_level_template, run)
     train_prior.train_prior(runs["whole"], prior, train)
     with monkeypatch.context() as patch:
         patch.setattr(train_prior, "prior_step", interrupt_at(4, loss=train_prior.prior_step))

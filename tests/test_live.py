@@ -36,6 +36,7 @@ def tags(folder: Path) -> dict[str, list[str]]:
     return events.Tags()
 
 
+@pytest.mark.slow
 def test_training_writes_losses_validate_metrics_and_reconstructions(tmp_path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -55,6 +56,7 @@ def test_training_writes_losses_validate_metrics_and_reconstructions(tmp_path) -
     assert image.step == 8 and image.height > image.width / 8  # two rows: slices, reconstructions
 
 
+@pytest.mark.slow
 def test_both_verbs_log_by_default_when_installed_and_not_when_asked_not_to(tmp_path, capsys):
     pytest.importorskip("tensorboard")
     data = make_folder(tmp_path, n=24)
@@ -72,9 +74,7 @@ def test_both_verbs_log_by_default_when_installed_and_not_when_asked_not_to(tmp_
     assert (off / "vqvae.safetensors").is_file() and not (off / "tensorboard").exists()
 
 
-def test_without_tensorboard_nothing_is_written_and_asking_is_one_line(
-    tmp_path, capsys, monkeypatch
-):
+def test_asking_for_tensorboard_without_it_is_one_line(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard fails
     data = make_folder(tmp_path, n=24)
     run = tmp_path / "run"
@@ -82,10 +82,19 @@ def test_without_tensorboard_nothing_is_written_and_asking_is_one_line(
     code, _, err = run_cli(capsys, "train-vqvae", *args, "--tensorboard")
     assert_one_line_error(code, err, 2, "--tensorboard", "pip install 'vqgen[tensorboard]'")
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_without_tensorboard_nothing_is_written(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard fails
+    data = make_folder(tmp_path, n=24)
+    run = tmp_path / "run"
+    args = ["--data", data, "--run", run, *VQVAE_32, *STEPS]
     assert run_cli(capsys, "train-vqvae", *args)[0] == 0
     assert (run / "vqvae.safetensors").is_file() and not (run / "tensorboard").exists()
 
 
+@pytest.mark.slow
 def test_a_fresh_run_replaces_the_log_and_a_resumed_one_continues_it(tmp_path) -> None:
     """Each step's loss once: a second fresh run does not add to the first one's curves, and a
     resumed run hides what the interrupted one logged past its checkpoint."""

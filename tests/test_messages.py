@@ -6,18 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures import assert_one_line_error, make_folder, make_oasis, run_cli
 from PIL import Image
-from tiny import CPU, CPU_DEVICE, blobs, interrupt_at, make_stage, train_cfg
-
-from vqgen.errors import Interrupted
-from vqgen.rundir import RunDir
-from vqgen.train import fit
+from tiny import CPU, PRIOR_2X8, VQVAE_32_DEFAULT_CODEBOOK
 
 
 def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
@@ -35,6 +30,7 @@ def test_a_data_warning_is_shown_once(tmp_path, capsys) -> None:
 # -- long silences ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_c2st")
 def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
@@ -51,15 +47,6 @@ def test_evaluate_and_encoding_say_when_they_start_and_finish(trained_run: Path,
         assert needle in err, err
 
 
-@pytest.mark.usefixtures("quick_c2st")
-def test_evaluate_without_a_prior_says_why_sections_are_missing(trained_run, capsys) -> None:
-    for path in trained_run.glob("prior*"):
-        path.unlink()
-    code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--n-samples", "2", *CPU)
-    assert code == 0, err
-    assert "warning:" in err and "no prior" in err and "vqgen train-prior" in err
-
-
 def test_a_large_augment_warns_of_its_size() -> None:
     from vqgen.train_prior import announce_copies
 
@@ -69,7 +56,7 @@ def test_a_large_augment_warns_of_its_size() -> None:
 
 # -- advice that works -----------------------------------------------------------------------------
 
-TINY = ["--size", "32", "--hidden", "16", "--batch-size", "4", "--max-steps", "2", *CPU]
+TINY = [*VQVAE_32_DEFAULT_CODEBOOK, "--batch-size", "4", "--max-steps", "2", *CPU]
 
 
 def test_the_demo_on_a_trained_run_advises_only_what_it_has(trained_run, capsys) -> None:
@@ -93,6 +80,7 @@ def test_a_vqvae_stopped_before_it_validated_is_told_to_resume(trained_run, caps
     assert "first" not in line.split(";")[-1]  # not "run `vqgen train-vqvae` first"
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, capsys) -> None:
     """All it holds is the log of the steps before the kill: --resume says there is nothing to
     continue, and a fresh start, as advised, is not refused."""
@@ -108,22 +96,6 @@ def test_a_run_killed_before_its_first_save_starts_again(tmp_path, tiny_mni152, 
 # -- paths described as they are -------------------------------------------------------------------
 
 
-@pytest.fixture
-def read_only_folder(tmp_path: Path):
-    """An empty folder behind a read-only bind mount; skipped where no mount is allowed."""
-    folder, mount = tmp_path / "ro-source", tmp_path / "ro"
-    folder.mkdir()
-    mount.mkdir()
-    ok = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True)
-    if ok.returncode != 0:
-        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_preview_paths_are_described_as_they_are(tmp_path, capsys, tiny_mni152) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -131,8 +103,10 @@ def test_preview_paths_are_described_as_they_are(tmp_path, capsys, tiny_mni152) 
     assert_one_line_error(code, err, 2, str(afile), "is a file, not a folder")
 
 
-def test_a_read_only_preview_names_the_preview(read_only_folder, capsys, tiny_mni152) -> None:
-    preview = read_only_folder / "x.png"
+def test_a_read_only_preview_names_the_preview(read_only, tmp_path, capsys, tiny_mni152) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    preview = read_only(empty) / "x.png"
     code, _, err = run_cli(capsys, "data", "mni152", "--preview", preview)
     line = assert_one_line_error(code, err, 2, f"--preview {preview}", "read-only")
     assert ".tmp" not in line
@@ -153,6 +127,7 @@ def test_an_empty_run_is_refused(tmp_path, capsys, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_c2st")
 def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> None:
     """The data path comes from vqvae.json: the error says so, and --data points elsewhere."""
@@ -172,10 +147,11 @@ def test_a_moved_run_is_evaluated_with_data(trained_run, tmp_path, capsys) -> No
 # -- a word where a command was silent -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sampling_options_that_do_nothing_or_leave_the_prior_warn(tmp_path, tiny_mni152, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train-vqvae", "--run", run, *TINY, "--codebook-size", "16")[0] == 0
-    prior = ["--layers", "2", "--channels", "8", "--condition", "slice"]
+    prior = [*PRIOR_2X8, "--condition", "slice"]
     assert run_cli(capsys, "train-prior", "--run", run, *prior, "--max-steps", "1", *CPU)[0] == 0
     for option, needle in (("--slice", "outside the levels"), ("--top-k", "changes nothing")):
         value = "0" if option == "--slice" else "16"
@@ -193,28 +169,6 @@ def test_data_of_black_slices_warns(tmp_path, capsys) -> None:
     code, _, err = run_cli(capsys, "data", folder)
     assert code == 0, err
     assert err.count("warning:") == 3 and "train split" in err and "is black" in err
-
-
-def test_resume_says_when_it_drops_lines_of_a_damaged_log(tmp_path) -> None:
-    train_set, val_set = blobs(20), blobs(8, seed=1)
-    with pytest.raises(Interrupted):
-        fit(
-            make_stage(tmp_path, train_set, val_set, interrupt_at(7)),
-            train_cfg(),
-            RunDir(tmp_path),
-            CPU_DEVICE,
-        )
-    log = tmp_path / "metrics-vqvae.jsonl"
-    lines = log.read_text().splitlines()
-    log.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
-    with pytest.warns(UserWarning, match=r"dropped 1 line\(s\) that are not JSON, first line 2"):
-        fit(
-            make_stage(tmp_path, train_set, val_set),
-            train_cfg(),
-            RunDir(tmp_path),
-            CPU_DEVICE,
-            True,
-        )
 
 
 # -- help ----------------------------------------------------------------------------------------

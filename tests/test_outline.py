@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from vqgen import evaluate_realism, report_text
-from vqgen.api import load_data
 from vqgen.data import SliceDataset
 from vqgen.realism import outline, perturb
 
@@ -20,22 +19,14 @@ def disc(cy: float, cx: float, r: float, side: int = 32) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
-    """mni152's validate and test splits at 64 px, in a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return {s: load_data("mni152", s, size=64) for s in ("validate", "test")}
+def real(mni152_64: dict[str, SliceDataset]) -> outline.Outline:
+    return outline.outline_features(mni152_64["test"].images)
 
 
-@pytest.fixture(scope="module")
-def real(splits: dict[str, SliceDataset]) -> outline.Outline:
-    return outline.outline_features(splits["test"].images)
-
-
-def rarity_of(images: torch.Tensor, splits, real) -> outline.Rarity:
+def rarity_of(images: torch.Tensor, mni152_64, real) -> outline.Rarity:
     """Validate's slices (perhaps changed) against the test split, level by level."""
     found = outline.outline_features(images)
-    return outline.rarity(found, splits["validate"].positions, real, splits["test"].positions)
+    return outline.rarity(found, mni152_64["validate"].positions, real, mni152_64["test"].positions)
 
 
 # -- hand-drawn masks ----------------------------------------------------------------------------
@@ -126,40 +117,40 @@ def test_marked_paints_the_outline_green_and_the_holes_red():
 # -- real slices ---------------------------------------------------------------------------------
 
 
-def test_real_slices_are_not_flagged(splits, real):
-    found = rarity_of(splits["validate"].images, splits, real)
+def test_real_slices_are_not_flagged(mni152_64, real):
+    found = rarity_of(mni152_64["validate"].images, mni152_64, real)
     assert outline.outline_scores(found)["atypical"] <= 0.05
 
 
 @pytest.mark.parametrize(("defect", "at_least"), [("holes", 0.8), ("wedge", 0.6)])
-def test_holes_and_a_cut_outline_are_flagged(splits, real, defect, at_least):
-    images = splits["validate"].images
+def test_holes_and_a_cut_outline_are_flagged(mni152_64, real, defect, at_least):
+    images = mni152_64["validate"].images
     broken = perturb.PERTURBATIONS[defect](images, torch.Generator().manual_seed(0))
-    found = rarity_of(broken, splits, real)
+    found = rarity_of(broken, mni152_64, real)
     assert outline.outline_scores(found)["atypical"] >= at_least
     # above the temporal lobes, where real slices are one convex piece without holes
-    assert found.atypical[splits["validate"].positions > 0.45].mean() >= 0.9
+    assert found.atypical[mni152_64["validate"].positions > 0.45].mean() >= 0.9
 
 
-def test_blur_keeps_the_outline(splits, real):
-    blurred = perturb.blur(splits["validate"].images, torch.Generator())
-    assert outline.outline_scores(rarity_of(blurred, splits, real))["atypical"] <= 0.05
+def test_blur_keeps_the_outline(mni152_64, real):
+    blurred = perturb.blur(mni152_64["validate"].images, torch.Generator())
+    assert outline.outline_scores(rarity_of(blurred, mni152_64, real))["atypical"] <= 0.05
 
 
-def test_the_worst_are_the_slices_with_holes(splits, real):
-    images = splits["validate"].images.clone()
-    upper = (splits["validate"].positions > 0.45).nonzero()[:4, 0]
+def test_the_worst_are_the_slices_with_holes(mni152_64, real):
+    images = mni152_64["validate"].images.clone()
+    upper = (mni152_64["validate"].positions > 0.45).nonzero()[:4, 0]
     images[upper] = perturb.holes(images[upper], torch.Generator().manual_seed(0))
-    assert sorted(outline.worst(rarity_of(images, splits, real), 4)) == upper.tolist()
+    assert sorted(outline.worst(rarity_of(images, mni152_64, real), 4)) == upper.tolist()
 
 
 # -- in the report -------------------------------------------------------------------------------
 
 
-def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(splits, tmp_path):
+def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(mni152_64, tmp_path):
     """Samples with holes at known levels against the test split, beside a floor of real
     slices (validate's, standing in for train), with the figure and the report's rows."""
-    validate, test = splits["validate"], splits["test"]
+    validate, test = mni152_64["validate"], mni152_64["test"]
     samples = perturb.holes(validate.images[:64], torch.Generator().manual_seed(0))
     levels = validate.positions[:64]
     section = evaluate_realism.outline_section(samples, levels, validate, test, 0, tmp_path)
@@ -173,10 +164,10 @@ def test_evaluate_scores_samples_beside_the_floor_and_draws_the_rarest(splits, t
 
 
 @pytest.mark.parametrize("cond", [None, torch.arange(64) % 2], ids=["none", "label"])
-def test_without_sample_levels_the_floor_ignores_its_levels_too(splits, cond):
-    validate = splits["validate"]
+def test_without_sample_levels_the_floor_ignores_its_levels_too(mni152_64, cond):
+    validate = mni152_64["validate"]
     section = evaluate_realism.outline_section(
-        validate.images[:64], cond, validate, splits["test"], 0
+        validate.images[:64], cond, validate, mni152_64["test"], 0
     )
     assert not section["by_level"]
     assert section["floor"]["atypical"] <= 0.05

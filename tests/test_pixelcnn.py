@@ -233,6 +233,7 @@ def markov_grids(n: int, eps: float, gen: torch.Generator) -> torch.Tensor:
     return c[:, 1:, 1:]
 
 
+@pytest.mark.slow
 def test_learns_a_markov_field_down_to_its_entropy() -> None:
     eps = 0.2
     p_rule, p_other = 1 - eps + eps / K, eps / K

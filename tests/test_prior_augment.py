@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from fixtures import make_oasis, run_cli
 from tiny import CPU, PRIOR_2X8, VQVAE_32
@@ -49,6 +50,7 @@ def test_fresh_subjects_are_none_of_the_splits_subjects(tiny_mni152):
     assert not torch.equal(fresh.pixels, train.pixels)
 
 
+@pytest.mark.slow
 def test_train_prior_learns_from_augmented_copies(capsys, tmp_path, tiny_mni152):
     """--augment 2 on mni152: twice as many fresh train subjects beside the train split,
     encoded once and kept in the run; the setting is saved and resumed."""
@@ -67,6 +69,7 @@ def test_train_prior_learns_from_augmented_copies(capsys, tmp_path, tiny_mni152)
     assert (model["augment"], model["dropout"]) == (2, 0.1)
 
 
+@pytest.mark.slow
 def test_augmented_copies_of_a_folder_dataset(capsys, tmp_path):
     data = make_oasis(tmp_path, {"train": 3, "validate": 1, "test": 1}, slices=4, size=32)
     run = tmp_path / "run"

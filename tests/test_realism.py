@@ -14,7 +14,6 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.transforms.functional import gaussian_blur
 
 from vqgen import realism
-from vqgen.api import load_data
 from vqgen.data import SliceDataset
 from vqgen.realism import features
 
@@ -26,23 +25,15 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
-    """The three mni152 splits at 64 px, loaded once into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return {s: load_data("mni152", s, size=64) for s in ("train", "validate", "test")}
-
-
-@pytest.fixture(scope="module")
-def ladder(splits: dict[str, SliceDataset]) -> dict[str, torch.Tensor]:
-    other = splits["validate"].images
+def ladder(mni152_64: dict[str, SliceDataset]) -> dict[str, torch.Tensor]:
+    other = mni152_64["validate"].images
     noise = torch.rand(other.shape, generator=torch.Generator().manual_seed(0))
     return dict(zip(LADDER, (other, blur(other, 1.0), blur(other, 2.0), noise), strict=True))
 
 
 @pytest.fixture(scope="module")
-def net(splits: dict[str, SliceDataset]) -> realism.FeatureNet:
-    return realism.train_feature_net(splits["train"], seed=0, steps=300)
+def net(mni152_64: dict[str, SliceDataset]) -> realism.FeatureNet:
+    return realism.train_feature_net(mni152_64["train"], seed=0, steps=300)
 
 
 def small_train_set(n: int = 32, positions: bool = True, labels: bool = False) -> SliceDataset:
@@ -62,13 +53,14 @@ def small_train_set(n: int = 32, positions: bool = True, labels: bool = False) -
 
 
 @pytest.mark.parametrize("split", ["validate", "test"])
-def test_feature_net_refuses_held_out_splits(splits, split):
+def test_feature_net_refuses_held_out_splits(mni152_64, split):
     with pytest.raises(ValueError, match="train split only"):
-        realism.train_feature_net(splits[split], steps=1)
+        realism.train_feature_net(mni152_64[split], steps=1)
 
 
-def test_feature_net_records_what_it_was_trained_on(splits):
-    net = realism.train_feature_net(splits["train"], steps=1)
+@pytest.mark.slow
+def test_feature_net_records_what_it_was_trained_on(mni152_64):
+    net = realism.train_feature_net(mni152_64["train"], steps=1)
     assert net.cfg.trained_on == {
         "kind": "mni152",
         "split": "train",
@@ -124,8 +116,8 @@ def test_cached_feature_net_retrains_only_when_the_key_changes(vqgen_cache, monk
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("feature_net")  # one worker trains the module's net
-def test_feature_distances_order_the_ladder(splits, ladder, net):
-    real = realism.extract_features(net, splits["test"].images)
+def test_feature_distances_order_the_ladder(mni152_64, ladder, net):
+    real = realism.extract_features(net, mni152_64["test"].images)
     scores = {
         n: realism.feature_distances(real, realism.extract_features(net, x))
         for n, x in ladder.items()
@@ -140,16 +132,16 @@ def test_feature_distances_order_the_ladder(splits, ladder, net):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("feature_net")  # one worker trains the module's net
-def test_kid_is_near_zero_for_disjoint_real_subjects(splits, ladder, net):
+def test_kid_is_near_zero_for_disjoint_real_subjects(mni152_64, ladder, net):
     """Halves of the train split's 48 subjects, four ways: one split alone strays from 0 to
     0.34 (which subjects fall in which half), a 1-pixel blur scores ~2.2."""
-    train = splits["train"]
+    train = mni152_64["train"]
     features = realism.extract_features(net, train.images)
     floors = []
     for seed in range(4):
         half = realism.assign_folds(train.subjects, 2, seed=seed) == 0
         floors.append(realism.feature_distances(features[half], features[~half]))
-    real = realism.extract_features(net, splits["test"].images)
+    real = realism.extract_features(net, mni152_64["test"].images)
     blurred = realism.feature_distances(real, realism.extract_features(net, ladder["blur1"]))
     assert abs(np.mean([f["kid"] for f in floors])) < 0.15 * blurred["kid"]
     assert min(f["precision"] for f in floors) > 0.7 and min(f["recall"] for f in floors) > 0.7
@@ -205,8 +197,8 @@ def test_feature_distances_work_at_small_n_and_repeat():
 # --- sharpness and diversity ---------------------------------------------------------------
 
 
-def test_sharpness_ratio_falls_with_blur(splits, ladder):
-    real = splits["test"].images
+def test_sharpness_ratio_falls_with_blur(mni152_64, ladder):
+    real = mni152_64["test"].images
     ratio = {name: realism.sharpness_ratio(x, real) for name, x in ladder.items()}
     assert 0.8 < ratio["real"] < 1.25
     assert ratio["real"] > ratio["blur1"] > ratio["blur2"] and ratio["blur1"] < 0.5
@@ -220,8 +212,9 @@ def test_radial_spectrum_of_white_noise_is_flat():
     assert np.allclose(power[1:], 1 / 12, rtol=0.15)  # variance of U(0, 1) at every frequency
 
 
-def test_ms_ssim_diversity_moves_away_from_real_along_the_ladder(splits, ladder):
-    own = realism.ms_ssim_diversity(splits["test"].images, seed=0)
+@pytest.mark.slow
+def test_ms_ssim_diversity_moves_away_from_real_along_the_ladder(mni152_64, ladder):
+    own = realism.ms_ssim_diversity(mni152_64["test"].images, seed=0)
     gap = [abs(realism.ms_ssim_diversity(ladder[name], seed=0) - own) for name in LADDER]
     assert gap == sorted(gap) and gap[0] < 0.05
 
@@ -238,8 +231,8 @@ def test_ms_ssim_diversity_equals_torchmetrics_on_a_pair(size):
     assert realism.ms_ssim_diversity(pair[[0, 0]], pairs=1) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_ms_ssim_diversity_is_seeded(splits):
-    x = splits["test"].images
+def test_ms_ssim_diversity_is_seeded(mni152_64):
+    x = mni152_64["test"].images
     assert realism.ms_ssim_diversity(x, 64, seed=5) == realism.ms_ssim_diversity(x, 64, seed=5)
     with pytest.raises(ValueError, match="at least 44 px"):
         realism.ms_ssim_diversity(torch.rand(4, 1, 32, 32))

@@ -25,6 +25,7 @@ def old_run(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_format_1_run_samples_and_evaluates(old_run: Path, tiny_mni152, capsys) -> None:
     code, _, err = run_cli(capsys, "sample", "--run", old_run, "--n", "3", "--device", "cpu")
     assert code == 0, err

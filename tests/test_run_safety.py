@@ -69,6 +69,7 @@ def hold_lock(run: Path) -> subprocess.Popen:
 # 1. two writers on one run directory -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -131,6 +132,7 @@ def test_a_failed_command_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
 # 2. a diverging run keeps only finite checkpoints ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_divergence_leaves_only_finite_tensors_and_a_true_message(tmp_path, tiny_mni152, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(
@@ -145,6 +147,7 @@ def test_divergence_leaves_only_finite_tensors_and_a_true_message(tmp_path, tiny
                 assert tensor.isfinite().all(), f"{path.name}: {key}"
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_saved(tmp_path) -> None:
     """Weights that turn NaN while the loss stays finite stop the run at the next save, and the
     resume point is the last good one."""
@@ -175,6 +178,7 @@ def test_non_finite_options_are_refused(capsys, tmp_path, value) -> None:
 # 3. no silent replacement ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_into_a_finished_run_needs_resume_or_overwrite(trained: Path, capsys) -> None:
     before = snapshot(trained)
     for verb, extra in (("train-vqvae", TINY), ("train-prior", TINY_PRIOR)):
@@ -193,7 +197,9 @@ def test_training_into_a_finished_run_needs_resume_or_overwrite(trained: Path, c
 @pytest.mark.parametrize(
     ("args", "exit_code"),
     [
-        (["train-vqvae", "--lr", "30", "--max-steps", "5", *TINY], 1),  # diverges at once
+        pytest.param(  # diverges at once: it trains
+            ["train-vqvae", "--lr", "30", "--max-steps", "5", *TINY], 1, marks=pytest.mark.slow
+        ),
         (["train-vqvae", "--data", "FEW", "--max-steps", "5", *TINY], 2),  # too few images
     ],
     ids=["diverges", "too-few-images"],
@@ -213,6 +219,7 @@ def test_an_overwrite_that_fails_before_saving_keeps_everything(
     assert not (trained / ".replaced").exists()
 
 
+@pytest.mark.slow
 def test_a_prior_overwrite_refused_by_the_data_keeps_the_prior(tmp_path, tiny_mni152, capsys):
     """`train-prior --overwrite --condition label` on mni152, which has no labels, is refused
     after the prior was set aside: the prior comes back."""
@@ -239,6 +246,7 @@ def interrupted_vqvae_with_prior(run: Path, capsys) -> None:
         fileio.write_json(run / name, {**json.loads((run / name).read_text()), "step": 2})
 
 
+@pytest.mark.slow
 def test_resuming_a_vqvae_under_its_prior_is_refused_or_needs_overwrite(
     tmp_path, tiny_mni152, capsys
 ) -> None:
@@ -297,19 +305,9 @@ def test_run_paths_in_the_way_are_one_line(tmp_path, capsys) -> None:
 
 
 @pytest.fixture
-def read_only_run(trained: Path, tmp_path: Path):
-    """The trained run behind a read-only bind mount (tests run as root, who may write anywhere
-    else); skipped where the machine allows no mount."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    ok = subprocess.run(["mount", "--bind", str(trained), str(mount)], capture_output=True)
-    if ok.returncode != 0:
-        pytest.skip(f"no bind mount here: {ok.stderr.decode().strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def read_only_run(trained: Path, read_only) -> Path:
+    """The trained run behind a read-only bind mount."""
+    return read_only(trained)
 
 
 @pytest.mark.parametrize(
@@ -347,6 +345,7 @@ def test_preview_paths_are_checked_and_no_folder_is_made(tmp_path, capsys, tiny_
 # 5. budget-stopped runs resume to their plan -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_budget_stopped_run_resumes_to_its_planned_steps(tmp_path) -> None:
     train_set, val_set = blobs(20), blobs(8, seed=1)  # 5 steps an epoch, 3 epochs: 15 steps
     stage = make_stage(tmp_path, train_set, val_set)
@@ -369,6 +368,7 @@ def test_a_budget_stopped_run_resumes_to_its_planned_steps(tmp_path) -> None:
     assert again.step == 15
 
 
+@pytest.mark.slow
 def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, monkeypatch) -> None:
     """A run limited by --max-minutes alone continues to the plan its first budget fitted."""
     from vqgen import schedule
@@ -386,6 +386,7 @@ def test_a_time_limited_run_resumes_to_the_steps_its_budget_fitted(tmp_path, mon
     assert resumed.step == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl-c", "max-minutes"])
 def test_plain_resume_continues_a_time_limited_run(tmp_path, monkeypatch, stop) -> None:
     """`--resume` alone (the CLI's default settings: no --max-minutes) continues a run limited
@@ -486,6 +487,7 @@ def test_a_4d_volume_among_good_ones_is_skipped_or_refused_with_strict(tmp_path)
 # 8. output for logs and schedulers ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_output_to_a_log_file_is_plain_lines(tmp_path) -> None:
     """With stdout and stderr not a terminal: a plain line every 10 steps and per epoch, never
     wrapped, epochs counted from 1, paths printed as given, and JSON lines without NaN."""
@@ -527,6 +529,7 @@ def test_json_holds_null_where_a_value_is_not_finite(tmp_path) -> None:
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
 
 
+@pytest.mark.slow
 def test_a_closed_output_pipe_does_not_stop_training(tmp_path) -> None:
     """`train-vqvae ... 2>&1 | head -1`: once the reader has gone, training goes on quietly to
     its end and saves, and exits 0 without a traceback."""
@@ -546,6 +549,7 @@ def test_a_closed_output_pipe_does_not_stop_training(tmp_path) -> None:
     assert checkpoint.read_meta(RunDir(run), "vqvae", last=True)["step"] == 30
 
 
+@pytest.mark.slow
 def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
     """A scheduler's SIGTERM to `evaluate` stops it as Ctrl-C does: one line, exit 130."""
     code = textwrap.dedent(f"""
@@ -565,6 +569,7 @@ def test_sigterm_outside_training_is_one_line(trained: Path, tmp_path) -> None:
 # 9. a second Ctrl-C ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
     calls = {"n": 0}
 
@@ -585,6 +590,7 @@ def test_a_second_ctrl_c_says_what_was_kept(tmp_path) -> None:
 # 10. evaluate ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_elsewhere_leaves_the_run_as_it_was(trained: Path, tmp_path, capsys) -> None:
     """`evaluate --out elsewhere.json` draws its figures beside that report, not into the run's
     figures/, where they would sit beside the run's own report."""
@@ -599,6 +605,7 @@ def test_evaluate_elsewhere_leaves_the_run_as_it_was(trained: Path, tmp_path, ca
     assert str(tmp_path / "elsewhere-figures") in stdout
 
 
+@pytest.mark.slow
 def test_evaluate_on_the_train_split_warns_once(trained: Path, capsys) -> None:
     args = ["--split", "train", "--n-samples", "2", *CPU]
     code, _, err = run_cli(capsys, "evaluate", "--run", trained, *args)

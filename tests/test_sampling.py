@@ -3,16 +3,12 @@
 import pytest
 import torch
 from fixtures import example_cond
-from tiny import G, K, tiny_prior
+from tiny import G, K, seeded, tiny_prior
 
 from vqgen.config import SampleConfig
 from vqgen.errors import UsageError
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.sampling import sample_codes, sample_codes_naive
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize(

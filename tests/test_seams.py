@@ -1,7 +1,7 @@
 """The pieces a second code level builds beside, each on its own: the run directory's paths, the
 plan of a run's length, the checkpointer, the reporter, the conditioning module, the VQ loss's
-section in vqvae.json and the prior registry. And the shape of the code: no function over 60
-lines, no test module importing another."""
+section in vqvae.json and the prior registry. And one rule of the suite: no test module imports
+another."""
 
 from __future__ import annotations
 
@@ -190,6 +190,7 @@ def test_a_vqvae_trained_with_the_removed_discriminator_is_not_resumed(run_07f04
     assert_one_line_error(code, err, 2, "vqvae-last.json", "--adversarial", "no longer")
 
 
+@pytest.mark.slow
 def test_a_run_made_at_07f045d_takes_a_new_prior_then_samples_and_evaluates(
     run_07f045d, tiny_mni152, capsys
 ):
@@ -244,13 +245,7 @@ def test_a_kind_without_a_fast_sampler_falls_back_to_the_naive_one(monkeypatch):
     assert torch.equal(draw(), fast) and naive_calls == [1]
 
 
-# -- the shape of the code -----------------------------------------------------------------------
-
-
-def functions(path: Path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield node
+# -- the suite's own layout -----------------------------------------------------------------------
 
 
 def test_no_test_module_imports_another():

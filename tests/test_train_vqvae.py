@@ -12,8 +12,9 @@ from vqgen.data import mni152
 from vqgen.models.vqvae import VQVAE
 from vqgen.train_vqvae import reconstruction_metrics, train_vqvae
 
+pytestmark = pytest.mark.slow  # every test trains
 
-@pytest.mark.slow
+
 def test_a_few_dozen_steps_raise_validate_ssim_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(mni152, "SUBJECTS", {"train": 8, "validate": 2, "test": 1})
     monkeypatch.setattr(mni152, "SLICES", 8)

@@ -93,6 +93,7 @@ def test_prior_checkpoint_in_place_of_vqvae_is_refused(tmp_path):
         checkpoint.load_vqvae(RunDir(tmp_path))
 
 
+@pytest.mark.slow
 def test_training_improves_and_keeps_best_and_last(tmp_path):
     val_set = blobs(8, seed=1)
     torch.manual_seed(0)
@@ -107,6 +108,7 @@ def test_training_improves_and_keeps_best_and_last(tmp_path):
     assert sum("val_ssim" in line for line in lines) == 10  # one validation line per epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "stale_last"),
     [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
@@ -150,6 +152,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, signum, 
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_is_recorded_changes_the_numbers_and_resumes_exactly(tmp_path):
     """--bf16 / --no-bf16 reach the computation (forced here, whatever this CPU computes
     natively), each run says which it used, and a bf16 run resumes to the same weights."""
@@ -172,6 +175,7 @@ def test_bf16_autocast_is_recorded_changes_the_numbers_and_resumes_exactly(tmp_p
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_autocast_and_average_a_run_recorded_or_had_before_they_were(tmp_path):
     """A run resumes with the bf16 choice and moving average it recorded; one from before they
     were recorded trained in float32 on the CPU and without an average, and resumes so."""
@@ -187,6 +191,7 @@ def test_resume_keeps_the_autocast_and_average_a_run_recorded_or_had_before_they
     assert resumed.bf16 is False and resumed.ema == 0
 
 
+@pytest.mark.slow
 def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tmp_path):
     """With --ema the saved weights are the warmed-up moving average of the weights after each
     step (by hand here), validated as saved; Ctrl-C and --resume give the same average."""
@@ -242,6 +247,7 @@ def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tm
         torch.testing.assert_close(again[key], value, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 
@@ -258,6 +264,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert meta["weights_sha256"] == fileio.sha256(tmp_path / "vqvae-last.safetensors")
 
 
+@pytest.mark.slow
 def test_max_steps_stops_early(tmp_path):
     result = fit(
         make_stage(tmp_path, blobs(20), blobs(4, seed=1)),

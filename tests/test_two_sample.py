@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from vqgen import realism
-from vqgen.api import load_data
-from vqgen.data import SPLITS, SliceDataset
+from vqgen.data import SliceDataset
 from vqgen.data.dataset import concat
 from vqgen.evaluate_realism import spread_pick
 from vqgen.realism import two_sample
@@ -20,14 +19,15 @@ from vqgen.realism.perturb import PERTURBATIONS
 
 
 @pytest.fixture(scope="module")
-def mni(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SliceDataset]:
+def mni(mni152_64: dict[str, SliceDataset]) -> dict[str, SliceDataset]:
     """mni152 at 64 px: a reference of 16 subjects (validate and test), another real set of
-    16 train subjects; loaded once into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VQGEN_CACHE", str(tmp_path_factory.mktemp("cache")))
-        train, validate, test = (load_data("mni152", s, size=64) for s in SPLITS)
+    16 train subjects."""
+    train = mni152_64["train"]
     keep = torch.tensor([int(name[-3:]) < 16 for name in train.subjects])
-    return {"reference": concat(validate, test), "other": train.subset(keep)}
+    return {
+        "reference": concat(mni152_64["validate"], mni152_64["test"]),
+        "other": train.subset(keep),
+    }
 
 
 # --- folds ----------------------------------------------------------------------------------
@@ -83,6 +83,7 @@ def test_every_slice_is_scored_by_a_classifier_that_never_saw_its_subject(monkey
     assert (result.n_real, result.n_other) == (48, 48)
 
 
+@pytest.mark.slow
 def test_a_copy_of_the_real_slices_scores_chance_when_paired_and_below_when_not(mni):
     """The reconstructions' case at its extreme: a perfect copy. Paired, no classifier can do
     better or worse than chance; split independently of its real subjects, each fold's
@@ -95,6 +96,7 @@ def test_a_copy_of_the_real_slices_scores_chance_when_paired_and_below_when_not(
     assert leaked.ci_high < 0.5
 
 
+@pytest.mark.slow
 def test_c2st_is_seeded_and_checks_its_input(mni):
     real, subjects = mni["reference"].images[:96], mni["reference"].subjects[:96]
     other = PERTURBATIONS["blur"](mni["other"].images[:40], torch.Generator())

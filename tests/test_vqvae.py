@@ -1,10 +1,12 @@
-"""VQVAE: shapes, gradients, the public encode/codes/decode_codes round trip, state, errors."""
+"""VQVAE: shapes, gradients, the public encode/codes/decode_codes round trip, state, errors,
+and the loss that trains it."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vqgen.config import VQVAEConfig
+from vqgen.config import VQLossConfig, VQVAEConfig
+from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
 
 KINDS = ["st", "ema"]
@@ -145,3 +147,25 @@ def test_bad_inputs_fail_an_assertion_naming_the_argument() -> None:
         model.decode([torch.zeros(1, 5, 4, 4)])
     with pytest.raises(AssertionError, match="levels"):
         model.decode_codes([torch.zeros(1, 4, 4, dtype=torch.long)] * 2)
+
+
+# -- the loss that trains it ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("l1_weight", [0.0, 0.5])
+def test_loss_is_mse_plus_weighted_l1_plus_each_quantizer_loss(levels: int, l1_weight: float):
+    torch.manual_seed(0)
+    model = tiny(levels=levels).eval()  # in eval the codebooks stay as they are between calls
+    x = torch.rand(3, 1, 16, 16)
+    batch = (x, torch.zeros(3, dtype=torch.long), torch.zeros(3))
+    loss, scalars = VQLoss(VQLossConfig(l1_weight=l1_weight)).step(model, batch, 0)
+    x_hat, qs = model(x)
+    mse = F.mse_loss(x_hat, x)
+    torch.testing.assert_close(
+        loss, mse + l1_weight * F.l1_loss(x_hat, x) + sum(q.loss for q in qs)
+    )
+    assert scalars["loss"] == pytest.approx(loss.item())
+    assert scalars["mse"] == pytest.approx(mse.item())
+    assert scalars["perplexity"] == pytest.approx(qs[-1].perplexity.item())
+    assert ("perplexity_top" in scalars) == (levels == 2)

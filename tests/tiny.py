@@ -29,12 +29,18 @@ NARROW = ["--hidden", "16"]  # channels of the VQ-VAE's trunk
 SMALL_CODEBOOK = ["--codebook-size", "16", "--code-dim", "8"]
 VQVAE_32 = [*SIZE_32, *NARROW, *SMALL_CODEBOOK]  # 32 px, 16 codes of 8 dimensions
 VQVAE_32_DEFAULT_CODEBOOK = [*SIZE_32, *NARROW]  # 32 px, the default codebook
+# two levels: a 4x4 top grid over a 16x16 bottom grid
+TWO_LEVELS = [*VQVAE_32, "--downsample", "2", "--levels", "2", "--top-downsample", "4"]
 PRIOR_2X8 = ["--layers", "2", "--channels", "8"]
 PRIOR_3X16 = ["--layers", "3", "--channels", "16"]
 
 # -- a tiny prior --------------------------------------------------------------------------------
 
 K, G = 8, 6  # its codebook size and grid side
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def tiny_prior(condition: str = "none", **kw) -> GatedPixelCNN:
