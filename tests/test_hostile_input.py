@@ -54,6 +54,7 @@ def test_sizes_in_a_run_file_are_checked_before_anything_is_built(
     assert_one_line_error(code, err, 1, named, needle)
 
 
+@pytest.mark.slow
 def test_an_edited_size_costs_no_memory(trained_run) -> None:
     """50,000 codes of the edited size would take gigabytes to build: the shapes in the
     weights' header refuse them first, in a process that stays small."""
@@ -116,6 +117,7 @@ def test_a_damaged_sample_manifest_keeps_the_files_it_cannot_vouch_for(
     assert fileio.sha256(out / "sample_0000.png") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["codes out of range", "truncated"])
 def test_damaged_code_grids_are_encoded_again(trained_run, capsys, damage) -> None:
     path = trained_run / "codes" / "train.safetensors"
