@@ -163,7 +163,7 @@ def test_a_path_in_a_fixed_choice_field_is_refused(cls, field) -> None:
 
             load_data(config, "train", 32)
         if cls is TrainConfig:
-            from vqgen.inference import resolve_device
+            from vqgen.device import resolve_device
 
             resolve_device(config.device)
     assert PATH_LIKE in str(err.value) or field.replace("_", "-") in str(err.value)

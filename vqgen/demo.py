@@ -25,10 +25,10 @@ from vqgen.config import (
     VQVAEConfig,
 )
 from vqgen.data import SPLITS, load_data
+from vqgen.device import resolve_device
 from vqgen.errors import UsageError
 from vqgen.evaluate import evaluate
 from vqgen.evaluate_realism import feature_net
-from vqgen.inference import resolve_device
 from vqgen.loaded import LoadedRun
 from vqgen.overwrite import replacing
 from vqgen.rundir import RunDir

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 from torch import Tensor, nn
@@ -25,32 +24,13 @@ from torch.utils.data import Dataset
 from vqgen import conditioning, distributed, fileio, metrics
 from vqgen.data import SliceDataset
 from vqgen.errors import CheckpointError, UsageError
-from vqgen.models import level_logits
+from vqgen.models import code_nll, level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 
 LN2 = math.log(2)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 BATCH = 64  # images or code grids per forward pass when scoring a whole split
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """`auto` picks CUDA when there is one; cpu, cuda and cuda:N (or a torch.device) are
-    taken as given. Asking for a CUDA device that is not there is a usage error."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for but no CUDA device is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise UsageError(f"--device {name}: this machine has {count} CUDA device(s)")
-    return device
 
 
 def note(text: str) -> None:
@@ -233,7 +213,7 @@ def nll_bits(prior: nn.Module, codes: CodeSet) -> list[float]:
         for level, (logits, grid) in enumerate(
             zip(level_logits(prior, grids, cond), grids, strict=True)
         ):
-            totals[level] += F.cross_entropy(logits.float(), grid, reduction="sum").item()
+            totals[level] += code_nll(logits, grid, reduction="sum").item()
     return [total / c.numel() / LN2 for total, c in zip(totals, codes.levels, strict=True)]
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from vqgen import checkpoint, conditioning, fileio, inference
 from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import SliceDataset, load_data, load_reference
+from vqgen.device import resolve_device
 from vqgen.models.vqvae import VQVAE
 from vqgen.rundir import RunDir
 from vqgen.sampling import sample_levels
@@ -58,7 +59,7 @@ class LoadedRun:
         `device` (auto, cpu, cuda or cuda:N). `data` is the dataset's new place, where it moved
         since training. A prior that does not fit the VQ-VAE is refused here."""
         run = RunDir(Path(path)).check_exists()
-        dev = inference.resolve_device(device)
+        dev = resolve_device(device)
         vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
         vqvae_hash = fileio.sha256(run.weights("vqvae"))
         prior, prior_meta = None, None

@@ -43,8 +43,8 @@ from torch.optim.swa_utils import AveragedModel
 from vqgen import checkpoint, distributed
 from vqgen.checkpointer import Checkpointer, Diverged
 from vqgen.config import TrainConfig, load_config
+from vqgen.device import autocast, computes_bf16, resolve_device
 from vqgen.errors import Interrupted, TrainingError
-from vqgen.inference import resolve_device
 from vqgen.live import LiveLog
 from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
@@ -250,16 +250,6 @@ def end_epoch(
         stage.after_epoch(model)
 
 
-def computes_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 (by torch's
-    own probe). Training runs under bf16 autocast there, 1.4-1.8x faster on such a CPU
-    (docs/decisions.md, bf16); elsewhere bf16 would be slower than float32."""
-    if device.type == "cuda":
-        return True
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private: looked up, not assumed
-    return device.type == "cpu" and probe is not None and bool(probe())
-
-
 def moving_average(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of `model`'s weights and buffers (`update_parameters` after
     each step) that warms up: after n updates it keeps at most (1 + n) / (10 + n) of the average,
@@ -291,7 +281,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        self.autocast = autocast(device, self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
         if cfg.ema:
             self.average = moving_average(self.model, cfg.ema)

@@ -20,8 +20,9 @@ from torch import Tensor
 from vqgen import checkpoint, distributed, metrics, plots
 from vqgen.config import DataConfig, TrainConfig, VQLossConfig, VQVAEConfig, to_dict
 from vqgen.data import SliceDataset, load_data, resolve
+from vqgen.device import resolve_device
 from vqgen.errors import UsageError
-from vqgen.inference import reconstruct, resolve_device
+from vqgen.inference import reconstruct
 from vqgen.losses import VQLoss
 from vqgen.models.vqvae import VQVAE
 from vqgen.overwrite import training

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqgen.device import autocast
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
 
 MAX_SIDE = 128  # larger slices are area-resized to this first: the cost grows with the area
@@ -122,7 +123,7 @@ def _fit(
     (x, y), (x_val, y_val) = train, val
     gen = torch.Generator().manual_seed(seed)
     with seeded(seed):
-        net = _classifier().to(device)
+        net = _classifier().to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     per_round = ROUND_SLICES * max(1, 64 // x.shape[-1])  # more of smaller slices
     best, best_state, kept, gained = float("inf"), copy.deepcopy(net.state_dict()), 0, 0
@@ -130,7 +131,9 @@ def _fit(
         net.train()
         for batch in _balanced_stream(y, per_round, gen).split(BATCH):
             xb = random_flip(x[batch].to(device), gen)
-            loss = _mean_bce(net(xb)[:, 0], y[batch].to(device))
+            with autocast(device):  # trains in bf16 where the device computes it natively
+                logits = net(xb.contiguous(memory_format=torch.channels_last))[:, 0]
+            loss = _mean_bce(logits.float(), y[batch].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
