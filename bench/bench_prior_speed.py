@@ -32,7 +32,9 @@ bench/README.md keeps the last tables.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -45,6 +47,7 @@ from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.sampling import sample_codes
 from vqgen.train import moving_average
+from vqgen.train_prior import prior_step
 
 # (name, prior, batch): the 5-minute demo's prior on its 32x32 grid of 128 codes, and the size
 # of the plain gated PixelCNNs in public VQ-VAE repositories (with vqgen's other defaults)
@@ -110,17 +113,28 @@ def sync(device: torch.device) -> None:
 # -- the prior beside a plain gated PixelCNN ------------------------------------------------------
 
 
+def plain_loss(model: nn.Module, codes: Tensor) -> Tensor:
+    """The textbook step's loss: cross-entropy over the (B, K, h, w) logits as they come."""
+    return F.cross_entropy(model(codes).float(), codes)
+
+
+def vqgen_loss(model: nn.Module, codes: Tensor, positions: Tensor) -> Tensor:
+    """vqgen's training step's loss (train_prior.prior_step: the slice level, hidden a tenth of
+    the time where the prior is trained for guidance)."""
+    labels = torch.zeros(len(codes), dtype=torch.long, device=codes.device)
+    return prior_step(model, ([codes], labels, positions), 0)[0]
+
+
 def steps_per_second(
-    model: nn.Module, codes: Tensor, cond: Tensor | None, steps: int, bf16: bool
+    model: nn.Module, loss_of: Callable[[], Tensor], steps: int, bf16: bool
 ) -> float:
-    """Median AdamW steps/s of `model` on `codes` after two warm-up steps."""
+    """Median AdamW steps/s of `model` on the loss `loss_of()` after two warm-up steps."""
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    device = codes.device
+    device = next(model.parameters()).device
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(codes, cond)
-        loss = F.cross_entropy(logits.float(), codes)
+            loss = loss_of()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -162,9 +176,11 @@ def prior_table(steps: int, device: torch.device) -> None:
         for bf16 in (False, True):
             torch.manual_seed(0)
             plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers).to(device)
-            rates["plain", bf16] = steps_per_second(plain, codes, None, steps, bf16)
+            loss = functools.partial(plain_loss, plain, codes)
+            rates["plain", bf16] = steps_per_second(plain, loss, steps, bf16)
             ours = GatedPixelCNN(cfg).to(device).train()
-            rates["ours", bf16] = steps_per_second(ours, codes, cond, steps, bf16)
+            loss = functools.partial(vqgen_loss, ours, codes, cond)
+            rates["ours", bf16] = steps_per_second(ours, loss, steps, bf16)
         plain = f"{rates['plain', False]:.2f} / {rates['plain', True]:.2f}"
         ours = f"{rates['ours', False]:.2f} / {rates['ours', True]:.2f}"
         grids = f"{rates['ours', False] * batch:.0f} / {rates['ours', True] * batch:.0f}"

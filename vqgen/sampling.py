@@ -31,22 +31,25 @@ import torch
 from torch import Tensor, nn
 
 from vqgen.models import prior_levels
-from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.pixelcnn import GatedPixelCNN, gate
 
 
 def _device(prior: nn.Module, device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else next(prior.parameters()).device
 
 
-@contextmanager
-def one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run the per-position loop on one CPU thread, then restore the thread count.
+SHARED_ROWS = 128  # rows (samples, twice with guidance) from which the loop takes every thread
 
-    Each step is a few (n, C) matrix products, far too small to split: handing them to a
-    second thread costs more than the work, over 10x more when other processes share the cores.
-    """
+
+@contextmanager
+def cpu_threads_for(rows: int, device: torch.device) -> Iterator[None]:
+    """Run the per-position loop on one CPU thread for fewer than SHARED_ROWS rows, then
+    restore the thread count: each step is then a few (rows, C) matrix products, too small to
+    split, and handing them to a second thread costs more than the work, over 10x more when
+    other processes share the cores. From SHARED_ROWS on (evaluate's 256 guided samples are
+    512) the products are worth splitting: 5.4 s instead of 7.3 for those on 2 cores."""
     threads = torch.get_num_threads()
-    if device.type == "cpu":
+    if device.type == "cpu" and rows < SHARED_ROWS:
         torch.set_num_threads(1)
     try:
         yield
@@ -215,15 +218,16 @@ def sample_gated_pixelcnn(prior: GatedPixelCNN, rows: Rows, device: torch.device
     """The gated PixelCNN's fast sampler: the same codes as `sample_codes_naive`.
 
     Every layer's inputs are kept in zero-padded buffers. At the start of row i the vertical
-    stacks of all layers run on that row alone (they only see rows above); then at each
-    position the horizontal stacks (as matrix products) and the head run on a window of
-    k//2 + 1 columns (d apart in a layer of dilation d). The gate biases (position, condition,
-    top codes) are computed once for the whole grid and indexed at row i (vertical) or at
-    (i, j) (horizontal). On a CPU the loop runs on one thread (see `one_cpu_thread`).
+    stacks of all layers run on that row alone (they only see rows above), and every term of
+    the horizontal gates that does not depend on the row's codes is summed once; then at each
+    position the horizontal stacks run as one matrix product per tap (k//2 + 1 columns, d
+    apart in a layer of dilation d) on column-major buffers, and the head after them. The gate
+    biases (position, condition, top codes) are computed once for the whole grid. On a CPU the
+    loop runs on one thread for few rows (see `cpu_threads_for`).
     """
     c = prior.embed_condition(rows.cond, rows.count, rows.drop)
     top = prior.embed_top(rows.top, rows.count)
-    with one_cpu_thread(device):
+    with cpu_threads_for(rows.count, device):
         return _cached_raster_loop(prior, rows.count, c, top, rows.pick, device)
 
 
@@ -239,12 +243,23 @@ def _cached_raster_loop(
     blocks = list(prior.blocks)
     P = max(block.pad for block in blocks)  # the farthest any layer's taps reach
     dtype = prior.embedding.weight.dtype
-    # per layer: gate biases (position + condition) for the vertical stack, (n or 1, 2C, g, g),
-    # and for the horizontal stack, indexed [i, j] -> (n or 1, 2C)
-    gates = []
+    # per layer: the terms of its gate biases (position, condition, top codes), each
+    # (n or 1, 2C, 1 or g, 1 or g), for the vertical and the horizontal stack; kept apart, as
+    # their sum over the whole grid would be larger than all of them
+    gates = [block.gate_bias(prior.pos, c, top) for block in blocks]
+
+    # each layer's horizontal taps as (shift left, (C, 2C) weight), those its mask keeps, and
+    # its output weights (C, C), transposed once for the matrix products at every position
+    taps, out_weights = [], []
     for block in blocks:
-        bv, bh = (sum(terms[1:], terms[0]) for terms in block.gate_bias(prior.pos, c, top))
-        gates.append((bv, bh.permute(2, 3, 0, 1).contiguous()))  # bh: (g, g, n or 1, 2C)
+        kernel = block.h_conv.masked_weight[:, :, 0]  # (2C, C, k//2 + 1), the last tap at j
+        width = kernel.shape[-1]
+        kept = range(width - 1) if block.masked else range(width)
+        shifts = [(width - 1 - t) * block.dilation for t in kept]
+        taps.append(
+            [(sh, kernel[:, :, t].T.contiguous()) for sh, t in zip(shifts, kept, strict=True)]
+        )
+        out_weights.append(block.h_out.weight[:, :, 0, 0].T.contiguous())
 
     # v_in[l]: input of layer l's vertical stack, padded P rows above and P columns each side;
     # v_in[0] holds the embeddings of the codes drawn so far (zeros elsewhere).
@@ -253,27 +268,46 @@ def _cached_raster_loop(
     for i in range(g):
         from_v = []  # per layer: the vertical term for the horizontal stack on row i, (g, n, 2C)
         for layer, (block, (bv, _)) in enumerate(zip(blocks, gates, strict=True)):
-            row_bias = bv[:, :, i : i + 1]  # (n or 1, 2C, 1, g)
-            p = block.pad
-            rows = v_in[layer][:, :, i + P - p : i + P + 1, P - p : P + g + p]
-            v_out, to_h = block.vertical(rows, [row_bias])  # (n, C, 1, g)
-            if layer + 1 < len(blocks):
+            row_bias = [term[:, :, i : i + 1] if term.shape[2] > 1 else term for term in bv]
+            p, d = block.pad, block.dilation
+            rows = v_in[layer][:, :, i + P - p : i + P + 1 : d, P - p : P + g + p]  # the taps'
+            last = layer + 1 == len(blocks)
+            v_out, to_h = block.vertical(rows, row_bias, not last, rows_apart=False)
+            if v_out is not None:
                 v_in[layer + 1][:, :, i + P, P : P + g] = v_out[:, :, 0]
             from_v.append(to_h[:, :, 0].permute(2, 0, 1).contiguous())  # (n, 2C, g) -> (g, n, 2C)
-        # h_in[l]: input of layer l's horizontal stack on row i, padded P columns on the left
-        h_in = [v_in[0][:, :, i + P, : g + P]]  # a view of the embeddings: codes appear as drawn
-        h_in += [torch.zeros(n, C, g + P, dtype=dtype, device=device) for _ in blocks[1:]]
+        # h_in[l]: layer l's horizontal input on row i, column-major (P + g, n, C), so that
+        # each tap is a contiguous (n, C) block; h_bias[l]: every term of its gates that does
+        # not depend on this row's codes, (g, n, 2C): the vertical term, position, condition
+        h_in = [torch.zeros(g + P, n, C, dtype=dtype, device=device) for _ in blocks]
+        h_bias = [
+            sum((row_term(term, i) for term in bh), v_term + block.h_conv.bias).contiguous()
+            for block, v_term, (_, bh) in zip(blocks, from_v, gates, strict=True)
+        ]
         for j in range(g):
-            for layer, (block, (_, bh)) in enumerate(zip(blocks, gates, strict=True)):
-                p, d = block.pad, block.dilation
-                window = h_in[layer][:, :, P + j - p : P + j + 1 : d]  # (n, C, k//2 + 1)
-                h = block.horizontal_step(window, from_v[layer][j], bh[i, j])
+            for layer, block in enumerate(blocks):
+                x = h_in[layer]
+                pre = h_bias[layer][j]
+                for shift, weight in taps[layer]:  # (n, C) @ (C, 2C) per tap
+                    pre = torch.addmm(pre, x[P + j - shift], weight)
+                out = torch.addmm(block.h_out.bias, gate(pre), out_weights[layer])
+                if block.residual:
+                    out += x[P + j]
                 if layer + 1 < len(blocks):
-                    h_in[layer + 1][:, :, P + j] = h
-            code = pick(prior.out(h))  # from (n, K) logits
+                    h_in[layer + 1][P + j] = out
+            code = pick(prior.out(out))  # from (n, K) logits
             codes[:, i, j] = code
-            v_in[0][:, :, i + P, P + j] = prior.embedding(code)
+            embedded = prior.embedding(code)  # (n, C)
+            v_in[0][:, :, i + P, P + j] = embedded
+            h_in[0][P + j] = embedded
     return codes
+
+
+def row_term(term: Tensor, i: int) -> Tensor:
+    """A gate bias term (n or 1, 2C, 1 or g, 1 or g) on row i, laid out as the horizontal
+    stack's buffers are: (g or 1, n or 1, 2C)."""
+    row = term[:, :, i if term.shape[2] > 1 else 0]  # (n or 1, 2C, g or 1)
+    return row.permute(2, 0, 1)
 
 
 # the fast sampler of each prior kind: (prior, rows, device) -> (rows, g, g) codes

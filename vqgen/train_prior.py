@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, distributed, fileio, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, to_dict
 from vqgen.data import load_data, mni152
 from vqgen.data.augment import augment_slices
+from vqgen.device import resolve_device
 from vqgen.errors import CheckpointError
 from vqgen.inference import (
     LN2,
@@ -34,10 +34,9 @@ from vqgen.inference import (
     nll_bits,
     note,
     read_codes,
-    resolve_device,
     split_codes,
 )
-from vqgen.models import build_prior, level_logits
+from vqgen.models import build_prior, code_nll, level_logits
 from vqgen.models.vqvae import VQVAE
 from vqgen.overwrite import training
 from vqgen.rundir import RunDir
@@ -65,7 +64,7 @@ def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[
     if cfg.cond_dropout:
         drop = torch.rand(len(labels), device=labels.device) < cfg.cond_dropout
     logits = level_logits(prior, codes, cond, drop)
-    losses = [F.cross_entropy(x.float(), c) for x, c in zip(logits, codes, strict=True)]
+    losses = [code_nll(x, c) for x, c in zip(logits, codes, strict=True)]
     loss = sum(losses[1:], losses[0])
     sizes = [c[0].numel() for c in codes]
     nats = sum(x.detach() * n for x, n in zip(losses, sizes, strict=True)) / sum(sizes)

@@ -11,6 +11,7 @@ A run whose VQ-VAE has two code levels has one prior per level, held together in
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen.config import PriorConfig
@@ -61,3 +62,13 @@ def level_logits(
         return prior(codes, cond, drop)
     (grid,) = codes
     return [prior(grid, cond, drop=drop)]
+
+
+def code_nll(logits: Tensor, codes: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of `codes` (B, h, w) under `logits` (B, K, h, w), in float32, over the
+    logits' codes axis laid out last (the prior's head makes them so): a softmax along
+    contiguous memory, several times cheaper on a CPU than along the strided axis 1."""
+    K = logits.shape[1]
+    return F.cross_entropy(
+        logits.movedim(1, -1).reshape(-1, K).float(), codes.reshape(-1), reduction=reduction
+    )
