@@ -69,9 +69,10 @@ def main() -> None:
     parser.add_argument("settings", nargs="*", help="key=value")
     args = parser.parse_intermixed_args()  # options before, between or after the settings
     apply(args.settings)
-    seconds = {}
+    seconds, steps = {}, {}
     if not args.score_only:
-        seconds = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True).seconds
+        result = demo.run_demo(args.run, args.minutes, seed=args.seed, overwrite=True)
+        seconds, steps = result.seconds, result.steps
     report = vqgen.load_run(args.run).evaluate(
         "validate",
         n_samples=demo.EVAL_SAMPLES,
@@ -83,7 +84,9 @@ def main() -> None:
         name += f" (seed {args.seed})"
     if args.guidance is not None:
         name += f" (guidance {args.guidance:g})"
-    print(f"# {name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    counted = ", ".join(f"{k} {v:,} steps" for k, v in steps.items())
+    print(f"# {name}: {timing}; {counted}")
     print_rows(name, report)
 
 

@@ -343,6 +343,7 @@ def demo_cmd(
     console.print(report_table(result.report))
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     console.print(f"wall time {sum(result.seconds.values()) / 60:.1f} min ({phases})")
+    console.print(result.verdict(), highlight=False)
     report_md = escape(str(result.report_path.with_suffix(".md")))
     console.print(f"samples: {escape(str(result.samples))}   report: {report_md}")
 
