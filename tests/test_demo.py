@@ -21,8 +21,12 @@ def test_demo_runs_every_stage_and_times_each_phase(tmp_path, tiny_mni152, monke
     monkeypatch.setattr(demo, "DEMO_SAMPLES", 2)
     result = demo.run_demo(tmp_path / "demo", minutes=0.15, device="cpu")
 
-    assert list(result.seconds) == ["data", "vqvae", "prior", "sample", "evaluate"]
+    phases = ["data", "feature net", "vqvae", "prior", "sample", "evaluate"]
+    assert list(result.seconds) == phases
     assert all(s >= 0 for s in result.seconds.values())
+    assert set(result.steps) == {"vqvae", "prior"} and min(result.steps.values()) > 0
+    verdict = result.verdict()  # too few prior steps: how many minutes would give enough
+    assert f"prior {result.steps['prior']:,}" in verdict and "--minutes" in verdict
     assert result.report["split"] == "test"
     assert result.report["samples"]["guidance"] == GUIDANCE > 1  # a guided prior's default
     assert {"reconstruction", "prior", "samples", "realism"} <= set(result.report)

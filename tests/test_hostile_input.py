@@ -195,9 +195,9 @@ def test_a_demo_budget_that_is_no_number_is_one_line(tmp_path, capsys, minutes) 
 
 
 def test_a_budget_too_small_names_what_it_needs(tmp_path, capsys) -> None:
-    code, _, err = run_cli(capsys, "demo", "--run", tmp_path / "d", "--minutes", "1.5")
-    line = assert_one_line_error(code, err, 2, "--minutes 1.5 leaves no time")
-    assert float(line.rsplit(" ", 1)[-1]) > 1.5
+    code, _, err = run_cli(capsys, "demo", "--run", tmp_path / "d", "--minutes", "1.2")
+    line = assert_one_line_error(code, err, 2, "--minutes 1.2 leaves no time")
+    assert float(line.rsplit(" ", 1)[-1]) > 1.2
 
 
 # -- the Python API ------------------------------------------------------------------------

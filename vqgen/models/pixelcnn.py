@@ -84,9 +84,8 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = p
         half = round(p * 2**15)  # dropped: below -2**15 + 2 half in pieces 0-2, half in piece 3
-        self.register_buffer(
-            "cuts", torch.tensor([2 * half - 2**15] * 3 + [half], dtype=torch.int16), False
-        )
+        # not a buffer: only the CPU uses it, and DDP broadcasts no int16 buffers
+        self.cuts = torch.tensor([2 * half - 2**15] * 3 + [half], dtype=torch.int16)
         self.scale = 1 / (1 - half / 2**15)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from vqgen import fileio
 from vqgen.data.cache import cache_dir
 from vqgen.data.dataset import SliceDataset
-from vqgen.device import autocast
 from vqgen.errors import CheckpointError
 from vqgen.realism.images import Device, at_size, check_images, random_flip, seeded
 
@@ -115,16 +114,15 @@ def train_feature_net(
     num_labels = int(train_set.labels.max()) + 1 if has_labels else 0
     cfg = FeatureNetConfig(size, 16, tasks or ("rotation",), num_labels, trained_on)
     with seeded(seed):
-        net = FeatureNet(cfg).to(device, memory_format=torch.channels_last)
+        net = FeatureNet(cfg).to(device)
     gen = torch.Generator().manual_seed(seed)
-    images = at_size(train_set.images, size).contiguous(memory_format=torch.channels_last)
+    images = at_size(train_set.images, size)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
     for _ in range(steps):
         batch = torch.randint(0, len(images), (batch_size,), generator=gen)
         x, pos, lab = (t[batch].to(device) for t in (images, train_set.positions, train_set.labels))
-        with autocast(device):  # bf16 where the device computes it natively: 1.8x on a CPU
-            loss = _task_loss(net, x, pos, lab, gen)
+        loss = _task_loss(net, x, pos, lab, gen)  # float32: under bf16 it saw blur less well
         opt.zero_grad()
         loss.backward()
         opt.step()
