@@ -138,6 +138,8 @@ def test_divergence_leaves_only_finite_tensors_and_a_true_message(tmp_path, tiny
     code, _, err = run_cli(
         capsys, "train-vqvae", "--run", run, "--lr", "30", "--max-steps", "30", *TINY
     )
+    settings, err = err.split("\n", 1)  # the first line says what it trains with
+    assert settings.startswith("vqvae: batch 4, lr 30, ")
     line = assert_one_line_error(code, err, 1, "became", "try a lower --lr")
     saved = sorted(run.glob("*.safetensors"))
     assert ("nothing was saved" in line) == (not saved)

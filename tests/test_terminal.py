@@ -113,7 +113,9 @@ def test_the_progress_total_is_unknown_until_a_time_budget_is_fitted(monkeypatch
     ]  # 20 + 0.9 * 50 s / 0.5 s
     assert lines[0].endswith(" elapsed, ETA ?")
     assert report.progress.tasks[0].total == 110
-    limited = schedule.Plan(TrainConfig(max_steps=25), 8, "vqvae", torch.device("cpu"))
+    limited = schedule.Plan(
+        TrainConfig(max_steps=25, batch_size=2), 8, "vqvae", torch.device("cpu")
+    )
     assert limited.known_total() == 25
 
 

@@ -99,8 +99,16 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "epochs": (int | None, "--epochs", "Passes over the train split."),
     "max_steps": (int | None, "--max-steps", "Stop after N optimiser steps."),
     "max_minutes": (float | None, "--max-minutes", "Stop after this much training time."),
-    "batch_size": (int, "--batch-size", "Images or code grids per step (global under torchrun)."),
-    "lr": (float, "--lr", "Peak learning rate (AdamW)."),
+    "batch_size": (
+        int | None,
+        "--batch-size",
+        "Images or code grids per step, global under torchrun (default: 16 on a CPU, 64 on a GPU).",
+    ),
+    "lr": (
+        float | None,
+        "--lr",
+        "Peak learning rate of AdamW (default: 2e-3 at batch 16, times sqrt(batch / 16)).",
+    ),
     "device": (str, "--device", "auto, cpu or cuda."),
     "seed": (int, "--seed", "Seed for weights and shuffling."),
     "tensorboard": (

@@ -218,8 +218,9 @@ class TrainConfig:
     epochs: int | None = None  # passes over the train split
     max_steps: int | None = None  # optimiser steps
     max_minutes: float | None = None  # training time (the demo's budget)
-    batch_size: int = 16  # global: under torchrun each process takes its share
-    lr: float = 2e-3
+    # global (under torchrun each process takes its share); None: the device's (for_device)
+    batch_size: int | None = None
+    lr: float | None = None  # peak; None: BASE_LR scaled to the batch (for_device)
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -239,11 +240,11 @@ class TrainConfig:
             ("--epochs", self.epochs),
             ("--max-steps", self.max_steps),
             ("--max-minutes", self.max_minutes),
+            ("--batch-size", self.batch_size),
+            ("--lr", self.lr),
         ):
             if value is not None:
                 positive(option, value)
-        positive("--batch-size", self.batch_size)
-        positive("--lr", self.lr)
         seed_value("--seed", self.seed)
         at_least("weight_decay", self.weight_decay, 0)
         at_least("warmup_steps", self.warmup_steps, 0)
@@ -251,6 +252,24 @@ class TrainConfig:
         positive("log_every", self.log_every)
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must lie in [0, 1), got {self.ema}")
+
+
+# The batch a device trains with where --batch-size is not given: a 2-core CPU's slices/s do
+# not grow past 16 (docs/decisions.md, batch-size), a GPU keeps busy only with more
+DEVICE_BATCH = {"cpu": 16, "cuda": 64}
+BASE_BATCH, BASE_LR = 16, 2e-3  # the learning rate chosen at batch 16 (docs/decisions.md)
+
+
+def for_device(cfg: TrainConfig, device: str) -> tuple[TrainConfig, str]:
+    """`cfg` with the batch size and learning rate left to the device filled in, and a line
+    saying which. The rate follows the batch by the square-root rule for Adam (Malladi et al.
+    2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms",
+    https://arxiv.org/abs/2205.10287): BASE_LR x sqrt(batch / BASE_BATCH)."""
+    batch = cfg.batch_size or DEVICE_BATCH.get(device, BASE_BATCH)
+    lr = cfg.lr if cfg.lr is not None else BASE_LR * math.sqrt(batch / BASE_BATCH)
+    said = [f"batch {batch}" + ("" if cfg.batch_size else f" (the default on {device})")]
+    said.append(f"lr {lr:g}" + ("" if cfg.lr is not None else f" ({BASE_LR:g} at batch 16)"))
+    return dataclasses.replace(cfg, batch_size=batch, lr=lr), ", ".join(said)
 
 
 # Samples `evaluate` draws: the C2ST and KID need a few hundred a side to be stable.

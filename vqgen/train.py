@@ -42,9 +42,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from vqgen import checkpoint, distributed
 from vqgen.checkpointer import Checkpointer, Diverged
-from vqgen.config import TrainConfig, load_config
+from vqgen.config import TrainConfig, for_device, load_config
 from vqgen.device import autocast, computes_bf16, resolve_device
 from vqgen.errors import Interrupted, TrainingError
+from vqgen.inference import note
 from vqgen.live import LiveLog
 from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
@@ -170,9 +171,12 @@ def fit(
     `distributed.init`); see the module docstring."""
     if resume:
         cfg = resumed_config(stage.name, cfg, run)
+    cfg, chosen = for_device(cfg, device.type)
     run.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(stage, cfg, device)
+    precision = "bf16 autocast" if trainer.bf16 else "float32"
+    note(f"{stage.name}: {chosen}, {precision} on {device}")
     plan = Plan(cfg, len(trainer.data), stage.name, device)
     keeper = Checkpointer(run, stage, cfg, trainer)
     board = LiveLog.open(run.live_log(stage.name), cfg.tensorboard)
