@@ -22,6 +22,7 @@ from torch import nn
 import vqgen
 from vqgen import conditioning
 from vqgen.config import DataConfig, PriorConfig, VQLossConfig, VQVAEConfig, load_config
+from vqgen.data import resolve
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.fileio import (
     load_tensor_meta,
@@ -145,6 +146,12 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
     data = data_config(meta, where)
     if moved_to is not None:
         place = moved_to if moved_to == "mni152" else str(Path(moved_to).expanduser().resolve())
+        found = resolve(place)[0]  # a --data that is no dataset fails here
+        if found != data.kind:
+            raise UsageError(
+                f"--data {moved_to} holds {found} data, but this run was trained on {data.kind} "
+                f"data ({where}); give the place its own data moved to"
+            )
         return dataclasses.replace(data, source=place)
     if data.kind != "mni152" and not Path(data.source).exists():
         raise UsageError(

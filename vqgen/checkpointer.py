@@ -91,9 +91,11 @@ class Checkpointer:
         self.save(state, plan, best_too=improved)
 
     def save(self, state: LoopState, plan: Plan, best_too: bool) -> None:
-        """Rank 0 writes the last (and the best) weights with their JSON, then the train state;
-        every rank first checks that all hold the same weights. Weights or optimiser state that
-        are not finite are never saved: the last good checkpoint stays the resume point."""
+        """Rank 0 writes the best (if it is) and the last weights with their JSON, then the train
+        state, the sign of a whole save (vqgen.overwrite waits for it). Every rank first checks
+        that all hold the same weights.
+        Weights or optimiser state that are not finite are never saved: the last good
+        checkpoint stays the resume point."""
         trainer, name = self.trainer, self.stage.name
         distributed.check_same_model(trainer.model, f"{name} step {state.step}")
         optimizers = trainer.optimizers()
@@ -112,5 +114,6 @@ class Checkpointer:
             checkpoint.save_model(self.run, name, model, meta, last=False)
         checkpoint.save_model(self.run, name, model, meta, last=True)
         info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
+        # the train state goes last: what --overwrite takes as the sign of a whole save
         checkpoint.save_train_state(self.run, name, trainer.saved(), optimizers, info)
         self.saved_step = state.step

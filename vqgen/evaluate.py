@@ -12,8 +12,14 @@ sections. A label prior's samples and realism are scored class by class too ("pe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import signal
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ from torch import Tensor
 from vqgen import conditioning, fileio, metrics, plots
 from vqgen.config import EVAL_SPLITS, EvalConfig, SampleConfig
 from vqgen.data import SPLITS, SliceDataset
-from vqgen.errors import DataError, UsageError
+from vqgen.errors import CheckpointError, DataError, UsageError
 from vqgen.evaluate_realism import FIGURE_SAMPLES, realism_report
 from vqgen.inference import CodeSet, baselines_bits, make_output_dir, mean_bits, nll_bits, note
 from vqgen.loaded import LoadedRun
@@ -37,7 +43,10 @@ from vqgen.report import (
     Summary,
 )
 from vqgen.report_text import render_markdown
+from vqgen.rundir import RunDir
 
+FIGURE_NAME = re.compile(r"eval_\w+\.png")  # the figures `evaluate` draws
+STAGES = ("vqvae", "prior")
 MEMORISED_SSIM = 0.95  # a sample this close to a training slice counts as memorised
 SSIM_PAIRS = {"cpu": 64, "cuda": 4096}  # pairs per block: near a CPU's cache, a GPU wants many
 assert EVAL_SPLITS == SPLITS, "EvalConfig checks --split against vqgen.data's splits"
@@ -59,7 +68,8 @@ def evaluate(run: LoadedRun, cfg: EvalConfig = EvalConfig(), out: Path | None = 
             stacklevel=2,
         )
     make_output_dir(out.parent, "--out")  # before the slow part
-    with run.dir.lock("evaluate"):
+    check_output(run.dir, out)
+    with run.dir.lock("evaluate", enabled=into_run(run.dir, out)):
         start = time.perf_counter()
         report = _evaluate(run, cfg, out)
         note(f"evaluate: scored in {time.perf_counter() - start:.0f} s")
@@ -82,16 +92,100 @@ def _evaluate(run: LoadedRun, cfg: EvalConfig, out: Path) -> Report:
         )
     note(f"evaluate: scoring {len(dataset)} slices of the {cfg.split} split (takes minutes)")
     figures = run.dir.eval_figures(out)
+    staged = figures.parent / f".{figures.name}.new-{os.getpid()}"  # figures not yet committed
     groups = []
     if run.prior is not None:
         label_names = (run.prior_meta or {}).get("label_names", [])
         groups = conditioning.groups(run.prior.cfg.condition, label_names)
     phases = 1 + (8 if run.prior is not None else 3) + len(groups)  # those `phase` names below
-    with Phases("evaluate", phases) as phase:
-        report = _sections(run, cfg, dataset, groups, figures, phase)
-    fileio.write_json(out, report)
-    fileio.write_text(out.with_suffix(".md"), render_markdown(report))
+    try:
+        with Phases("evaluate", phases) as phase:
+            report = _sections(run, cfg, dataset, groups, staged, phase)
+        commit(report, out, staged, figures)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return report
+
+
+def into_run(run: RunDir, out: Path) -> bool:
+    """Whether the report (or its figures) goes into the run: only then is its lock held, so
+    that a run on a read-only disk is scored into a folder elsewhere."""
+    root = run.root.resolve()
+    return out.resolve().is_relative_to(root) or run.eval_figures(out).resolve().is_relative_to(
+        root
+    )
+
+
+def check_output(run: RunDir, out: Path) -> None:
+    """Refuse, before any work, an --out that would write over what `evaluate` did not write:
+    a file of the run's own (vqvae.json, prior.json, ...), or a JSON, Markdown file or figures
+    folder of someone else's. The run's own report.json is always evaluate's to replace."""
+    if out.resolve() == run.report.resolve():
+        return
+    reserved = {run.meta(stage, last).resolve() for stage in STAGES for last in (False, True)}
+    figures = run.eval_figures(out)
+    foreign = [out] if out.resolve() in reserved else []
+    if out.exists() and not is_report(out):
+        foreign.append(out)
+    md = out.with_suffix(".md")
+    if md.exists() and not (
+        md.is_file() and md.read_text(errors="replace").startswith("# vqgen report")
+    ):
+        foreign.append(md)
+    if figures.exists():
+        others = (
+            [f for f in figures.iterdir() if not FIGURE_NAME.fullmatch(f.name)]
+            if figures.is_dir()
+            else [figures]
+        )
+        foreign += others[:1]
+    if foreign:
+        raise UsageError(
+            f"--out {out}: {foreign[0]} is not a report that `vqgen evaluate` wrote; "
+            "move it or choose another --out"
+        )
+
+
+def is_report(path: Path) -> bool:
+    """Whether `path` holds a report.json that `evaluate` wrote."""
+    try:
+        report = fileio.read_json(path)
+    except CheckpointError:
+        return False
+    return {"run", "split", "reconstruction"} <= set(report)
+
+
+def commit(report: Report, out: Path, staged: Path, figures: Path) -> None:
+    """Put the report and its figures in place as one unit: the figures drawn in `staged`
+    replace those of the last report in `figures` (and any it drew that this one did not),
+    then the Markdown, then the JSON; Ctrl-C and SIGTERM wait until all are in place."""
+    markdown, payload = render_markdown(report), fileio.to_json(report, indent=2) + "\n"
+    with signals_held():
+        figures.mkdir(parents=True, exist_ok=True)
+        drawn = {f.name for f in staged.glob("eval_*.png")}
+        for old in figures.glob("eval_*.png"):
+            if old.name not in drawn:
+                old.unlink()
+        for name in sorted(drawn):
+            os.replace(staged / name, figures / name)
+        fileio.write_text(out.with_suffix(".md"), markdown)
+        fileio.write_text(out, payload)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while a few files are renamed into place; they take effect
+    right after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError):  # no POSIX signal masks here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _sections(

@@ -27,6 +27,7 @@ from vqgen.config import DataConfig, SampleConfig
 from vqgen.data import SliceDataset, load_data, load_reference
 from vqgen.device import resolve_device
 from vqgen.models.vqvae import VQVAE
+from vqgen.overwrite import settle
 from vqgen.rundir import RunDir
 from vqgen.sampling import sample_levels
 
@@ -59,6 +60,7 @@ class LoadedRun:
         `device` (auto, cpu, cuda or cuda:N). `data` is the dataset's new place, where it moved
         since training. A prior that does not fit the VQ-VAE is refused here."""
         run = RunDir(Path(path)).check_exists()
+        settle(run)  # an --overwrite cut short is finished or undone before anything is read
         dev = resolve_device(device)
         vqvae, vqvae_meta = checkpoint.load_vqvae(run, dev)
         vqvae_hash = fileio.sha256(run.weights("vqvae"))

@@ -18,12 +18,13 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from vqgen import distributed
-from vqgen.errors import UsageError
+from vqgen import distributed, fileio
+from vqgen.errors import CheckpointError, UsageError
 from vqgen.rundir import RunDir
 from vqgen.runlock import hold
 
 REPLACED_NAME = ".replaced"  # what --overwrite replaces, until the new training has saved
+GUARD = "guard.json"  # in it: the stage, its train state's inode before, what was moved
 
 
 @contextlib.contextmanager
@@ -59,14 +60,16 @@ def replacing(
     training has saved a checkpoint: a command that fails before that (a bad option, data
     it cannot use, a first step that diverges, Ctrl-C), or saves nothing, puts it all back.
     """
+    settle(run)  # an earlier --overwrite cut short is finished or undone first
     old = _replaced(run, stage, resume, overwrite, trains, resumable)
     if not old:
         yield
         return
-    aside, last = run.root / REPLACED_NAME, run.meta(stage, last=True)
-    shutil.rmtree(aside, ignore_errors=True)
+    aside, last = run.root / REPLACED_NAME, run.train_state(stage)  # a save's last file
     aside.mkdir()
-    before = _stamp(last)  # the last checkpoint's inode: a new save renames a new file in
+    before = _stamp(last)  # its inode: a new save renames a new file in
+    moved = {_aside_name(run, p): str(p.relative_to(run.root)) for p in old}
+    fileio.write_json(aside / GUARD, {"stage": stage, "last": before, "moved": moved})
     for p in old:
         os.replace(p, aside / _aside_name(run, p))
     try:
@@ -122,3 +125,41 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return info.st_dev, info.st_ino
+
+
+def settle(run: RunDir) -> None:
+    """Finish or undo an --overwrite that SIGKILL, a power cut or a full disk stopped before
+    it could: if the new training saved its last checkpoint since, the old files set aside in
+    RUN/.replaced are removed; if not, they are put back over whatever the new training began.
+    Either way one warning says which. A run another process holds (mid --overwrite) is one
+    line naming it."""
+    aside = run.root / REPLACED_NAME
+    if not aside.is_dir():
+        return
+    with hold(run.root, "settle"):
+        try:
+            record = fileio.read_json(aside / GUARD)
+            stage, before, moved = record["stage"], record["last"], dict(record["moved"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{aside} holds files an interrupted --overwrite set aside, without a readable "
+                f"{GUARD}; move them back into {run} by hand, or remove {aside}"
+            ) from None
+        now = _stamp(run.train_state(stage))
+        names = ", ".join(sorted(moved.values()))
+        if now is not None and list(now) != before:  # the new training saved: finish
+            shutil.rmtree(aside)
+            warnings.warn(
+                f"{run}: finished an interrupted --overwrite: removed {names}", stacklevel=3
+            )
+            return
+        for name, relative in moved.items():
+            target = run.root / relative
+            if target.is_dir():
+                shutil.rmtree(target)  # a folder is not replaced by one
+            os.replace(aside / name, target)
+        shutil.rmtree(aside)
+        warnings.warn(
+            f"{run}: an --overwrite stopped before its first save; put back {names}",
+            stacklevel=3,
+        )

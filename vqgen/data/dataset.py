@@ -246,13 +246,18 @@ def stack(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
 
 
 def root_here_or_below(path: Path, is_root: Callable[[Path], bool]) -> Path | None:
-    """`path` if it is a dataset root, else the first child folder that is, else None: users
-    may point at the dataset folder or at the folder that holds it."""
+    """`path` if it is a dataset root, else the child folder that is, else None: users may
+    point at the dataset folder or at the folder that holds it. A folder that holds several
+    is refused, naming them: which one was meant is the user's to say."""
     if not path.is_dir():
         return None
     if is_root(path):
         return path
-    return next((c for c in sorted(path.iterdir()) if c.is_dir() and is_root(c)), None)
+    roots = [c for c in sorted(path.iterdir()) if c.is_dir() and is_root(c)]
+    if len(roots) > 1:
+        names = ", ".join(r.name for r in roots)
+        raise DataError(f"{path} holds several datasets ({names}); give the one you mean")
+    return roots[0] if roots else None
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
