@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 import vqgen
 from vqgen import terminal
@@ -36,9 +38,11 @@ from vqgen.cli_options import (
     DilationOpt,
     DownsampleOpt,
     DrawSeedOpt,
+    EvalSeedOpt,
     GuidanceOpt,
     KindOpt,
     LevelsOpt,
+    MovedDataOpt,
     OverwriteOpt,
     ResumeOpt,
     RunOpt,
@@ -66,7 +70,27 @@ from vqgen.config import (
 )
 from vqgen.errors import Interrupted
 
+
+class _HelpFlag:
+    """--help takes no value: its row in --help shows no type, as `flag` gives other flags."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_HelpFlag, TyperGroup):
+    pass
+
+
+class _Command(_HelpFlag, TyperCommand):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -89,7 +113,7 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
                     f"{name} interrupted; every file written so far is complete"
                 ) from None
 
-        return app.command(name)(run)
+        return app.command(name, cls=_Command)(run)
 
     return register
 
@@ -191,7 +215,7 @@ def train_vqvae_cmd(
 
 
 @command("train-prior")
-@training_options(PRIOR_TRAINING, PRIOR_TRAIN_OPTIONS)
+@training_options(PRIOR_TRAINING, PRIOR_TRAIN_OPTIONS, resume_takes=frozenset({"data"}))
 def train_prior_cmd(
     train: TrainConfig,
     run: RunOpt = DEFAULT_RUN,
@@ -218,6 +242,7 @@ def train_prior_cmd(
     ] = PriorConfig.cond_dropout,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    data: MovedDataOpt = None,
 ) -> None:
     """Encode the data with the run's VQ-VAE and fit the gated PixelCNN prior."""
     from vqgen import distributed
@@ -232,7 +257,7 @@ def train_prior_cmd(
         augment=augment,
         cond_dropout=cond_dropout,
     )
-    result = train_prior(run, prior, train, resume, overwrite)
+    result = train_prior(run, prior, train, resume, overwrite, data)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  "
@@ -293,13 +318,8 @@ def evaluate_cmd(
     guidance: GuidanceOpt = SampleConfig.guidance,
     out: Annotated[Path | None, typer.Option(help="Report path (default RUN/report.json).")] = None,
     device: DeviceOpt = "auto",
-    seed: DrawSeedOpt = 0,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="The dataset's place, if it moved since training (default: vqvae.json's)."
-        ),
-    ] = None,
+    seed: EvalSeedOpt = 0,
+    data: MovedDataOpt = None,
 ) -> None:
     """Score a run: reconstruction, codebook usage, prior NLL and samples; writes a report.
     The samples are drawn as `sample` draws them, at --temperature, --top-k and --guidance."""
@@ -349,5 +369,11 @@ def demo_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: the app, with vqgen.terminal's one-line errors."""
-    terminal.run(app, argv)
+    """Console-script entry point: the app, with vqgen.terminal's one-line errors. --debug
+    may follow the verb too (`vqgen sample --debug`): it is taken out and put first, where
+    the app reads it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[1:end]:
+        args = ["--debug", *(a for i, a in enumerate(args) if a != "--debug" or i >= end)]
+    terminal.run(app, args)

@@ -36,14 +36,21 @@ RunOpt = Annotated[
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
 ]
+MovedDataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="The dataset's place, if it moved since training (default: vqvae.json's)."
+    ),
+]
 KindOpt = Annotated[
     str, typer.Option("--kind", help="Dataset layout: auto, oasis, adni, nifti, folder, mni152.")
 ]
 SizeOpt = Annotated[int, typer.Option("--size", help="Slices are resized to SIZE x SIZE.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, shuffling and sampling.")]
-DrawSeedOpt = Annotated[
-    int, typer.Option("--seed", help="Seed of the samples drawn (and of evaluate's subsets).")
+DrawSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the samples drawn.")]
+EvalSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of the samples drawn and of the subsets scored.")
 ]
 DataSeedOpt = Annotated[
     int,
@@ -135,14 +142,19 @@ PRIOR_TRAIN_OPTIONS = TRAIN_OPTIONS | {
 
 
 def training_options(
-    defaults: TrainConfig, options: dict[str, tuple[Any, str, str]] = TRAIN_OPTIONS
+    defaults: TrainConfig,
+    options: dict[str, tuple[Any, str, str]] | None = None,
+    resume_takes: frozenset[str] = frozenset(),
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the `options` of TrainConfig, with `defaults`; it receives them as
-    `train`.
+    """Give a command the `options` of TrainConfig (default TRAIN_OPTIONS), with `defaults`;
+    it receives them as `train`. Under --resume, the command's options other than
+    RESUME_TAKES and its own `resume_takes` are warned of as ignored.
 
     --epochs shows the stage's default but is None unless given, so that --max-steps or
     --max-minutes alone set the length of the run (`with_options`).
     """
+
+    options = TRAIN_OPTIONS if options is None else options
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         extra = []
@@ -171,7 +183,7 @@ def training_options(
         def run(**kwargs: Any) -> None:
             ctx = kwargs.pop("ctx")
             if kwargs["resume"]:
-                warn_ignored_on_resume(ctx)
+                warn_ignored_on_resume(ctx, RESUME_TAKES | resume_takes)
             given = {field: kwargs.pop(field) for field in options}
             if given["tensorboard"]:
                 from vqgen import live
@@ -194,12 +206,13 @@ def training_options(
 RESUME_TAKES = {"run", "resume", "device", "max_minutes", "tensorboard"}
 
 
-def warn_ignored_on_resume(ctx: typer.Context) -> None:
-    """--resume continues with the run's own settings: name the options given in vain."""
+def warn_ignored_on_resume(ctx: typer.Context, takes: set[str] = RESUME_TAKES) -> None:
+    """--resume continues with the run's own settings: name the options given in vain (all
+    but those it `takes`)."""
     ignored = [
         "--" + name.replace("_", "-")
         for name in ctx.params
-        if name not in RESUME_TAKES
+        if name not in takes
         and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
     ]
     if ignored:
