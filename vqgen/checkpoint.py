@@ -25,6 +25,7 @@ from vqgen.config import DataConfig, PriorConfig, VQLossConfig, VQVAEConfig, loa
 from vqgen.data import resolve
 from vqgen.errors import CheckpointError, UsageError
 from vqgen.fileio import (
+    check_regular,
     load_tensor_meta,
     load_tensors,
     read_json,
@@ -35,6 +36,12 @@ from vqgen.fileio import (
 from vqgen.rundir import RunDir
 
 FORMAT = "vqgen-run/1"
+# every top-level key a model's JSON has held, in this format: any other is refused
+META_KEYS = {
+    *("format", "stage", "vqgen_version", "torch_version", "weights", "weights_sha256"),
+    *("model", "loss", "data", "train", "step", "epoch", "metrics"),  # both stages
+    *("top_model", "vqvae_sha256", "label_names", "slice_range", "baselines_bits"),  # prior
+}
 # a vqvae.json without a "loss" section keeps the loss settings in "model"; such a run that
 # recorded no L1 weight was trained without the L1 term, which is on by default now
 LEGACY_LOSS = {"l1_weight": 0.0}
@@ -66,6 +73,7 @@ def save_model(run: RunDir, stage: str, model: nn.Module, meta: dict[str, Any], 
 def read_meta(run: RunDir, stage: str, last: bool = False) -> dict[str, Any]:
     """The JSON description of a stage's checkpoint, checked for format and stage."""
     path = run.meta(stage, last)
+    check_regular(path)  # a folder or a FIFO is named as such, never read (a FIFO blocks)
     if not path.is_file():
         raise run.missing(stage, last)
     meta = read_json(path)
@@ -73,6 +81,9 @@ def read_meta(run: RunDir, stage: str, last: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a vqgen checkpoint of format {FORMAT}")
     if meta.get("stage") != stage:
         raise CheckpointError(f"{path} holds a '{meta.get('stage')}' model, expected '{stage}'")
+    unknown = sorted(set(meta) - META_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown key '{unknown[0]}' (not one vqgen writes)")
     return meta
 
 
@@ -88,6 +99,7 @@ def build_checked(build: Callable[[], nn.Module], path: Path) -> nn.Module:
     fit its weights are refused before anything is allocated."""
     with torch.device("meta"):
         probe = build()
+    check_regular(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             found = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
@@ -148,15 +160,18 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
         place = moved_to if moved_to == "mni152" else str(Path(moved_to).expanduser().resolve())
         found = resolve(place)[0]  # a --data that is no dataset fails here
         if found != data.kind:
+            what = "is the embedded mni152 data" if place == "mni152" else f"holds {found} data"
             raise UsageError(
-                f"--data {moved_to} holds {found} data, but this run was trained on {data.kind} "
-                f"data ({where}); give the place its own data moved to"
+                f"--data {moved_to} {what}, but this run was trained on {data.kind} data "
+                f"('{data.source}', recorded in {where}); --data gives the new place of that "
+                "same data, where it moved"
             )
         return dataclasses.replace(data, source=place)
     if data.kind != "mni152" and not Path(data.source).exists():
         raise UsageError(
-            f"data path '{data.source}' (recorded in {where}) does not exist; if the data has "
-            "moved, give its new place with --data"
+            f"data path '{data.source}' (where {where} records the data) does not exist; if "
+            "the data has moved, give its new place with --data NEW (train-prior and evaluate "
+            "take it)"
         )
     return data
 
@@ -315,7 +330,7 @@ def train_state_info(run: RunDir, stage: str) -> dict[str, Any]:
     """Where a stage's training stopped (step, epoch, plan), from its train state's header
     alone; one line with a fix that works when there is none to resume."""
     path = run.train_state(stage)
-    again = "train it anew with --overwrite" if run.has(stage) else "start without --resume"
+    again = "train it anew with --overwrite" if run.holds_any(stage) else "start without --resume"
     if not path.is_file():
         raise UsageError(f"--resume: {path} not found, so there is nothing to continue; {again}")
     meta = load_tensor_meta(path)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -71,8 +72,30 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(to_json(payload, indent=2) + "\n"))
 
 
+NOT_FILES = {
+    stat.S_ISDIR: "a folder",
+    stat.S_ISFIFO: "a FIFO (named pipe)",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a device",
+    stat.S_ISBLK: "a device",
+}
+
+
+def check_regular(path: Path, what: str = "a checkpoint file") -> None:
+    """Refuse, in one line naming it, a `path` that is there but is no plain file (a folder, a
+    FIFO, a device): reading one fails oddly or blocks for ever. A missing path passes."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing, or a dangling link: the caller says so
+    for test, kind in NOT_FILES.items():
+        if test(mode):
+            raise CheckpointError(f"{path} is {kind}, not {what}; move it away")
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON object, with one clear line when it is missing or corrupt."""
+    check_regular(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     try:
@@ -112,6 +135,7 @@ def save_tensors(
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; a missing, truncated or corrupt file is one clear line."""
+    check_regular(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     try:
@@ -124,6 +148,7 @@ def load_tensor_meta(path: Path) -> dict[str, Any]:
     """The JSON stored in a safetensors file's metadata by `save_tensors`."""
     from safetensors import safe_open
 
+    check_regular(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {}).get("json", "{}"))
@@ -141,7 +166,11 @@ def trim_log(path: Path, last_step: int) -> None:
     steps after its last checkpoint, or torn its last line."""
     if not path.exists():
         return
-    kept, lines = [], path.read_text(errors="replace").splitlines()
+    # lines end at "\n" only, as append_jsonl writes them: read_text's newline translation and
+    # splitlines() would also break at the \r, \x0b, \x1c.. that binary junk holds, and count
+    # lines the file does not have
+    lines = path.read_bytes().decode(errors="replace").split("\n")
+    kept, lines = [], lines[:-1] if lines[-1] == "" else lines
     torn = []  # lines that are not a JSON object: a torn last one is expected, others are not
     for i, line in enumerate(lines):
         try:

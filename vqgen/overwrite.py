@@ -110,7 +110,8 @@ def _replaced(
     if set(existing) <= set(run.logs(stage)):  # logs alone: it never saved a step
         return []
     if not overwrite:
-        advice = "continue it with --resume or " if resumable else ""
+        resumes = resumable and run.train_state(stage).is_file()  # else nothing to continue
+        advice = "continue it with --resume or " if resumes else ""
         raise UsageError(
             f"{run} already holds a {stage} ({existing[0].name}); {advice}"
             "replace it with --overwrite"

@@ -38,6 +38,7 @@ class RunDir:
     """One run directory and every path in it."""
 
     root: Path
+    codes_at: Path | None = None  # the code grids' folder, where not root/codes (read-only run)
 
     def __str__(self) -> str:
         return str(self.root)
@@ -80,7 +81,7 @@ class RunDir:
 
     @property
     def codes_dir(self) -> Path:
-        return self.root / "codes"
+        return self.codes_at or self.root / "codes"
 
     def codes(self, split: str, level: str | None = None) -> Path:
         """A split's code grids (of one level, in a run with several)."""
@@ -127,8 +128,14 @@ class RunDir:
         return self
 
     def has(self, stage: str) -> bool:
-        """Whether the run holds a trained `stage`."""
-        return self.meta(stage).is_file()
+        """Whether the run holds a trained `stage` (or something in the way of its JSON, which
+        reading it then names)."""
+        return self.meta(stage).exists()
+
+    def holds_any(self, stage: str) -> bool:
+        """Whether the run holds any of `stage`'s checkpoints: a plain training is then refused
+        (it needs --resume or --overwrite)."""
+        return any(p.exists() for p in self.stage_files(stage) if p not in self.logs(stage))
 
     def missing(self, stage: str, last: bool = False) -> UsageError:
         """The error for a stage the run does not hold, with the command that makes it."""
@@ -139,9 +146,15 @@ class RunDir:
                 "start without --resume"
             )
         if self.meta(stage, last=True).is_file():  # stopped before its first validation
+            stopped = f"{self} has no finished {stage} ({name} missing): its training stopped"
+            if not self.train_state(stage).is_file():  # nothing to continue from
+                return UsageError(
+                    f"{stopped} and left no {self.train_state(stage).name} to continue from; "
+                    f"train it anew with `vqgen train-{stage} --run {self} --overwrite`"
+                )
             return UsageError(
-                f"{self} has no finished {stage} ({name} missing): its training stopped before "
-                f"it first validated; continue it with `vqgen train-{stage} --run {self} --resume`"
+                f"{stopped} before it first validated; continue it with "
+                f"`vqgen train-{stage} --run {self} --resume`"
             )
         return UsageError(
             f"{self} has no {stage} checkpoint ({name} missing); {TRAIN_HINTS[stage]}"
