@@ -36,7 +36,7 @@ def test_unrecognised_layout_lists_the_layouts(tmp_path: Path) -> None:
 
 def test_forced_kind_that_does_not_match(tmp_path: Path) -> None:
     root = make_oasis(tmp_path)
-    with pytest.raises(UsageError, match=r"not a adni layout.*AD_NC"):
+    with pytest.raises(UsageError, match=r"not an ADNI layout.*AD_NC"):
         load_data(root, "train", kind="adni")
 
 

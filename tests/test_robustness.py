@@ -425,7 +425,7 @@ def test_unknown_label_for_a_label_prior_lists_the_known_ones(capsys, run):
         (["train-prior", "--condition", "colour"], ["--condition"]),
         (["sample", "--temperature", "inf"], ["--temperature", "inf"]),
         (["sample", "--n", "0"], ["--n must be", "at least 1"]),
-        (["sample", "--out", "{run}/vqvae.json"], ["--out", "cannot create"]),
+        (["sample", "--out", "{run}/vqvae.json"], ["--out", "is a file", "give a folder"]),
         (["evaluate", "--out", "{run}/vqvae.json/r.json"], ["--out", "cannot create"]),
         (["evaluate", "--n-samples", "1"], ["--n-samples"]),
         (["train-vqvae", "--overwrite", "--size", "100000"], ["--size", "2048", "100000"]),

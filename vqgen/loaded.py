@@ -12,8 +12,12 @@ which checks what a user passes in. Each model, split and hash is loaded or comp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
+import shutil
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +113,22 @@ class LoadedRun:
     def codes(self, name: str) -> inference.CodeSet:
         """A split's code grids, from run/codes when this VQ-VAE made them."""
         return inference.split_codes(
-            self.dir, name, self.vqvae, self.vqvae_sha256, lambda: self.split(name)
+            self._codes_run, name, self.vqvae, self.vqvae_sha256, lambda: self.split(name)
         )
+
+    @functools.cached_property
+    def _codes_run(self) -> RunDir:
+        """The run, where code grids are kept; for a run that takes no files (a read-only
+        disk) the run with a temporary folder for them, holding a copy of those it has: such a
+        run is only read, and scored all the same."""
+        folder = self.dir.codes_dir
+        if os.access(folder if folder.is_dir() else self.dir.root, os.W_OK):
+            return self.dir
+        self._scratch = tempfile.TemporaryDirectory(prefix="vqgen-codes-")  # gone with self
+        scratch = Path(self._scratch.name)
+        if folder.is_dir():
+            shutil.copytree(folder, scratch, dirs_exist_ok=True)
+        return dataclasses.replace(self.dir, codes_at=scratch)
 
     # -- stage 1: images <-> codes -------------------------------------------------------------
 

@@ -47,6 +47,10 @@ def sample(run: LoadedRun, cfg: SampleConfig, out_dir: Path | None = None) -> Sa
     into_run = out_dir.resolve().is_relative_to(run.dir.root.resolve())
     with run.dir.lock("sample", enabled=into_run):
         run.condition(cfg)  # refuses a bad --label or --slice before any output
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(
+                f"--out {out_dir} is a file; give a folder for the samples (made if missing)"
+            )
         make_output_dir(out_dir, "--out")  # before sampling, which may take minutes
         paths = [out_dir / f"sample_{i:04d}.png" for i in range(cfg.n)]
         in_run = out_dir == run.dir.samples
@@ -60,11 +64,16 @@ def sample(run: LoadedRun, cfg: SampleConfig, out_dir: Path | None = None) -> Sa
             warnings.warn(
                 f"removed {len(earlier)} earlier sample file(s) from {out_dir}", stacklevel=2
             )
-        for image, path in zip(images, paths, strict=True):
-            write_png(image, path)
-        grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
-        digests = [fileio.sha256(p) for p in [*paths, grid]]
-        fileio.write_json(out_dir / MANIFEST, {"sha256": digests})
+        written: list[Path] = []
+        try:
+            for image, path in zip(images, paths, strict=True):
+                write_png(image, path)
+                written.append(path)
+            grid = plots.save_grid(images, out_dir / GRID_NAME, nrow=min(8, cfg.n))
+            written.append(grid)
+        finally:  # Ctrl-C or a full disk midway: the next `sample` still knows these as its own
+            digests = [fileio.sha256(p) for p in written]
+            fileio.write_json(out_dir / MANIFEST, {"sha256": digests})
     return SampleResult(images, codes, paths, grid, seconds, run.guidance(cfg))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from vqgen import checkpoint, conditioning, distributed, fileio, plots
 from vqgen.config import DataConfig, PriorConfig, TrainConfig, VQVAEConfig, to_dict
-from vqgen.data import load_data, mni152
+from vqgen.data import SliceDataset, load_data, mni152
 from vqgen.data.augment import augment_slices
 from vqgen.device import resolve_device
 from vqgen.errors import CheckpointError
@@ -74,13 +75,24 @@ def prior_step(prior: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[
     return loss, scalars
 
 
+MANY_COPIES = 50  # --augment beyond this is warned of, with its cost (the demo's 30 min: 12)
+PROGRESS_SECONDS = 5.0  # encoding copies says how far it is at least this often
+
+
 def training_codes(
-    run: RunDir, vqvae: VQVAE, data: DataConfig, codes: CodeSet, copies: int, vqvae_hash: str
+    run: RunDir,
+    vqvae: VQVAE,
+    data: DataConfig,
+    codes: CodeSet,
+    copies: int,
+    vqvae_hash: str,
+    load_train: Callable[[], SliceDataset] | None = None,
 ) -> CodeSet:
     """The train split's code grids `codes` and those of `copies` more versions of it: for
     mni152 fresh virtual subjects of the train seed stream, else the train slices under small
     random affine and intensity changes (and left-right flips, except for a plain folder),
-    encoded by the VQ-VAE. Kept in run/codes while made by this VQ-VAE."""
+    encoded by the VQ-VAE. Kept in run/codes while made by this VQ-VAE. `load_train` reads
+    the train split (default: from `data`)."""
     if not copies:
         return codes
     path = run.augmented_codes(copies)
@@ -90,10 +102,11 @@ def training_codes(
         extra = cached[0]
     else:
         size = vqvae.cfg.size
-        train = load_data(data, "train", size)
+        train = load_train() if load_train is not None else load_data(data, "train", size)
         subjects = len(set(train.subjects))
         announce_copies(copies, len(train), sum(g * g for g in vqvae.cfg.grids))
         sets = []  # each copy encoded as it is made: one copy's images in memory at a time
+        start = said = time.perf_counter()
         for copy in range(copies):
             if data.kind == "mni152":
                 fresh = mni152.fresh_train_subjects(subjects, copy * subjects, size, data.seed)
@@ -101,8 +114,12 @@ def training_codes(
             else:
                 images = augment_slices(train.images, data.seed + copy, data.kind != "folder")
                 sets.append((encode(vqvae, images), train.labels, train.positions))
-            if (copy + 1) % max(copies // 10, 1) == 0:
+            now = time.perf_counter()
+            if copy == 0:
+                warn_many_copies(copies, len(train), now - start)
+            if (copy + 1) % max(copies // 10, 1) == 0 or now - said >= PROGRESS_SECONDS:
                 note(f"--augment: encoded {copy + 1} of {copies} copies of the train split")
+                said = now
         extra = {
             key: torch.cat(level)
             for key, level in zip(
@@ -132,6 +149,22 @@ def announce_copies(copies: int, slices: int, codes_per_slice: int) -> None:
             stacklevel=3,
         )
     note(f"--augment: making and encoding {copies} copies of the train split ({slices} slices)")
+
+
+def warn_many_copies(copies: int, slices: int, first: float) -> None:
+    """Warn of an --augment of more than MANY_COPIES copies, with what it costs: the time to
+    make and encode them here (from the first copy's `first` seconds) and the grids it adds
+    to every epoch."""
+    if copies <= MANY_COPIES:
+        return
+    total = first * copies
+    took = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
+    warnings.warn(
+        f"--augment {copies}: {copies} copies of the train split, about {took} to make and "
+        f"encode here ({first:.2f} s a copy), and {copies * slices} more code grids to learn "
+        f"from: every epoch {copies + 1} times as long as on the train split alone",
+        stacklevel=3,
+    )
 
 
 def resumed_prior_config(run: RunDir, vqvae_hash: str) -> tuple[PriorConfig, PriorConfig | None]:
@@ -179,31 +212,43 @@ def train_prior(
     train: TrainConfig,
     resume: bool = False,
     overwrite: bool = False,
+    moved_to: str | None = None,
 ) -> PriorResult:
     """Fit the prior on the train split's codes, keep the best by validate NLL, holding the
     run's lock. A run that already holds a prior needs `resume` or `overwrite`.
 
     `prior` gives the network's size and condition; its codebook size, grid and number of
-    labels are taken from the run's VQ-VAE and data.
+    labels are taken from the run's VQ-VAE and data. `moved_to` is the data's new place,
+    where it moved since the VQ-VAE was trained.
     """
     run = RunDir(run_dir).check_exists()
     device = distributed.init(resolve_device(train.device))
     with training(run, "prior", resume, overwrite):
-        return _train(run, prior, train, device, resume)
+        return _train(run, prior, train, device, resume, moved_to)
 
 
 def _train(
-    run: RunDir, prior: PriorConfig, train: TrainConfig, device: torch.device, resume: bool
+    run: RunDir,
+    prior: PriorConfig,
+    train: TrainConfig,
+    device: torch.device,
+    resume: bool,
+    moved_to: str | None = None,
 ) -> PriorResult:
     vqvae, vqvae_meta = checkpoint.load_vqvae(run, device)
-    data, size = checkpoint.data_config(vqvae_meta, run.meta("vqvae")), vqvae.cfg.size
+    size = vqvae.cfg.size
+    # where the data is: checked only when slices are read, since cached code grids need none
+    placed = functools.partial(checkpoint.run_data, run, vqvae_meta, moved_to)
+    data = placed() if moved_to else checkpoint.data_config(vqvae_meta, run.meta("vqvae"))
+
+    def loader(split: str) -> Callable[[], SliceDataset]:
+        return lambda: load_data(placed(), split, size)
+
     vqvae_hash = fileio.sha256(run.weights("vqvae"))
     resumed = resumed_prior_config(run, vqvae_hash) if resume else None  # before any work
     with distributed.main_first():  # rank 0 encodes and caches the codes, the others read them
         split_train, val_codes = (
-            split_codes(
-                run, split, vqvae, vqvae_hash, functools.partial(load_data, data, split, size)
-            )
+            split_codes(run, split, vqvae, vqvae_hash, loader(split))
             for split in ("train", "validate")
         )
     if resumed is not None:
@@ -212,7 +257,9 @@ def _train(
         cfg, top_cfg = level_configs(prior, vqvae.cfg, len(split_train.label_names))
     conditioning.check_data(cfg.condition, split_train.labels, split_train.positions, data.source)
     with distributed.main_first():
-        train_codes = training_codes(run, vqvae, data, split_train, cfg.augment, vqvae_hash)
+        train_codes = training_codes(
+            run, vqvae, data, split_train, cfg.augment, vqvae_hash, loader("train")
+        )
     baselines = baselines_bits(split_train, cfg.codebook_size)  # as `evaluate` reports them
     figure = run.figures / "prior_curves.png"
     torch.manual_seed(train.seed)  # the initial weights too

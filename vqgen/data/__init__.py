@@ -66,8 +66,16 @@ def resolve(source: str | Path, kind: str = "auto") -> tuple[str, Path | None]:
         if root is not None:
             return name, root.resolve()
     if kind != "auto":
-        raise UsageError(f"{path}: not a {kind} layout; expected {SOURCES[kind].LAYOUT}")
+        raise UsageError(f"{path}: not {LAYOUT_NAMES[kind]}; expected {SOURCES[kind].LAYOUT}")
     raise UsageError(f"{path}: no dataset layout that vqgen reads; expected one of: {_layouts()}")
+
+
+LAYOUT_NAMES = {  # each --kind's layout, with its article
+    "oasis": "an OASIS layout",
+    "adni": "an ADNI layout",
+    "nifti": "a NIfTI layout",
+    "folder": "a folder of images",
+}
 
 
 def detect_kind(source: str | Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,8 +12,8 @@ import torch
 
 from vqgen import plots
 from vqgen.config import DataConfig
-from vqgen.data import SPLITS, SliceDataset, detect_kind, load_data
-from vqgen.errors import UsageError
+from vqgen.data import SPLITS, DataWarning, SliceDataset, detect_kind, load_data
+from vqgen.errors import DataError, UsageError
 from vqgen.runlock import path_error
 
 PREVIEW_PER_SPLIT = 8
@@ -53,9 +54,27 @@ def describe_dataset(data: DataConfig, size: int, preview: Path | None = None) -
     if preview is not None:
         check_preview(preview)
     kind = detect_kind(data.source) if data.kind == "auto" else data.kind
-    splits = {split: load_data(replace(data, kind=kind), split, size) for split in SPLITS}
+    splits, missing = {}, {}
+    for split in SPLITS:
+        try:
+            splits[split] = load_data(replace(data, kind=kind), split, size)
+        except DataError as err:  # e.g. an ADNI tree without test/: training still works
+            missing[split] = err
+    if not splits:
+        raise next(iter(missing.values()))
+    for split, err in missing.items():
+        warnings.warn(
+            f"the {split} split is missing ({err}); training needs train and validate, "
+            f"`evaluate --split {split}` needs it",
+            DataWarning,
+            stacklevel=2,
+        )
     rows = []
-    for split, ds in splits.items():
+    for split in SPLITS:
+        if split in missing:
+            rows.append((split, "0", "0", "-", "-", "-"))
+            continue
+        ds = splits[split]
         pixels = ds.pixels
         rows.append(
             (
@@ -70,7 +89,7 @@ def describe_dataset(data: DataConfig, size: int, preview: Path | None = None) -
     if preview is not None:
         generator = torch.Generator().manual_seed(data.seed)
         figure_rows = []
-        for split, ds in splits.items():
+        for split, ds in splits.items():  # the splits there are
             pick = torch.randperm(len(ds), generator=generator)[:PREVIEW_PER_SPLIT]
             figure_rows.append((split, ds.pixels[pick].float() / 255))  # (n, 1, S, S)
         plots.rows_figure(figure_rows, preview, caption=f"{data.source} ({kind}), random slices")
