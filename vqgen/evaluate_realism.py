@@ -144,13 +144,9 @@ def realism_section(
     reconstructions with the split's slices they were made from, paired. `net` is the train
     split's `feature_net`. Writes the power-spectrum figure into `figures`, if given."""
     real = reference.images
-    subjects = len(set(dataset.subjects))
-    smallest = min(len(dataset), len(train_set), len(dataset) if samples is None else len(samples))
-    if subjects < 2 or smallest < REALISM_MIN_SLICES:
-        return {
-            "skipped": f"needs {REALISM_MIN_SLICES} slices a set and 2 subjects in the split; "
-            f"got {smallest} slices and {subjects} subject(s)"
-        }
+    short = too_small(dataset, train_set, samples)
+    if short:
+        return {"skipped": short}
     pick = spread_pick(train_set.subjects, len(dataset if samples is None else samples), seed)
     floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
     features_of = {"reference": realism.extract_features(net, real, device)}
@@ -190,6 +186,20 @@ def realism_section(
         spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
         plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
     return section
+
+
+def too_small(dataset: SliceDataset, train_set: SliceDataset, samples: Tensor | None) -> str:
+    """Why the realism of `dataset` (the split, or one label's slices of it) cannot be scored,
+    naming each set that is short and by how much; "" when none is."""
+    sets = {"split": len(dataset), "train split": len(train_set)}
+    if samples is not None:
+        sets["samples"] = len(samples)
+    short = [f"{name}: {n}" for name, n in sets.items() if n < REALISM_MIN_SLICES]
+    subjects = len(set(dataset.subjects))
+    why = [f"{REALISM_MIN_SLICES} slices in each set ({', '.join(short)})"] if short else []
+    if subjects < 2:
+        why.append(f"slices of 2 subjects in the split (it has {subjects})")
+    return f"needs {' and '.join(why)}" if why else ""
 
 
 def outline_section(
