@@ -46,7 +46,7 @@ from vqgen.demo import demo_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.sampling import sample_codes
-from vqgen.train import moving_average
+from vqgen.train import MovingAverage
 from vqgen.train_prior import prior_step
 
 # (name, prior, batch): the 5-minute demo's prior on its 32x32 grid of 128 codes, and the size
@@ -153,7 +153,7 @@ def steps_per_second(
 
 def average_seconds(model: nn.Module, repeats: int = 50) -> float:
     """Median time of one update of the moving average of `model`'s weights (--ema)."""
-    average = moving_average(model, 0.99)
+    average = MovingAverage(model, 0.99)
     average.update_parameters(model)  # the first update copies
     times = []
     for _ in range(repeats):

@@ -164,11 +164,9 @@ def test_unconditional_prior_ignores_cond() -> None:
     [
         ("label", None, "cond is required"),
         ("label", torch.tensor([0.5, 0.5]), "integer labels"),
-        ("label", torch.tensor([0, 3]), r"labels must lie in \[0, 3\)"),
         ("label", torch.tensor([0, 1, 2]), r"shape \(2,\)"),
         ("slice", None, "cond is required"),
         ("slice", torch.tensor([0, 1]), "float slice positions"),
-        ("slice", torch.tensor([0.5, 1.5]), r"lie in \[0, 1\]"),
         ("slice", torch.zeros(2, 1), r"shape \(2,\)"),
     ],
 )
@@ -185,13 +183,21 @@ def test_bad_cond_fails_an_assertion(condition: str, cond: torch.Tensor | None, 
         (torch.zeros(G, G, dtype=torch.long), "codes must have shape"),
         (torch.zeros(1, G, G + 1, dtype=torch.long), "codes must have shape"),
         (torch.zeros(1, G, G), "integer tensor"),
-        (torch.full((1, G, G), K), r"codes must lie in \[0, 8\)"),
-        (torch.full((1, G, G), -1), r"codes must lie in \[0, 8\)"),
     ],
 )
 def test_bad_codes_fail_an_assertion(codes: torch.Tensor, match: str) -> None:
     with pytest.raises(AssertionError):
         tiny_prior()(codes)
+
+
+@pytest.mark.parametrize("code", [K, -1])
+def test_codes_or_labels_out_of_range_are_an_error_not_a_wrong_answer(code: int) -> None:
+    """Their range is checked where they are read (a code file, the API's decode); the model
+    reads no values back, and the embedding refuses what lies outside it."""
+    with pytest.raises(IndexError):
+        tiny_prior()(torch.full((1, G, G), code))
+    with pytest.raises(IndexError):
+        tiny_prior("label")(torch.zeros(1, G, G, dtype=torch.long), torch.tensor([code]))
 
 
 def test_bad_config_and_emb_fail_an_assertion() -> None:

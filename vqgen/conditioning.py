@@ -53,10 +53,9 @@ class LabelEmbedding(nn.Embedding):
     """(B,) long class labels -> (B, C) embeddings."""
 
     def forward(self, labels: Tensor) -> Tensor:
+        # the values' range is checked where they are read, not here: a check of a tensor's
+        # values makes the host wait for the device at every step
         assert not (labels.dtype.is_floating_point or labels.dtype == torch.bool), labels.dtype
-        assert not len(labels) or 0 <= labels.min() <= labels.max() < self.num_embeddings, (
-            "bad label"
-        )
         return super().forward(labels.long())
 
 
@@ -71,10 +70,7 @@ class SliceEmbedding(nn.Sequential):
         self.register_buffer("slice_freqs", freqs, persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
-        assert positions.dtype.is_floating_point, positions.dtype
-        assert not len(positions) or 0 <= positions.min() <= positions.max() <= 1, (
-            "slice positions outside [0, 1]"
-        )
+        assert positions.dtype.is_floating_point, positions.dtype  # in [0, 1]: see above
         s = positions[:, None].to(self.slice_freqs.dtype)  # (B, 1)
         angles = s * self.slice_freqs  # (B, F)
         feats = torch.cat([s, angles.sin(), angles.cos()], dim=1)
@@ -211,7 +207,8 @@ def for_sampling(cfg: PriorConfig, meta: dict[str, Any], sampling: SampleConfig)
             low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
             return torch.linspace(float(low), float(high), n)
         low, high = meta.get("slice_range") or DEFAULT_SLICE_RANGE
-        if not low <= sampling.slice_pos <= high:
+        # the levels as the warning prints them: --slice 0.9 is inside "0.15 to 0.90"
+        if not round(low, 2) <= sampling.slice_pos <= round(high, 2):
             warnings.warn(
                 f"--slice {sampling.slice_pos} lies outside the levels this prior was trained on "
                 f"({low:.2f} to {high:.2f}); its samples may be empty or not brain-like",

@@ -29,6 +29,8 @@ rank; on a GPU that is the only time the host waits for the device.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import signal
 from collections.abc import Callable
@@ -38,7 +40,6 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from vqgen import checkpoint, distributed
 from vqgen.checkpointer import Checkpointer, Diverged
@@ -254,21 +255,35 @@ def end_epoch(
         stage.after_epoch(model)
 
 
-def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+class MovingAverage(nn.Module):
     """An exponential moving average of `model`'s weights and buffers (`update_parameters` after
     each step) that warms up: after n updates it keeps at most (1 + n) / (10 + n) of the average,
-    so that a short run's average does not hold on to its first weights. Integer buffers are
-    copied."""
+    so that a short run's average does not hold on to its first weights; the first update copies.
+    Integer buffers are copied. Its count of updates stays on the device, so an update never
+    makes the host wait; its state dict is that of torch's AveragedModel ('module.*',
+    'n_averaged'), so train states saved with either load in both."""
 
-    def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
-        keep = ((1 + n) / (10 + n)).clamp(max=decay)  # on n's device: no wait for a GPU
-        for mean, value in zip(averaged, current, strict=True):
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module, self.decay = copy.deepcopy(model), decay
+        device = next(model.parameters()).device
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=device))
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        n = self.n_averaged
+        keep = ((1 + n) / (10 + n)).clamp(max=self.decay) * (n > 0)  # 0 at first: a copy
+        pairs = zip(
+            itertools.chain(self.module.parameters(), self.module.buffers()),
+            itertools.chain(model.parameters(), model.buffers()),
+            strict=True,
+        )
+        for mean, value in pairs:
             if mean.is_floating_point():
-                mean.lerp_(value, (1 - keep).to(mean.dtype))
+                mean.lerp_(value, (1 - keep).to(mean.dtype))  # weight 1 gives `value` exactly
             else:
                 mean.copy_(value)
-
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+        n += 1
 
 
 class Trainer:
@@ -281,14 +296,19 @@ class Trainer:
         self.model = stage.model.to(device)
         self.net = distributed.wrap(self.model, device)
         self.data = stage.train_set.to(device)
+        # fused: one kernel for all parameters, its step count on the device (no host read);
+        # a quarter of the optimiser's time on a CPU (docs/decisions.md, fused-adamw)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            self.model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
         )
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = autocast(device, self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
         if cfg.ema:
-            self.average = moving_average(self.model, cfg.ema)
+            self.average = MovingAverage(self.model, cfg.ema)
         self.unchecked: list[tuple[int, Tensor, Tensor]] = []  # (step, loss, gradient norm)
 
     def kept(self) -> nn.Module:

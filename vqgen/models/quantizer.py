@@ -19,7 +19,7 @@ as a single process would.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +129,7 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("embed_sum", torch.zeros(codebook_size, code_dim))
         self.register_buffer("usage", torch.zeros(codebook_size))  # EMA of vectors per code
         self.register_buffer("initialised", torch.tensor(False))
+        self.known_initialised = False  # read `initialised` once, not every step (a device wait)
 
     def forward(self, z_e: Tensor) -> Quantized:
         """Quantize encoder outputs (B, D, H, W); in training mode, also update the codebook."""
@@ -140,8 +141,10 @@ class VectorQuantizer(nn.Module):
             x = flatten(z.detach())  # (B*H*W, D)
             # under torchrun: the whole global batch's vectors, the same on every rank
             x_all = distributed.gather_batch(x, B) if self.training else x
-            if self.training and not self.initialised:
-                self.init_codebook_(x_all)
+            if self.training and not self.known_initialised:
+                if not self.initialised:
+                    self.init_codebook_(x_all)
+                self.known_initialised = True
             codes = nearest(x, self.codebook.detach().float())  # (B*H*W,)
             # looked up before any update, so z_q matches codes
             z_q = F.embedding(codes, self.codebook).view(B, H, W, -1).permute(0, 3, 1, 2)
@@ -158,6 +161,10 @@ class VectorQuantizer(nn.Module):
                 loss = loss + F.mse_loss(z_q, z.detach())  # codebook
             z_q = z + (z_q - z).detach()  # straight-through estimator
         return Quantized(z_q.to(z_e.dtype), codes.view(B, H, W), loss, perplexity(counts))
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.known_initialised = False  # the loaded `initialised` is read again
 
     def codes(self, z_e: Tensor) -> Tensor:
         """(B, D, H, W) -> (B, H, W) nearest codes, never changing state."""
