@@ -506,11 +506,12 @@ def test_output_to_a_log_file_is_plain_lines(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
-    steps = [line for line in lines if line.startswith("vqvae epoch") and "/s" in line]
+    steps = [line for line in lines if line.startswith("vqvae epoch") and "ETA" in line]
     assert [line.split()[4] for line in steps] == ["10/25", "20/25"], proc.stderr
     assert all("slices/s" in line and " elapsed, ETA " in line for line in steps), proc.stderr
     epochs = [line for line in lines if line.startswith("vqvae epoch") and "val_ssim" in line]
     assert [line.split()[2] for line in epochs] == ["1", "2", "3", "4"]  # the 4th is partial
+    assert all(line.endswith(" slices/s") for line in epochs)  # each with its epoch's rate
     assert all(line == line.rstrip() and len(line) > 0 for line in lines)
     assert str(run) in proc.stdout  # the path as given, not read as rich markup
     records = (run / "metrics-vqvae.jsonl").read_text()

@@ -69,7 +69,8 @@ class Reporter:
         self.task = self.progress.add_task(stage, total=None, stats="")  # None: shown as ?
         self.running: dict[str, float] = {}  # smoothed scalars for display
         self.history: list[dict[str, float]] = []  # one record per validation
-        self.tick, self.seen = time.perf_counter(), 0
+        self.unit = "grids/s" if stage == "prior" else "slices/s"  # what a step takes in
+        self.tick, self.seen, self.stepped = time.perf_counter(), 0, 0.0
         self.began, self.first_step = self.tick, 0  # from `live`
 
     def begin(self, resumed_at: int | None) -> None:
@@ -105,8 +106,12 @@ class Reporter:
         return f"{clock(elapsed)} elapsed, ETA {clock(left)}"
 
     def start_epoch(self) -> None:
-        self.tick, self.seen = time.perf_counter(), 0
+        self.tick, self.seen, self.stepped = time.perf_counter(), 0, 0.0
         self.running = {}
+
+    def rate(self) -> float:
+        """Images (or code grids) a second over this epoch's steps so far."""
+        return self.seen / max(self.stepped, 1e-9)
 
     def step(
         self, state: LoopState, total: int | None, scalars: dict[str, float] | None, batch: int
@@ -114,11 +119,11 @@ class Reporter:
         """One step taken; `scalars` where the step was checked (read back from the device),
         None between checks. The log gets a line every `log_every` steps."""
         self.seen += batch * distributed.world_size()
+        self.stepped = time.perf_counter() - self.tick
         for k, v in (scalars or {}).items():  # smoothed over the checks, about 20 steps
             self.running[k] = v if k not in self.running else 0.5 * self.running[k] + 0.5 * v
-        rate = self.seen / max(time.perf_counter() - self.tick, 1e-9)
         stats = "  ".join(f"{k} {v:.4g}" for k, v in self.running.items())
-        stats += f"  {rate:.0f} slices/s"
+        stats += f"  {self.rate():.0f} {self.unit}"
         self.progress.update(self.task, completed=state.step, total=total, stats=stats)
         if self.main and scalars is not None and state.step % self.log_every == 0:
             record = {"step": state.step, "epoch": state.epoch, **scalars}
@@ -144,8 +149,10 @@ class Reporter:
             self.board.images("validate/images", images(model), state.step, rows=2)
 
     def show_epoch(self, state: LoopState, total: int | None, metrics: dict[str, float]) -> None:
+        """The validation's line, with the rate of the epoch's training steps before it."""
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        console.print(f"{self.stage} {state.where(total)}  {shown}", highlight=False)
+        rate = f"  {self.rate():.0f} {self.unit}" if self.seen else ""
+        console.print(f"{self.stage} {state.where(total)}  {shown}{rate}", highlight=False)
 
 
 class Phases:
