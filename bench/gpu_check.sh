@@ -10,7 +10,7 @@
 #   DEVICE=cpu SIZES=32 VQ_STEPS=4 PRIOR_STEPS=4 SAMPLES=16 bash bench/gpu_check.sh /tmp/g
 # Settings (defaults): DEVICE auto, SIZES "128 256", LEVELS "1 2", VQ_MIN 1, PRIOR_MIN 1.5 (or
 # VQ_STEPS / PRIOR_STEPS in place of minutes), SAMPLES 256, PY python3. The batch size is the
-# device's default (vqgen.config.DEVICE_BATCH); both level runs of a size share the device.
+# device's default (vqgen.device.DEVICE_BATCH); both level runs of a size share the device.
 set -euo pipefail
 out=${1:-bench/out/gpu}
 py=${PY:-python3}

@@ -300,3 +300,16 @@ def test_a_slow_probe_is_corrected_by_the_next_fit(monkeypatch):
     assert list(fits) == [20, 80, 320]
     assert fits[20] == 20 + int(0.9 * 50 / 0.5)  # 0.5 s a step over steps 6-20
     assert fits[20] < fits[80] < fits[320] == 700  # faster after all, up to the plan
+
+
+def test_the_device_sets_the_batch_and_the_rate_follows_it_unless_given() -> None:
+    from vqgen.device import for_device
+
+    cpu, said = for_device(TrainConfig(epochs=1), "cpu")
+    assert (cpu.batch_size, cpu.lr) == (16, 2e-3) and "batch 16 (the default on cpu)" in said
+    gpu, said = for_device(TrainConfig(epochs=1), "cuda")
+    assert gpu.batch_size == 64 and gpu.lr == pytest.approx(4e-3) and "on cuda" in said
+    given = for_device(TrainConfig(epochs=1, batch_size=32), "cuda")[0]
+    assert given.batch_size == 32 and given.lr == pytest.approx(2e-3 * 2**0.5)
+    both, said = for_device(TrainConfig(epochs=1, batch_size=8, lr=1e-3), "cpu")
+    assert (both.batch_size, both.lr) == (8, 1e-3) and said == "batch 8, lr 0.001"

@@ -12,59 +12,30 @@ is read (`load_config`), while an unknown key or a value of the wrong type is re
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from vqgen.bounds import (
+    MAX_CHANNELS,
+    MAX_CODES,
+    MAX_KERNEL,
+    MAX_LAYERS,
+    MAX_SAMPLES,
+    MAX_SIZE,
+    at_least,
+    at_most,
+    one_of,
+    positive,
+    seed_value,
+    slice_size,
+)
 from vqgen.errors import CheckpointError, UsageError
 
-MIN_SIZE, MAX_SIZE = 8, 2048  # slice sides: MRI slices are 256 or 512 px, a few 1024
-MAX_SEED = 2**32 - 1  # the largest seed every generator vqgen uses takes
-# bounds on the sizes a run file may ask for, far above any model of vqgen's: a hand-edited or
-# hostile file is refused before a model is built (checkpoint.build_checked checks the rest)
-MAX_CODES, MAX_CHANNELS, MAX_LAYERS, MAX_KERNEL = 65536, 2048, 256, 15
-MAX_SAMPLES = 10_000  # slices one `sample` or `evaluate` draws: held in memory at once
 QUANTIZERS = ("st", "ema")
 CONDITIONS = ("none", "label", "slice")
 PRIOR_KINDS = ("gated_pixelcnn",)  # vqgen.models.PRIORS builds each
-
-
-def positive(option: str, value: float) -> None:
-    """Refuse a zero, negative or non-finite setting, naming its option."""
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{option} must be a positive finite number, got {value}")
-
-
-def at_least(option: str, value: float, low: float) -> None:
-    """Refuse a setting below `low` (or not finite), naming its option."""
-    if not (value >= low and math.isfinite(value)):
-        raise UsageError(f"{option} must be a finite number of at least {low}, got {value}")
-
-
-def at_most(option: str, value: float, high: float) -> None:
-    """Refuse a setting above `high`: a size read from a run file must not be able to ask for
-    more memory than a model of vqgen's ever needs."""
-    if value > high:
-        raise UsageError(f"{option} must be at most {high}, got {value}")
-
-
-def slice_size(option: str, value: int) -> None:
-    """Refuse a slice side outside [MIN_SIZE, MAX_SIZE], naming its option."""
-    if not MIN_SIZE <= value <= MAX_SIZE:
-        raise UsageError(f"{option} must lie in [{MIN_SIZE}, {MAX_SIZE}], got {value}")
-
-
-def seed_value(option: str, value: int) -> None:
-    """Refuse a seed that numpy or torch cannot take, naming its option."""
-    if not 0 <= value <= MAX_SEED:
-        raise UsageError(f"{option} must be a whole number in [0, {MAX_SEED}], got {value}")
-
-
-def one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
 
 
 @dataclass
@@ -252,24 +223,6 @@ class TrainConfig:
         positive("log_every", self.log_every)
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must lie in [0, 1), got {self.ema}")
-
-
-# The batch a device trains with where --batch-size is not given: a 2-core CPU's slices/s do
-# not grow past 16 (docs/decisions.md, batch-size), a GPU keeps busy only with more
-DEVICE_BATCH = {"cpu": 16, "cuda": 64}
-BASE_BATCH, BASE_LR = 16, 2e-3  # the learning rate chosen at batch 16 (docs/decisions.md)
-
-
-def for_device(cfg: TrainConfig, device: str) -> tuple[TrainConfig, str]:
-    """`cfg` with the batch size and learning rate left to the device filled in, and a line
-    saying which. The rate follows the batch by the square-root rule for Adam (Malladi et al.
-    2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms",
-    https://arxiv.org/abs/2205.10287): BASE_LR x sqrt(batch / BASE_BATCH)."""
-    batch = cfg.batch_size or DEVICE_BATCH.get(device, BASE_BATCH)
-    lr = cfg.lr if cfg.lr is not None else BASE_LR * math.sqrt(batch / BASE_BATCH)
-    said = [f"batch {batch}" + ("" if cfg.batch_size else f" (the default on {device})")]
-    said.append(f"lr {lr:g}" + ("" if cfg.lr is not None else f" ({BASE_LR:g} at batch 16)"))
-    return dataclasses.replace(cfg, batch_size=batch, lr=lr), ", ".join(said)
 
 
 # Samples `evaluate` draws: the C2ST and KID need a few hundred a side to be stable.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vqgen import config
+from vqgen import bounds, config
 from vqgen.config import (
     DataConfig,
     EvalConfig,
@@ -117,14 +117,14 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline on `mni152` within `minutes`, holding the run's lock; returns the
     test-split report. A run directory that holds models needs `overwrite`."""
-    config.positive("--minutes", minutes)
+    bounds.positive("--minutes", minutes)
     least = REPORT_RESERVE_S + setup_seconds(demo_prior(minutes)) + MIN_TRAINING_S
     if not minutes * 60 >= least:
         needed = math.ceil(least / 6) / 10  # minutes, rounded up to a tenth
         raise UsageError(
             f"--minutes {minutes} leaves no time to train; the demo needs at least {needed}"
         )
-    config.seed_value("--seed", seed)
+    bounds.seed_value("--seed", seed)
     run = RunDir(run_dir)
     with run.lock("demo"), replacing(run, "vqvae", False, overwrite, resumable=False):
         return _pipeline(run_dir, minutes, device, seed)  # its verbs take the lock again

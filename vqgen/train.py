@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from vqgen import checkpoint, distributed
 from vqgen.checkpointer import Checkpointer, Diverged
-from vqgen.config import TrainConfig, for_device, load_config
-from vqgen.device import autocast, computes_bf16, resolve_device
+from vqgen.config import TrainConfig, load_config
+from vqgen.device import autocast, computes_bf16, for_device, resolve_device
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.inference import note
 from vqgen.live import LiveLog

@@ -17,7 +17,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vqgen.config import DataConfig, slice_size
+from vqgen.bounds import slice_size
+from vqgen.config import DataConfig
 from vqgen.data import adni, folder, mni152, nifti, oasis
 from vqgen.data.cache import cache_dir, cache_key, cached
 from vqgen.data.dataset import SPLITS, DataWarning, SliceDataset, concat, preprocess
