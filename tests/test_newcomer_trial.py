@@ -104,6 +104,21 @@ def test_train_prior_names_vqvae_json_and_takes_the_moved_data(trained_run, tmp_
     assert code == 0, err
 
 
+@pytest.mark.slow
+def test_a_resumed_vqvae_takes_the_moved_data(trained_run, tmp_path, capsys) -> None:
+    recorded = json.loads((trained_run / "vqvae.json").read_text())["data"]["source"]
+    moved = Path(shutil.copytree(recorded, tmp_path / "moved"))
+    gone = tmp_path / "gone"
+    for name in ("vqvae.json", "vqvae-last.json"):
+        edit(trained_run / name, lambda m: m["data"].update(source=str(gone)))
+    args = ["--run", trained_run, "--resume", "--overwrite", *CPU]
+    code, _, err = run_cli(capsys, "train-vqvae", *args)
+    assert_one_line_error(code, err, 2, str(gone), "vqvae.json", "--data NEW")
+    code, _, err = run_cli(capsys, "train-vqvae", *args, "--data", moved)
+    assert code == 0, err
+    assert "ignoring" not in err  # --data and --overwrite are both taken under --resume
+
+
 def test_data_of_another_kind_is_named_as_such(trained_run, capsys) -> None:
     code, _, err = run_cli(capsys, "evaluate", "--run", trained_run, "--data", "mni152", *CPU)
     assert_one_line_error(code, err, 2, "embedded mni152", "trained on adni data", "vqvae.json")

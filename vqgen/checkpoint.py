@@ -170,8 +170,8 @@ def run_data(run: RunDir, meta: dict[str, Any], moved_to: str | None = None) -> 
     if data.kind != "mni152" and not Path(data.source).exists():
         raise UsageError(
             f"data path '{data.source}' (where {where} records the data) does not exist; if "
-            "the data has moved, give its new place with --data NEW (train-prior and evaluate "
-            "take it)"
+            "the data has moved, give its new place with --data NEW (train-vqvae --resume, "
+            "train-prior and evaluate take it)"
         )
     return data
 

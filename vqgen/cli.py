@@ -163,10 +163,10 @@ def data_cmd(
 
 
 @command("train-vqvae")
-@training_options(VQVAE_TRAINING)
+@training_options(VQVAE_TRAINING, resume_takes=frozenset({"data"}))
 def train_vqvae_cmd(
     train: TrainConfig,
-    data: DataOpt = DataConfig.source,
+    data: DataOpt = None,
     run: RunOpt = DEFAULT_RUN,
     kind: KindOpt = DataConfig.kind,
     size: SizeOpt = VQVAEConfig.size,
@@ -204,8 +204,11 @@ def train_vqvae_cmd(
         quantizer=quantizer,
     )
     loss = VQLossConfig(l1_weight=l1_weight)
-    data_cfg = DataConfig(source=data, kind=kind, seed=data_seed, strict=strict)
-    result = train_vqvae(data_cfg, model, train, run, resume, overwrite, loss)
+    data_cfg = DataConfig(
+        source=data or DataConfig.source, kind=kind, seed=data_seed, strict=strict
+    )
+    moved_to = data if resume else None  # a resumed run's data, where it has moved
+    result = train_vqvae(data_cfg, model, train, run, resume, overwrite, loss, moved_to)
     if distributed.is_main():  # under torchrun, rank 0 reports
         console.print(
             f"[bold]{escape(str(result.checkpoint))}[/]  validate SSIM {result.val_ssim:.3f}  "

@@ -34,7 +34,12 @@ RunOpt = Annotated[
     typer.Option("--run", help="Run directory for checkpoints and outputs.", parser=run_path),
 ]
 DataOpt = Annotated[
-    str, typer.Option("--data", help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152'.")
+    str | None,
+    typer.Option(
+        "--data",
+        help="Dataset folder (OASIS, ADNI, NIfTI, images) or 'mni152' (the default); with "
+        "--resume, the run's dataset's new place, if it moved.",
+    ),
 ]
 MovedDataOpt = Annotated[
     str | None,
@@ -203,7 +208,7 @@ def training_options(
     return decorate
 
 
-RESUME_TAKES = {"run", "resume", "device", "max_minutes", "tensorboard"}
+RESUME_TAKES = {"run", "resume", "overwrite", "device", "max_minutes", "tensorboard"}
 
 
 def warn_ignored_on_resume(ctx: typer.Context, takes: set[str] = RESUME_TAKES) -> None:

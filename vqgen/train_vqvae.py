@@ -100,9 +100,15 @@ def resolve_data(data: DataConfig) -> DataConfig:
 
 
 def configs(
-    data: DataConfig, model_cfg: VQVAEConfig, loss: VQLossConfig, run: RunDir, resume: bool
+    data: DataConfig,
+    model_cfg: VQVAEConfig,
+    loss: VQLossConfig,
+    run: RunDir,
+    resume: bool,
+    moved_to: str | None = None,
 ) -> tuple[DataConfig, VQVAEConfig, VQLossConfig]:
-    """The data, model and loss settings to train with: the run's own when resuming."""
+    """The data, model and loss settings to train with: the run's own when resuming, with its
+    data at `moved_to` if it has moved since."""
     if resume:
         meta = checkpoint.read_meta(run, "vqvae", last=True)
         where = run.meta("vqvae", last=True)
@@ -112,7 +118,7 @@ def configs(
                 "has, so it cannot be continued; it still samples and evaluates, or train "
                 "one anew with --overwrite"
             )
-        return checkpoint.data_config(meta, where), *checkpoint.vqvae_configs(meta, where)
+        return checkpoint.run_data(run, meta, moved_to), *checkpoint.vqvae_configs(meta, where)
     return resolve_data(data), model_cfg, loss
 
 
@@ -124,16 +130,17 @@ def train_vqvae(
     resume: bool = False,
     overwrite: bool = False,
     loss: VQLossConfig | None = None,
+    moved_to: str | None = None,
 ) -> VQVAEResult:
     """Train stage 1 into `run_dir` with `loss` (default: MSE and the quantizer's), holding
     the run's lock. A run that already holds a VQ-VAE needs `resume` (continue it, with its own
-    configs) or `overwrite` (replace it)."""
+    configs, its data at `moved_to` if it has moved) or `overwrite` (replace it)."""
     if train.ema:  # its EMA codebook would be averaged with codes restarted moments ago
         raise UsageError("ema: a moving average of weights is for the prior, not the VQ-VAE")
     run = RunDir(run_dir)
     device = distributed.init(resolve_device(train.device))
     # a bad --data fails first
-    data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume)
+    data, model_cfg, loss = configs(data, model_cfg, loss or VQLossConfig(), run, resume, moved_to)
     trains = not resume or resume_trains("vqvae", train, run)  # else the VQ-VAE stays as it is
     with training(run, "vqvae", resume, overwrite, trains):
         return _train(data, model_cfg, VQLoss(loss), train, run, device, resume)
