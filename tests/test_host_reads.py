@@ -7,6 +7,9 @@ AdamW, which reads its step count (on a GPU the kernel reads it on the device)."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from tiny import CPU_DEVICE, blobs, make_stage, train_cfg
@@ -96,3 +99,22 @@ def test_a_prior_step_reads_nothing_back(tmp_path, monkeypatch, condition) -> No
         monkeypatch, lambda: fit(stage, train_cfg(epochs=1, log_every=2), run, CPU_DEVICE)
     )
     assert steps == 6 and inside == 0 and checks == 3
+
+
+def test_the_fused_step_takes_the_losses_of_torchs_default_adamw(tmp_path, monkeypatch) -> None:
+    """The fused AdamW (one kernel, its step count on the device) is the textbook AdamW in
+    other floating-point order: 50 float32 steps from one seed give the same losses to 1e-3."""
+
+    def losses(run: Path) -> list[float]:
+        stage = make_stage(run, blobs(200), blobs(8, seed=1), step=VQLoss(VQLossConfig()).step)
+        cfg = train_cfg(epochs=None, max_steps=50, log_every=1, bf16=False)
+        fit(stage, cfg, RunDir(run), CPU_DEVICE)
+        lines = (run / "metrics-vqvae.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+    fused = losses(tmp_path / "fused")
+    textbook = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, fused=None, **k: textbook(*a, **k))
+    plain = losses(tmp_path / "plain")
+    assert len(fused) == len(plain) == 50
+    assert fused == pytest.approx(plain, rel=1e-3) and fused != plain  # the same, reordered
