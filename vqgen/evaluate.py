@@ -110,10 +110,7 @@ def _evaluate(run: LoadedRun, cfg: EvalConfig, out: Path) -> Report:
 def into_run(run: RunDir, out: Path) -> bool:
     """Whether the report (or its figures) goes into the run: only then is its lock held, so
     that a run on a read-only disk is scored into a folder elsewhere."""
-    root = run.root.resolve()
-    return out.resolve().is_relative_to(root) or run.eval_figures(out).resolve().is_relative_to(
-        root
-    )
+    return run.contains(out) or run.contains(run.eval_figures(out))
 
 
 def check_output(run: RunDir, out: Path) -> None:

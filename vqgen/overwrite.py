@@ -77,10 +77,7 @@ def replacing(
     finally:
         saved = _stamp(last) not in (None, before)
         if not saved:  # put it all back, over the new logs if it began them
-            for p in old:
-                if p.is_dir():
-                    shutil.rmtree(p)  # a folder is not replaced by one
-                os.replace(aside / _aside_name(run, p), p)
+            _put_back(run, aside, moved)
         shutil.rmtree(aside, ignore_errors=True)
     if saved:
         removed = ", ".join(sorted(_aside_name(run, p) for p in old))
@@ -119,6 +116,16 @@ def _replaced(
     return existing + made_from
 
 
+def _put_back(run: RunDir, aside: Path, moved: dict[str, str]) -> None:
+    """Move the files set aside (`moved`: name in `aside` -> path in the run) back into the run,
+    over whatever a new training began there."""
+    for name, relative in moved.items():
+        target = run.root / relative
+        if target.is_dir():
+            shutil.rmtree(target)  # a folder is not replaced by one
+        os.replace(aside / name, target)
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     """Which file is at `path` now (device and inode), or None."""
     try:
@@ -154,11 +161,7 @@ def settle(run: RunDir) -> None:
                 f"{run}: finished an interrupted --overwrite: removed {names}", stacklevel=3
             )
             return
-        for name, relative in moved.items():
-            target = run.root / relative
-            if target.is_dir():
-                shutil.rmtree(target)  # a folder is not replaced by one
-            os.replace(aside / name, target)
+        _put_back(run, aside, moved)
         shutil.rmtree(aside)
         warnings.warn(
             f"{run}: an --overwrite stopped before its first save; put back {names}",

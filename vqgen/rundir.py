@@ -127,6 +127,10 @@ class RunDir:
             )
         return self
 
+    def contains(self, path: Path) -> bool:
+        """Whether `path` lies in the run directory (a verb writing there holds its lock)."""
+        return path.resolve().is_relative_to(self.root.resolve())
+
     def has(self, stage: str) -> bool:
         """Whether the run holds a trained `stage` (or something in the way of its JSON, which
         reading it then names)."""

@@ -44,8 +44,7 @@ def sample(run: LoadedRun, cfg: SampleConfig, out_dir: Path | None = None) -> Sa
     work. It holds the run's lock only to write into the run: a run on a read-only disk is
     sampled into a folder elsewhere."""
     out_dir = out_dir or run.dir.samples
-    into_run = out_dir.resolve().is_relative_to(run.dir.root.resolve())
-    with run.dir.lock("sample", enabled=into_run):
+    with run.dir.lock("sample", enabled=run.dir.contains(out_dir)):
         run.condition(cfg)  # refuses a bad --label or --slice before any output
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(
