@@ -111,6 +111,41 @@ def test_c2st_is_seeded_and_checks_its_input(mni):
         realism.c2st(real, subjects[:3], other, None)
 
 
+def test_a_part_of_the_sets_is_scored_from_its_own_held_out_scores():
+    """c2st_summary of a part (one label's slices) reads only that part's scores: here the
+    classifiers told the first half of the other set apart perfectly and the second not at all."""
+    y = torch.tensor([0.0] * 8 + [1.0] * 8)
+    scores = torch.tensor([-1.0] * 8 + [1.0] * 4 + [-1.0] * 4)  # others 8-11 caught, 12-15 not
+    groups = [f"real:s{i // 2}" for i in range(8)] + [f"other:{i}" for i in range(8)]
+    held = two_sample.HeldOut(scores, y, torch.arange(16) % 2, groups, [1, 2], 16)
+    first, second = torch.zeros(16, dtype=torch.bool), torch.zeros(16, dtype=torch.bool)
+    first[:4], first[8:12] = True, True
+    second[4:8], second[12:] = True, True
+    assert realism.c2st_summary(held, first).accuracy == 1.0
+    assert realism.c2st_summary(held, second).accuracy == 0.5
+    whole = realism.c2st_summary(held)
+    assert whole.accuracy == 0.75 and (whole.n_real, whole.n_other, whole.rounds) == (8, 8, 1.5)
+    with pytest.raises(ValueError, match="slices of both sets, got 4 and 0"):
+        realism.c2st_summary(held, torch.arange(16) < 4)
+
+
+@pytest.mark.slow
+def test_one_labels_defect_shows_in_its_part_and_not_in_the_others(mni):
+    """The per-label C2ST of a label prior's report: classifiers trained on every label's
+    samples, scored on one label's. Half the other set's subjects blurred: their part is told
+    from real, the untouched part scores chance."""
+    reference, other = mni["reference"], mni["other"]
+    blurred = torch.tensor([int(name[-3:]) < 8 for name in other.subjects])
+    fake = other.images.clone()
+    fake[blurred] = PERTURBATIONS["blur"](fake[blurred], torch.Generator().manual_seed(0))
+    held = realism.held_out_scores(reference.images, reference.subjects, fake, other.subjects, 0)
+    everything = torch.ones(len(reference), dtype=torch.bool)
+    seen = realism.c2st_summary(held, torch.cat([everything, blurred]))
+    unseen = realism.c2st_summary(held, torch.cat([everything, ~blurred]))
+    assert seen.accuracy >= 0.8 and seen.ci_low > 0.5, seen
+    assert unseen.ci_low < 0.5 < unseen.ci_high, unseen
+
+
 def test_the_floor_is_spread_over_as_many_subjects_as_there_are():
     subjects = [f"s{i % 5}" for i in range(5 * 6)] + ["t"] * 10
     pick = spread_pick(subjects, 12, seed=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +27,6 @@ from vqgen.report import (
     OutlineSection,
     RealismSection,
     Reference,
-    SetScores,
 )
 
 FEATURE_STEPS = 500  # the feature net's steps on a 1152-slice train split (~20 s on 2 cores)
@@ -50,26 +50,27 @@ def realism_report(
 ) -> RealismSection:
     """The realism section of the whole split against `reference` (load_reference: the split,
     with mni152's evaluation subjects), with the spectrum figure; then of each group under
-    "per_label", against the group's slices of the split: every group, skipped where it has
-    too few slices. `phase` names each part as it runs (vqgen.progress.Phases)."""
+    "per_label", its slices of the same sets against its slices of the split, scored by the
+    same classifiers and features: every group, skipped where it has too few slices. `phase`
+    names each part as it runs (vqgen.progress.Phases)."""
     with phase("the feature net"):
         net = feature_net(train_set, device)
-    realism_of = functools.partial(realism_section, net=net, seed=seed, device=device)
-    section = realism_of(
-        recon, samples, dataset, reference, train_set, figures=figures, phase=phase
+    short = too_small(dataset, train_set, samples)
+    if short:
+        return {"skipped": short}
+    sets = measure_sets(
+        recon, samples, cond, dataset, reference, train_set, net, seed, device, phase
     )
-    if samples is not None and "skipped" not in section:
+    section = realism_section(sets, seed, figures=figures)
+    if samples is not None:
         with phase("the outline measure"):
             section["outline"] = outline_section(samples, cond, train_set, reference, seed, figures)
     if groups:
         assert samples is not None and cond is not None, "groups come with a prior's samples"
         per_label = {}
-        for group in conditioning.group_sets(groups, samples, cond, dataset, train_set):
+        for group in groups:
             with phase(f"realism of {group.name}"):
-                split, train = group.split, group.train
-                per_label[group.name] = realism_of(
-                    recon[group.in_split], group.samples, split, split, train
-                )
+                per_label[group.name] = label_section(sets, group, train_set, seed)
         section["per_label"] = per_label
     return section
 
@@ -98,85 +99,105 @@ def spread_pick(subjects: list[str], n: int, seed: int) -> list[int]:
     return picks[:n]
 
 
-def c2st_scales(
-    real: SliceDataset,
-    images: Tensor,
-    groups: list[str] | None,
-    paired: bool,
-    seed: int,
-    device: torch.device,
-) -> C2STScales:
-    """The C2ST of `images` against `real` at full scale and after a 2x average-pool."""
+class Measured(NamedTuple):
+    """One set (samples, reconstructions or the floor) as the report measures it, whole: every
+    part of it (one label's slices) is scored from these without training again."""
 
-    def at(scale: int) -> C2STScores:
-        test = realism.c2st(
-            real.images,
-            real.subjects,
-            images,
-            groups,
-            seed,
-            paired=paired,
-            scale=scale,
-            device=device,
-        )
-        return test._asdict()  # type: ignore[return-value]
-
-    return {"full": at(1), "half": at(2), "paired": paired}
+    images: Tensor  # (N, 1, S, S)
+    labels: Tensor  # (N,) the label of each slice's subject, or of each sample's condition
+    features: Tensor  # (N, F) of the train split's feature net
+    c2st: dict[str, realism.HeldOut]  # held-out C2ST scores at "full" and "half" scale
+    paired: bool  # against the split's slices it was made from, else against the reference
 
 
-def realism_section(
+class Sets(NamedTuple):
+    """The measured sets and the real slices they are compared with."""
+
+    measured: dict[str, Measured]  # "samples" (where there are any), "reconstructions", "floor"
+    reference: SliceDataset  # what samples and the floor are compared with
+    split: SliceDataset  # what the reconstructions are made from
+    features: dict[str, Tensor]  # of "reference" and "split"
+
+
+def measure_sets(
     recon: Tensor,
     samples: Tensor | None,
+    cond: Tensor | None,
     dataset: SliceDataset,
     reference: SliceDataset,
     train_set: SliceDataset,
     net: realism.FeatureNet,
     seed: int,
     device: torch.device,
-    figures: Path | None = None,
     phase: Phase = no_phase,
+) -> Sets:
+    """The C2STs at two scales and the features of the samples, the reconstructions and the
+    floor: as many real train slices as there are samples (or split slices), spread over as
+    many subjects as the train split has. Samples and the floor are compared with `reference`;
+    the reconstructions with the split's slices they were made from, paired. `net` is the train
+    split's `feature_net`. A sample's label is its condition `cond` where that is a class."""
+    pick = spread_pick(train_set.subjects, len(dataset if samples is None else samples), seed)
+    floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
+    sample_labels = cond if cond is not None and not cond.is_floating_point() else None
+    tests = {  # each set's C2ST: against the reference, or paired with its own real slices
+        "samples": (samples, sample_labels, reference, None, False),
+        "reconstructions": (recon, dataset.labels, dataset, None, True),
+        "floor": (floor, train_set.labels[pick], reference, floor_groups, False),
+    }
+    measured = {}
+    for name, (images, labels, real, groups, paired) in tests.items():
+        if images is None:  # no samples without a prior
+            continue
+        if labels is None:  # no classes: one label for all
+            labels = torch.full((len(images),), -1, dtype=torch.long)
+        with phase(f"realism of the {name}"):
+            c2st = functools.partial(
+                realism.held_out_scores, real.images, real.subjects, images, groups, seed
+            )
+            held = {
+                "full": c2st(paired=paired, device=device),
+                "half": c2st(paired=paired, scale=2, device=device),
+            }
+            features = realism.extract_features(net, images, device)
+            measured[name] = Measured(images, labels, features, held, paired)
+    features = {"reference": realism.extract_features(net, reference.images, device)}
+    features["split"] = realism.extract_features(net, dataset.images, device)
+    return Sets(measured, reference, dataset, features)
+
+
+def realism_section(
+    sets: Sets,
+    seed: int,
+    label: int | None = None,
+    figures: Path | None = None,
 ) -> RealismSection:
     """Can reconstructions and samples be told from real slices? C2ST at two scales, KID, FID,
     precision/recall/density/coverage (features of a net trained on the train split), the
     sharpness ratio and MS-SSIM diversity (vqgen.realism), each beside its floor: the same
-    figures for real train slices, as many as there are samples, spread over as many subjects
-    as the train split has. Samples and the floor are compared with `reference`; the
-    reconstructions with the split's slices they were made from, paired. `net` is the train
-    split's `feature_net`. Writes the power-spectrum figure into `figures`, if given."""
-    real = reference.images
-    short = too_small(dataset, train_set, samples)
-    if short:
-        return {"skipped": short}
-    pick = spread_pick(train_set.subjects, len(dataset if samples is None else samples), seed)
-    floor, floor_groups = train_set.images[pick], [train_set.subjects[i] for i in pick]
-    features_of = {"reference": realism.extract_features(net, real, device)}
-    features_of["split"] = realism.extract_features(net, dataset.images, device)
+    figures for real train slices. Of every slice, or with `label` of that label's slices of
+    each set and of the real ones. Writes the power-spectrum figure into `figures`, if given."""
 
-    def score(images: Tensor, c2st: C2STScales) -> SetScores:  # recon.: beside their own
-        against = dataset.images if c2st["paired"] else real
-        features = realism.extract_features(net, images, device)
-        reals = features_of["split" if c2st["paired"] else "reference"]
-        return {
-            "c2st": c2st,
-            **realism.feature_distances(reals, features, seed=seed),
-            "sharpness": realism.sharpness_ratio(images, against),
-        }
+    def kept(labels: Tensor) -> Tensor:
+        return torch.ones(len(labels), dtype=torch.bool) if label is None else labels == label
 
-    tests = {  # each set's C2ST: against the reference, or paired with its own real slices
-        "samples": (samples, reference, None, False),
-        "reconstructions": (recon, dataset, None, True),
-        "floor": (floor, reference, floor_groups, False),
-    }
-    sets: dict[str, tuple[Tensor, C2STScales]] = {}
+    in_reference, in_split = kept(sets.reference.labels), kept(sets.split.labels)
     section: RealismSection = {}
-    for name, (images, real_set, groups, paired) in tests.items():
-        if images is None:  # no samples without a prior
-            continue
-        with phase(f"realism of the {name}"):
-            sets[name] = (images, c2st_scales(real_set, images, groups, paired, seed, device))
-            section[name] = score(*sets[name])
-    section["reference"] = reference_summary(reference, dataset)
-    images = {name: x for name, (x, _) in sets.items()}
+    images = {}
+    for name, m in sets.measured.items():
+        mine = kept(m.labels)
+        real, in_real = (sets.split, in_split) if m.paired else (sets.reference, in_reference)
+        c2st = c2st_scales(m, torch.cat([in_real, mine]))  # the C2ST's order: real slices first
+        reals = sets.features["split" if m.paired else "reference"][in_real]
+        images[name] = m.images[mine]
+        section[name] = {
+            "c2st": c2st,
+            **realism.feature_distances(reals, m.features[mine], seed=seed),
+            "sharpness": realism.sharpness_ratio(images[name], real.images[in_real]),
+        }
+    real = sets.reference.images[in_reference]
+    section["reference"] = reference_summary(
+        sets.reference.subset(in_reference), sets.split.subset(in_split)
+    )
     if min(real.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, x in images.items()}
         section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}
@@ -184,16 +205,49 @@ def realism_section(
         spectra = {"real": real, **images, "real train (floor)": images["floor"]}
         del spectra["floor"]
         spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
-        plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{dataset.split} split")
+        plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{sets.split.split} split")
     return section
 
 
-def too_small(dataset: SliceDataset, train_set: SliceDataset, samples: Tensor | None) -> str:
+def c2st_scales(m: Measured, keep: Tensor) -> C2STScales:
+    """The C2ST of a set at full scale and after a 2x average-pool, of the slices `keep` sets
+    (the real slices' first, then the set's, the order of its held-out scores)."""
+
+    def at(scale: str) -> C2STScores:
+        return realism.c2st_summary(m.c2st[scale], keep)._asdict()  # type: ignore[return-value]
+
+    return {"full": at("full"), "half": at("half"), "paired": m.paired}
+
+
+def label_section(
+    sets: Sets, group: conditioning.Group, train_set: SliceDataset, seed: int
+) -> RealismSection:
+    """`realism_section` of one group's slices, or why it is skipped: too few of them."""
+    in_split = group.mask(sets.split.labels)
+    measured = sets.measured
+    short = too_small(
+        sets.split.subset(in_split),
+        train_set.subset(group.mask(train_set.labels)),
+        measured["samples"].images[group.mask(measured["samples"].labels)],
+        floor=int(group.mask(measured["floor"].labels).sum()),
+    )
+    return {"skipped": short} if short else realism_section(sets, seed, group.label)
+
+
+def too_small(
+    dataset: SliceDataset,
+    train_set: SliceDataset,
+    samples: Tensor | None,
+    floor: int | None = None,
+) -> str:
     """Why the realism of `dataset` (the split, or one label's slices of it) cannot be scored,
-    naming each set that is short and by how much; "" when none is."""
+    naming each set that is short and by how much; "" when none is. `floor`: how many of the
+    floor's train slices are the label's."""
     sets = {"split": len(dataset), "train split": len(train_set)}
     if samples is not None:
         sets["samples"] = len(samples)
+    if floor is not None:
+        sets["floor"] = floor
     short = [f"{name}: {n}" for name, n in sets.items() if n < REALISM_MIN_SLICES]
     subjects = len(set(dataset.subjects))
     why = [f"{REALISM_MIN_SLICES} slices in each set ({', '.join(short)})"] if short else []

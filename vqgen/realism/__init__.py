@@ -30,18 +30,29 @@ from vqgen.realism.features import (
     train_feature_net,
 )
 from vqgen.realism.spectrum import radial_power_spectrum, sharpness_ratio
-from vqgen.realism.two_sample import C2ST, assign_folds, c2st, real_floor
+from vqgen.realism.two_sample import (
+    C2ST,
+    HeldOut,
+    assign_folds,
+    c2st,
+    c2st_summary,
+    held_out_scores,
+    real_floor,
+)
 
 __all__ = [
     "C2ST",
     "MS_SSIM_BETAS",
     "FeatureNet",
     "FeatureNetConfig",
+    "HeldOut",
     "assign_folds",
     "c2st",
+    "c2st_summary",
     "cached_feature_net",
     "extract_features",
     "feature_distances",
+    "held_out_scores",
     "load_feature_net",
     "ms_ssim_diversity",
     "radial_power_spectrum",

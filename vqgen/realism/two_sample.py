@@ -4,6 +4,8 @@ can a small CNN tell two sets of slices apart on subjects it never saw?
     c2st(real, real.subjects, samples, None)               # samples: their own random folds
     c2st(real, real.subjects, recon, None, paired=True)     # recon[i] is made from real[i]
     c2st(real, real.subjects, recon, None, paired=True, scale=2)   # after a 2x average-pool
+    held = held_out_scores(real, real.subjects, samples, None)     # every slice's score, then
+    c2st_summary(held, keep)                                       # the C2ST of a part (a label)
 
 k-fold cross-validation by subject: each fold's classifier trains on the other folds (early
 stopped on a fifth of their subjects) and scores its own fold, so every slice is scored once,
@@ -206,6 +208,18 @@ def _prepare(x: Tensor, scale: int) -> Tensor:
     return F.avg_pool2d(x, scale) if scale > 1 else x
 
 
+class HeldOut(NamedTuple):
+    """Every slice's held-out score from `held_out_scores`: `c2st_summary` scores the two
+    sets, or any part of them (one label's slices), from these without training again."""
+
+    scores: Tensor  # (N,) logit of "other", from the fold's classifier that never saw the slice
+    y: Tensor  # (N,) 0 real, 1 other
+    fold: Tensor  # (N,) the slice's fold
+    groups: list[str]  # the slice's subject ("real:NAME", "other:NAME"), the interval's clusters
+    rounds: list[int]  # each fold's kept rounds of ROUND_SLICES
+    side: int  # pixels of the slices the classifiers saw
+
+
 def c2st(
     real: Tensor,
     real_groups: Sequence[str],
@@ -226,6 +240,23 @@ def c2st(
     classes equally and the accuracy is balanced, so chance is 0.5. `scale` average-pools the
     slices first (2: anatomy without the finest texture).
     """
+    args = (real, real_groups, other, other_groups, seed)
+    return c2st_summary(held_out_scores(*args, paired=paired, scale=scale, device=device))
+
+
+def held_out_scores(
+    real: Tensor,
+    real_groups: Sequence[str],
+    other: Tensor,
+    other_groups: Sequence[str] | None,
+    seed: int = 0,
+    *,
+    paired: bool = False,
+    scale: int = 1,
+    device: Device = "cpu",
+) -> HeldOut:
+    """`c2st`'s classifiers, one per fold, and every slice's score by the one that never saw
+    its subject: real slices first, then `other`'s, each in its given order."""
     other_groups = _checked_groups(real, real_groups, other, other_groups, paired)
     real, other = _prepare(real, scale), _prepare(other, scale)
     if real.shape[-2:] != other.shape[-2:]:
@@ -238,15 +269,33 @@ def c2st(
     groups = [f"real:{g}" for g in real_groups] + [
         f"{'real' if paired else 'other'}:{g}" for g in other_groups
     ]
-    scores, accuracies, aucs, rounds = torch.zeros(len(x)), [], [], []
+    scores, rounds = torch.zeros(len(x)), []
     for f in range(k):
         train, held = (fold != f).nonzero()[:, 0], (fold == f).nonzero()[:, 0]
         fit, val = _validation_split(train, y, groups, seed + 10 * f)
         net, n_rounds = _fit((x[fit], y[fit]), (x[val], y[val]), seed + f, device)
         scores[held] = _logits(net, x[held], device)
-        accuracies.append(balanced_accuracy(scores[held], y[held]))
-        aucs.append(_auc(scores[held], y[held]))
         rounds.append(n_rounds)
+    return HeldOut(scores, y, fold, groups, rounds, int(real.shape[-1]))
+
+
+def c2st_summary(held: HeldOut, keep: Tensor | None = None) -> C2ST:
+    """The C2ST of the slices where the boolean `keep` (N,) is set (default all), from their
+    held-out scores: each was scored by a classifier that never saw its subject, so any part
+    of the two sets scores 0.5 in expectation where its real and other slices are alike. A
+    fold without slices of both classes in the part has no accuracy or AUC of its own."""
+    keep = torch.ones(len(held.y), dtype=torch.bool) if keep is None else keep
+    scores, y, fold = held.scores[keep], held.y[keep], held.fold[keep]
+    n_other = int(y.sum())
+    if not 0 < n_other < len(y):
+        raise ValueError(f"a C2ST needs slices of both sets, got {len(y) - n_other} and {n_other}")
+    groups = [g for g, kept in zip(held.groups, keep.tolist(), strict=True) if kept]
+    accuracies, aucs = [], []
+    for f in fold.unique().tolist():
+        mine = fold == f
+        if 0 < int(y[mine].sum()) < int(mine.sum()):
+            accuracies.append(balanced_accuracy(scores[mine], y[mine]))
+            aucs.append(_auc(scores[mine], y[mine]))
     low, high = _interval(scores, y, groups)
     return C2ST(
         balanced_accuracy(scores, y),
@@ -255,11 +304,11 @@ def c2st(
         float(np.std(accuracies)),
         _auc(scores, y),
         float(np.std(aucs)),
-        len(real),
-        len(other),
-        k,
-        float(np.mean(rounds)),
-        int(real.shape[-1]),
+        len(y) - n_other,
+        n_other,
+        len(held.rounds),
+        float(np.mean(held.rounds)),
+        held.side,
     )
 
 
