@@ -11,6 +11,7 @@ from tiny import G, K, tiny_prior
 
 from vqgen.config import PriorConfig
 from vqgen.errors import UsageError
+from vqgen.inference import CodeSet, nll_bits
 from vqgen.models.pixelcnn import GatedPixelCNN
 
 
@@ -257,6 +258,12 @@ def test_learns_a_markov_field_down_to_its_entropy() -> None:
     with torch.no_grad():
         nll = F.cross_entropy(net(codes), codes).item()
     assert entropy - 0.03 < nll < entropy + 0.1  # entropy 0.80 nats, log K = 2.08
+    # the report's NLL, under bf16 autocast as a CPU with AVX512-BF16 or a GPU computes it
+    split = CodeSet([codes.short()], torch.full((1000,), -1), torch.full((1000,), math.nan), ())
+    exact, fast = (nll_bits(net, split, bf16=bf16)[0] for bf16 in (False, True))
+    with torch.no_grad():  # nll_bits scores in eval mode: without dropout
+        assert exact == pytest.approx(F.cross_entropy(net(codes), codes).item() / math.log(2))
+    assert abs(fast - exact) < 0.005
 
 
 def test_dropout_keeps_causality_and_is_off_in_eval() -> None:

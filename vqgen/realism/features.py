@@ -125,10 +125,10 @@ def train_feature_net(
     size = size or min(64, train_set.pixels.shape[-1])  # 64 px is enough to see blur, and cheap
     num_labels = int(train_set.labels.max()) + 1 if has_labels else 0
     cfg = FeatureNetConfig(size, 16, tasks or ("rotation",), num_labels, trained_on)
-    with seeded(seed):
-        net = FeatureNet(cfg).to(device)
+    with seeded(seed):  # channels_last: 1.2x the steps/s of NCHW on a CPU (features-nhwc)
+        net = FeatureNet(cfg).to(device, memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
-    images = at_size(train_set.images, size)
+    images = at_size(train_set.images, size).contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
     for _ in range(steps):
@@ -139,7 +139,8 @@ def train_feature_net(
         loss.backward()
         opt.step()
         sched.step()
-    raw = extract_features(net.eval(), images, device, raw=True)
+    net = net.to(memory_format=torch.contiguous_format)  # as a loaded one: the same features
+    raw = extract_features(net.eval(), images.contiguous(), device, raw=True)
     net.mean.copy_(raw.mean(0))
     std = raw.std(0)
     net.std.copy_(std.clamp_min(0.1 * std.median()))  # a nearly dead unit is not amplified 1e6x
