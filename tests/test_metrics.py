@@ -181,17 +181,19 @@ def test_nearest_ssim_over_candidates_finds_the_planted_duplicates():
 
 
 @pytest.mark.slow
-def test_nearest_ssim_over_candidates_is_brute_force_on_the_demo_data():
-    """The demo's 64 px mni152 slices: validate slices, and slices with the defects samples
-    show (blur, holes, a wedge, a shift), against the 1,152 train slices."""
+@pytest.mark.parametrize("size, every", [(64, 3), (128, 6)])
+def test_nearest_ssim_over_candidates_is_brute_force_on_the_demo_data(size, every):
+    """mni152 slices at the demo's 64 px and at 128 px: validate slices, and slices with the
+    defects samples show (blur, holes, a wedge, a shift), against the 1,152 train slices."""
     from vqgen import load_data
     from vqgen.realism.perturb import PERTURBATIONS
 
-    train = load_data("mni152", "train", size=64).images
-    validate = load_data("mni152", "validate", size=64).images[::3]  # 64 slices
+    train = load_data("mni152", "train", size=size).images
+    validate = load_data("mni152", "validate", size=size).images[::every]  # 64 or 32 slices
+    half = len(validate) // 2
     gen = torch.Generator().manual_seed(0)
-    defects = [PERTURBATIONS[name](validate[:32], gen) for name in ("blur", "holes", "wedge")]
-    queries = torch.cat([validate, *defects, PERTURBATIONS["shift"](validate[32:], gen)])
+    defects = [PERTURBATIONS[name](validate[:half], gen) for name in ("blur", "holes", "wedge")]
+    queries = torch.cat([validate, *defects, PERTURBATIONS["shift"](validate[half:], gen)])
     exact, nearest = metrics.pairwise_ssim(queries, train).max(dim=1)
     values, indices = metrics.nearest_ssim(queries, train)
     assert torch.equal(indices, nearest)

@@ -239,25 +239,31 @@ def test_ms_ssim_diversity_is_seeded(mni152_64):
 
 
 def test_copies_of_training_slices_are_flagged_as_memorised():
-    from vqgen.evaluate import sample_report
+    from vqgen.evaluate import nearest_train_ssim, sample_report
 
     g = torch.Generator().manual_seed(0)
     train, split = torch.rand(20, 1, 32, 32, generator=g), torch.rand(10, 1, 32, 32, generator=g)
     samples = torch.cat([train[[3, 7, 11]], torch.rand(5, 1, 32, 32, generator=g)])
-    report, _, _ = sample_report(samples, split, train, seed=0)
+    train_ssim = nearest_train_ssim(samples, train, torch.device("cpu"))
+    report, _, _ = sample_report(samples, split, train_ssim, seed=0)
     assert report["memorised"] == 3
     assert report["nearest_train_ssim_max"] == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sample_report_on_the_gpu_agrees_with_the_cpu():
-    from vqgen.evaluate import sample_report
+    from vqgen.evaluate import nearest_train_ssim, sample_report
 
     g = torch.Generator().manual_seed(1)
     train, split = torch.rand(30, 1, 32, 32, generator=g), torch.rand(12, 1, 32, 32, generator=g)
     samples = torch.cat([train[[2, 5]], torch.rand(6, 1, 32, 32, generator=g)])
-    cpu, cpu_ssim, cpu_idx = sample_report(samples, split, train, 0)
-    gpu, gpu_ssim, gpu_idx = sample_report(samples, split, train, 0, torch.device("cuda"))
+    cuda = torch.device("cuda")
+    cpu, cpu_ssim, cpu_idx = sample_report(
+        samples, split, nearest_train_ssim(samples, train, torch.device("cpu")), 0
+    )
+    gpu, gpu_ssim, gpu_idx = sample_report(
+        samples, split, nearest_train_ssim(samples, train, cuda), 0, cuda
+    )
     assert gpu["memorised"] == cpu["memorised"] == 2 and torch.equal(gpu_idx, cpu_idx)
     torch.testing.assert_close(gpu_ssim, cpu_ssim, atol=1e-4, rtol=0)
     for key in ("diversity_pairwise_ssim", "real_pairwise_ssim"):

@@ -244,7 +244,8 @@ class GroupSets(NamedTuple):
 
     name: str
     in_split: Tensor  # (N,) bool: which of the split's slices are the group's
-    samples: Tensor  # the samples drawn with the group's condition
+    of_samples: Tensor  # (n,) bool: which samples were drawn with the group's condition
+    samples: Tensor  # those samples
     split: SliceDataset  # the split's slices of the group
     train: SliceDataset  # the train split's slices of the group
 
@@ -259,11 +260,12 @@ def group_sets(
     """Per group, its samples (by their condition `cond`), split slices and train slices:
     the per-label sections score these as the whole sections score all."""
     for group in groups:
-        in_split = group.mask(dataset.labels)
+        in_split, of_samples = group.mask(dataset.labels), group.mask(cond)
         yield GroupSets(
             group.name,
             in_split,
-            samples[group.mask(cond)],
+            of_samples,
+            samples[of_samples],
             dataset.subset(in_split),
             train_set.subset(group.mask(train_set.labels)),
         )

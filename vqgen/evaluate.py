@@ -297,17 +297,17 @@ def prior_section(run: LoadedRun, codes: list[Tensor], dataset: SliceDataset) ->
 def sample_report(
     samples: Tensor,
     split_images: Tensor,
-    train_images: Tensor,
+    train_ssim: Tensor,
     seed: int,
     device: torch.device = torch.device("cpu"),
 ) -> tuple[SampleScores, Tensor, Tensor]:
-    """Realism, memorisation and diversity of generated slices, measured with SSIM.
+    """Realism, memorisation and diversity of generated slices, measured with SSIM;
+    `train_ssim`: each sample's SSIM to its nearest train slice (`nearest_train_ssim`).
 
     The SSIM of every sample against every real slice is most of `evaluate`'s time at 128 px
     (over 60% on a CPU), so it runs on `device`, in blocks of SSIM_PAIRS[device.type] pairs."""
     queries, chunk = samples.to(device), SSIM_PAIRS[device.type]
     real_ssim, real_idx = (t.cpu() for t in metrics.nearest_ssim(queries, split_images, chunk))
-    train_ssim = metrics.nearest_ssim(queries, train_images, chunk)[0].cpu()
     generator = torch.Generator().manual_seed(seed)
     reference = split_images[torch.randperm(len(split_images), generator=generator)[: len(samples)]]
     report: SampleScores = {
@@ -319,6 +319,12 @@ def sample_report(
         "real_pairwise_ssim": metrics.mean_pairwise_ssim(reference.to(device), chunk),
     }
     return report, real_ssim, real_idx
+
+
+def nearest_train_ssim(samples: Tensor, train_images: Tensor, device: torch.device) -> Tensor:
+    """Each sample's SSIM to its nearest train slice (memorisation), on the CPU: (N,)."""
+    chunk = SSIM_PAIRS[device.type]
+    return metrics.nearest_ssim(samples.to(device), train_images, chunk)[0].cpu()
 
 
 def samples_section(
@@ -337,8 +343,9 @@ def samples_section(
         samples, _, cond = run.draw(cfg)
     images, train_images = dataset.images, train_set.images
     with phase("the samples' nearest real slices"):
+        train_ssim = nearest_train_ssim(samples, train_images, run.device)
         scores, real_ssim, real_idx = sample_report(
-            samples, images, train_images, cfg.seed, run.device
+            samples, images, train_ssim, cfg.seed, run.device
         )
     section: SamplesSection = {
         **scores,
@@ -350,7 +357,11 @@ def samples_section(
         assert cond is not None, "groups come with a label prior's condition"
         section["per_label"] = {
             group.name: sample_report(
-                group.samples, group.split.images, train_images, cfg.seed, run.device
+                group.samples,
+                group.split.images,
+                train_ssim[group.of_samples],
+                cfg.seed,
+                run.device,
             )[0]
             for group in conditioning.group_sets(groups, samples, cond, dataset, train_set)
             if len(group.samples) >= 2 and len(group.split) >= 2

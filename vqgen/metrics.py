@@ -31,7 +31,7 @@ C1 = 0.01**2  # (K1 * data_range)^2
 C2 = 0.03**2  # (K2 * data_range)^2
 COV_NORM = WIN**2 / (WIN**2 - 1)  # sample (N-1) rather than population covariance
 NEAREST_CANDIDATES = 32  # references per query that nearest_ssim scores exactly
-PROXY_STRIDE = 4  # pixels between the windows of window_ssim, nearest_ssim's cheap ranking
+PROXY_WINDOWS = 16  # nearest_ssim ranks by window_ssim over about this many windows a side
 
 # ---------------------------------------------------------------------------------------------
 # input checks
@@ -220,16 +220,20 @@ def nearest_ssim(
 ) -> tuple[Tensor, Tensor]:
     """For each query the highest SSIM over `references` and that reference's index: (N,), (N,).
 
-    Its cost grows gently with the references: each query's `candidates` best references by
-    `window_ssim` (SSIM over every PROXY_STRIDE-th window, a sixteenth of the work) are scored
-    exactly and the best of them is taken; where there are no more references than that, all
-    are scored exactly. On the demo's slices this finds the same nearest slice as scoring every
-    reference (tests/test_metrics.py); a near-duplicate (memorisation) always ranks first."""
+    Its cost grows gently with the references and not with the pixels: each query's
+    `candidates` best references by `window_ssim` over about PROXY_WINDOWS x PROXY_WINDOWS
+    windows (every 4th window's corner at 64 px, every 8th at 128) are scored exactly and the
+    best of them is taken; where there are no more references than that, all are scored
+    exactly. On mni152 slices at 64 and 128 px this finds the same nearest slice as scoring
+    every reference (tests/test_metrics.py); a near-duplicate (memorisation) always ranks
+    first."""
     if len(references) == 0:
         raise ValueError("references must hold at least one image")
     if len(references) <= candidates:
         return pairwise_ssim(queries, references, chunk).max(dim=1)
-    picks = window_ssim(queries, references, chunk).topk(candidates, dim=1).indices  # (N, k)
+    stride = max(1, min(queries.shape[-2:]) // PROXY_WINDOWS)
+    ranks = window_ssim(queries, references, chunk, stride)
+    picks = ranks.topk(candidates, dim=1).indices  # (N, k)
     pairs = [
         ssim(queries[rows].repeat_interleave(candidates, 0), references[picks[rows].flatten()])
         for rows in torch.arange(len(queries)).split(max(1, chunk // candidates))
@@ -238,7 +242,7 @@ def nearest_ssim(
     return best, picks.gather(1, column[:, None])[:, 0]
 
 
-def window_ssim(a: Tensor, b: Tensor, chunk: int = 64, stride: int = PROXY_STRIDE) -> Tensor:
+def window_ssim(a: Tensor, b: Tensor, chunk: int = 64, stride: int = 4) -> Tensor:
     """SSIM of every pair over the 7x7 windows whose corners lie `stride` pixels apart, a cheap
     stand-in for `pairwise_ssim` that ranks references for `nearest_ssim`: (N, M) on a's
     device. The cross term of each window is a batched matrix product over its 49 pixels."""
