@@ -111,6 +111,16 @@ def test_c2st_is_seeded_and_checks_its_input(mni):
         realism.c2st(real, subjects[:3], other, None)
 
 
+def test_training_stops_once_every_validation_slice_is_told_apart():
+    """Sets a classifier separates at once cost one round a fold, not PATIENCE more rounds of a
+    validation loss that can only creep towards zero."""
+    g = torch.Generator().manual_seed(0)
+    real = 0.5 + 0.1 * torch.rand(48, 1, 16, 16, generator=g)
+    subjects = [f"s{i // 4}" for i in range(48)]
+    result = realism.c2st(real, subjects, torch.zeros(48, 1, 16, 16), None, seed=0)
+    assert result.accuracy == 1.0 and result.rounds == 1.0, result
+
+
 def test_a_part_of_the_sets_is_scored_from_its_own_held_out_scores():
     """c2st_summary of a part (one label's slices) reads only that part's scores: here the
     classifiers told the first half of the other set apart perfectly and the second not at all."""

@@ -120,8 +120,9 @@ def _fit(
 ) -> tuple[nn.Module, int]:
     """Adam on cross-entropy over batches drawn half from each class, with random flips,
     validated after each round of ROUND_SLICES slices (more where they are smaller), until
-    the class-balanced validation loss has not improved by MIN_GAIN for PATIENCE rounds;
-    returns the net of the round with the lowest validation loss, and that round."""
+    the class-balanced validation loss has not improved by MIN_GAIN for PATIENCE rounds, or
+    the net tells every validation slice apart at its lowest validation loss yet; returns the
+    net of the round with the lowest validation loss, and that round."""
     (x, y), (x_val, y_val) = train, val
     gen = torch.Generator().manual_seed(seed)
     with seeded(seed):
@@ -140,13 +141,15 @@ def _fit(
             loss.backward()
             opt.step()
         _recalibrate(net, x[_balanced_stream(y, RECALIBRATION_SLICES, gen)], device)
-        val_loss = float(_mean_bce(_logits(net, x_val, device), y_val))
+        val_logits = _logits(net, x_val, device)
+        val_loss = float(_mean_bce(val_logits, y_val))
         if val_loss < best - MIN_GAIN:
             gained = round_
         if val_loss < best:
             best, best_state, kept = val_loss, copy.deepcopy(net.state_dict()), round_
-        if round_ - gained >= PATIENCE:
-            break
+        told_apart = balanced_accuracy(val_logits, y_val) == 1.0 and val_loss == best
+        if told_apart or round_ - gained >= PATIENCE:  # every validation slice right: no more
+            break  # to show (docs/decisions.md, c2st-told-apart)
     net.load_state_dict(best_state)
     return net.eval(), kept
 
