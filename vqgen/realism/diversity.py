@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -37,4 +39,17 @@ def ms_ssim_diversity(images: Tensor, pairs: int = 256, seed: int = 0) -> float:
     )  # fmt: skip
     x = images.float()
     chunks = zip(first.split(64), second.split(64), strict=True)
-    return float(torch.cat([ms_ssim(x[i], x[j]) for i, j in chunks]).mean())
+    with _without_onednn():
+        return float(torch.cat([ms_ssim(x[i], x[j]) for i, j in chunks]).mean())
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    """torch's own CPU convolution inside: MS-SSIM's windows are 11x11 convolutions of one
+    channel, which oneDNN computes at half its speed (docs/decisions.md, ms-ssim-native)."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
