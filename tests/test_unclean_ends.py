@@ -73,6 +73,19 @@ def test_an_overwrite_killed_after_its_first_save_is_finished(trained_run, capsy
     assert not (trained_run / ".replaced").exists()
 
 
+def test_the_demos_own_overwrite_is_not_taken_for_an_interrupted_one(trained_run) -> None:
+    """`vqgen demo --overwrite` sets the old run aside, then trains inside that guard with the
+    verbs' own: theirs must leave the demo's live .replaced alone (a second `make demo`
+    failed so: the inner verb put the old run back, the demo's cleanup then found nothing)."""
+    before, run = models_of(trained_run), RunDir(trained_run)
+    demo = overwrite.replacing(run, "vqvae", resume=False, overwrite=True, resumable=False)
+    with demo, overwrite.replacing(run, "vqvae", resume=False, overwrite=True):
+        assert (trained_run / ".replaced" / "vqvae.json").is_file()
+        assert not (trained_run / "vqvae.json").exists()
+    assert models_of(trained_run) == before  # nothing saved: all put back, byte for byte
+    assert not (trained_run / ".replaced").exists()
+
+
 def test_a_full_disk_during_overwrite_keeps_the_old_run(trained_run, capsys, monkeypatch):
     before = models_of(trained_run)
 

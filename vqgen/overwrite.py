@@ -25,6 +25,7 @@ from vqgen.runlock import hold
 
 REPLACED_NAME = ".replaced"  # what --overwrite replaces, until the new training has saved
 GUARD = "guard.json"  # in it: the stage, its train state's inode before, what was moved
+_LIVE: set[Path] = set()  # runs whose .replaced an --overwrite of this process holds now
 
 
 @contextlib.contextmanager
@@ -72,9 +73,11 @@ def replacing(
     fileio.write_json(aside / GUARD, {"stage": stage, "last": before, "moved": moved})
     for p in old:
         os.replace(p, aside / _aside_name(run, p))
+    _LIVE.add(aside.resolve())
     try:
         yield
     finally:
+        _LIVE.discard(aside.resolve())
         saved = _stamp(last) not in (None, before)
         if not saved:  # put it all back, over the new logs if it began them
             _put_back(run, aside, moved)
@@ -140,9 +143,10 @@ def settle(run: RunDir) -> None:
     it could: if the new training saved its last checkpoint since, the old files set aside in
     RUN/.replaced are removed; if not, they are put back over whatever the new training began.
     Either way one warning says which. A run another process holds (mid --overwrite) is one
-    line naming it."""
+    line naming it. The --overwrite of this very process (the demo's, around its verbs) is
+    not one that stopped: it is left alone."""
     aside = run.root / REPLACED_NAME
-    if not aside.is_dir():
+    if not aside.is_dir() or aside.resolve() in _LIVE:
         return
     with hold(run.root, "settle"):
         try:
