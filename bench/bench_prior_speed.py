@@ -3,6 +3,7 @@ models under each memory layout, bf16 autocast and torch.compile.
 
     python bench/bench_prior_speed.py                          # both tables
     python bench/bench_prior_speed.py --only prior --steps 20  # the prior beside a plain one
+    python bench/bench_prior_speed.py --only profile            # where a bf16 step's time goes
     python bench/bench_prior_speed.py --only layouts --model vqvae-128 --variant channels_last
     PYTHONPATH=OTHER_CHECKOUT python bench/bench_prior_speed.py   # another version of vqgen
 
@@ -16,6 +17,10 @@ timed steps after two warm-up steps. The plain model takes torch's default AdamW
 prior the step `fit` takes (clipping, then fused AdamW). The sizes are the 5-minute demo's prior
 (`vqgen.demo.demo_prior`) and the plain size of public repositories. Then the cost of one
 update of the moving average of the weights (`--ema`) and the time to sample 16 grids.
+
+`profile`: five bf16 steps (the step `fit` takes) of each model at each size under
+torch.profiler: the convolutions' share of the step, and each kind of convolution's
+milliseconds per step, forward and backward, beside its multiply-adds per output position.
 
 `layouts`: one optimiser step (forward, loss, backward, clipping, AdamW) on random inputs of
 the real shapes, batch 32: the VQ-VAE at 64 and 128 px (hidden 128, K 512), train-prior's
@@ -202,6 +207,42 @@ def prior_table(steps: int, device: torch.device) -> None:
     print(f"sampling 16 grids of 32x32, demo's prior: {time.perf_counter() - start:.2f} s")
 
 
+# -- where a step's time goes --------------------------------------------------------------------
+
+
+def profile_table(device: torch.device) -> None:
+    from torch.profiler import profile
+
+    print("\nbf16 autocast, 5 steps under torch.profiler; convolutions by weight shape\n")
+    for name, cfg, batch in SIZES:
+        codes = torch.randint(0, cfg.codebook_size, (batch, cfg.grid, cfg.grid), device=device)
+        torch.manual_seed(0)
+        plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers).to(device)
+        ours = GatedPixelCNN(cfg).to(device).train()
+        cond = torch.rand(batch, device=device)
+        models = {
+            "plain": (plain, functools.partial(plain_loss, plain, codes), False),
+            "vqgen": (ours, functools.partial(vqgen_loss, ours, codes, cond), True),
+        }
+        for label, (model, loss_of, as_fit) in models.items():
+            with profile(record_shapes=True) as prof:
+                steps_per_second(model, loss_of, 5, bf16=True, as_fit=as_fit)
+            events = prof.key_averages(group_by_input_shape=True)
+            total = sum(e.self_cpu_time_total for e in events)
+            by_kind: dict[str, float] = {}
+            for e in events:
+                if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward"):
+                    shape = e.input_shapes[1 if e.key == "aten::mkldnn_convolution" else 2]
+                    out_c, in_c, kh, kw = shape
+                    kind = f"{in_c}->{out_c} {kh}x{kw} ({out_c * in_c * kh * kw:,} MACs)"
+                    ms = e.self_cpu_time_total / 1e3 / 7  # 2 warm-up + 5 timed steps
+                    by_kind[kind] = by_kind.get(kind, 0.0) + ms
+            conv = sum(by_kind.values())
+            print(f"{name}, {label}: convolutions {conv:.0f} ms of {total / 1e3 / 7:.0f} ms a step")
+            for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:>30}: {ms:6.1f} ms, {ms / conv:4.0%} of the convolutions' time")
+
+
 # -- both stages under each layout, bf16 and compile ----------------------------------------------
 
 
@@ -279,7 +320,7 @@ def layouts_table(models, variants, steps: int, warmup: int, device: torch.devic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("prior", "layouts"), help="one table (default both)")
+    parser.add_argument("--only", choices=("prior", "layouts", "profile"), help="one table")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (layouts)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
@@ -297,6 +338,8 @@ def main() -> None:
     print(f"device: {name}, torch {torch.__version__}")
     if args.only in (None, "prior"):
         prior_table(args.steps, device)
+    if args.only == "profile":
+        profile_table(device)
     if args.only in (None, "layouts"):
         models, variants = args.model or MODELS, args.variant or VARIANTS
         layouts_table(models, variants, args.steps, args.warmup, device)
