@@ -24,7 +24,8 @@ milliseconds per step, forward and backward, beside its multiply-adds per output
 
 `layouts`: one optimiser step (forward, loss, backward, clipping, AdamW) on random inputs of
 the real shapes, batch 32: the VQ-VAE at 64 and 128 px (hidden 128, K 512), train-prior's
-default prior (64 channels, 10 layers, K 512) on the grids of 64 and 128 px slices. Variants:
+default prior (64 channels, 10 layers, K 512) on the grids of 64 and 128 px slices, and the
+report's feature net at 64 px (batch 64, as it trains). Variants:
   eager          the models as `fit` runs them in float32
   channels_last  weights (and VQ-VAE inputs) in NHWC memory format (train-vqvae keeps the
                  VQ-VAE so)
@@ -51,6 +52,7 @@ from vqgen.config import PriorConfig, VQVAEConfig
 from vqgen.demo import demo_prior
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
+from vqgen.realism.features import FeatureNet, FeatureNetConfig
 from vqgen.sampling import sample_codes
 from vqgen.train import MovingAverage
 from vqgen.train_prior import prior_step
@@ -66,7 +68,7 @@ SIZES = [
     ),
 ]
 BATCH = 32  # of the layouts table
-MODELS = ("vqvae-64", "vqvae-128", "prior-16", "prior-32")
+MODELS = ("vqvae-64", "vqvae-128", "prior-16", "prior-32", "featurenet-64")
 VARIANTS = ("eager", "channels_last", "bf16", "compile")
 
 
@@ -263,6 +265,20 @@ def build(model_name: str, variant: str, device: torch.device):
             return F.mse_loss(recon, images) + q.loss
 
         return model, vqvae_loss, BATCH, "img/s"
+    if kind == "featurenet":  # the report's feature net on its side task, batch 64 as it trains
+        model = FeatureNet(FeatureNetConfig(size=side, tasks=("position",))).to(device)
+        images, positions = (
+            torch.rand(64, 1, side, side, device=device),
+            torch.rand(64, device=device),
+        )
+        if variant in ("channels_last", "bf16"):
+            model = model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+
+        def feature_loss(net):
+            return F.mse_loss(net.position(net.raw(images))[:, 0], positions)
+
+        return model, feature_loss, 64, "img/s"
     model = GatedPixelCNN(PriorConfig(codebook_size=512, grid=side)).to(device)
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)

@@ -201,7 +201,7 @@ def split_codes(
 def nll_bits(prior: nn.Module, codes: CodeSet, bf16: bool | None = None) -> list[float]:
     """Each level's mean negative log-likelihood in bits per code over a whole split, coarse
     first. The prior runs under bf16 autocast where the device computes bf16 natively (or as
-    `bf16` says): 2.2x faster on such a CPU, 0.0002 bits from float32 (docs/decisions.md,
+    `bf16` says): 2-3x faster on such a CPU, 0.0002 bits from float32 (docs/decisions.md,
     nll-bf16); the cross-entropy itself is summed in float32."""
     prior.eval()
     device = next(prior.parameters()).device

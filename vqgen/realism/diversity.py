@@ -46,7 +46,7 @@ def ms_ssim_diversity(images: Tensor, pairs: int = 256, seed: int = 0) -> float:
 @contextlib.contextmanager
 def _without_onednn() -> Iterator[None]:
     """torch's own CPU convolution inside: MS-SSIM's windows are 11x11 convolutions of one
-    channel, which oneDNN computes at half its speed (docs/decisions.md, ms-ssim-native)."""
+    channel, which oneDNN computes slowly (docs/decisions.md, ms-ssim-native)."""
     enabled = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:

@@ -125,7 +125,7 @@ def train_feature_net(
     size = size or min(64, train_set.pixels.shape[-1])  # 64 px is enough to see blur, and cheap
     num_labels = int(train_set.labels.max()) + 1 if has_labels else 0
     cfg = FeatureNetConfig(size, 16, tasks or ("rotation",), num_labels, trained_on)
-    with seeded(seed):  # channels_last: 1.2x the steps/s of NCHW on a CPU (features-nhwc)
+    with seeded(seed):  # channels_last: a little faster on a CPU (docs/decisions.md, features-nhwc)
         net = FeatureNet(cfg).to(device, memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     images = at_size(train_set.images, size).contiguous(memory_format=torch.channels_last)
