@@ -15,7 +15,7 @@ Every place that needs to know what a condition is asks this module:
     scale = guidance_scale(cfg, sample_cfg)                # and at which guidance
     TopCodesEmbedding(K, channels, factor)                 # a bottom prior's top codes
     for group in groups(cfg.condition, label_names): ...   # evaluate: scores per class
-    for part in group_sets(groups, samples, cond, split, train): ...  # each class's share
+    for part in group_sets(groups, samples, cond, split): ...  # each class's share
 """
 
 from __future__ import annotations
@@ -240,32 +240,21 @@ def groups(condition: str, label_names: list[str] | tuple[str, ...]) -> list[Gro
 
 
 class GroupSets(NamedTuple):
-    """One group's share of what evaluate scores."""
+    """One group's share of the samples and of the split, as evaluate scores them."""
 
     name: str
-    in_split: Tensor  # (N,) bool: which of the split's slices are the group's
     of_samples: Tensor  # (n,) bool: which samples were drawn with the group's condition
     samples: Tensor  # those samples
     split: SliceDataset  # the split's slices of the group
-    train: SliceDataset  # the train split's slices of the group
 
 
 def group_sets(
-    groups: list[Group],
-    samples: Tensor,
-    cond: Tensor,
-    dataset: SliceDataset,
-    train_set: SliceDataset,
+    groups: list[Group], samples: Tensor, cond: Tensor, dataset: SliceDataset
 ) -> Iterator[GroupSets]:
-    """Per group, its samples (by their condition `cond`), split slices and train slices:
-    the per-label sections score these as the whole sections score all."""
+    """Per group, its samples (by their condition `cond`) and its slices of the split: the
+    per-label sample scores compare these as the whole section compares all."""
     for group in groups:
-        in_split, of_samples = group.mask(dataset.labels), group.mask(cond)
+        of_samples = group.mask(cond)
         yield GroupSets(
-            group.name,
-            in_split,
-            of_samples,
-            samples[of_samples],
-            dataset.subset(in_split),
-            train_set.subset(group.mask(train_set.labels)),
+            group.name, of_samples, samples[of_samples], dataset.subset(group.mask(dataset.labels))
         )

@@ -363,7 +363,7 @@ def samples_section(
                 cfg.seed,
                 run.device,
             )[0]
-            for group in conditioning.group_sets(groups, samples, cond, dataset, train_set)
+            for group in conditioning.group_sets(groups, samples, cond, dataset)
             if len(group.samples) >= 2 and len(group.split) >= 2
         }
     # evenly spread, so that a slice-conditioned prior shows levels from bottom to top
