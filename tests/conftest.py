@@ -5,6 +5,7 @@ others, `pytest -m "not slow"`, are the fast tier."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ from vqgen.data import SPLITS, SliceDataset
 # for a busy core make tests many times slower (the model and sampling tests, on 2 cores beside
 # another busy process: 84 s on two threads, 12 s on one).
 torch.set_num_threads(1)
+# and in every process a test starts (the CLI scripts, the GPU check's verbs): two threads there
+# stall behind the other test process's core (bench/gpu_check.sh at CPU settings: 139 s in the
+# suite on two threads)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
