@@ -65,6 +65,16 @@ def spy_on_folds(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     return calls
 
 
+def test_the_detail_channel_made_once_is_the_one_each_flipped_batch_would_make() -> None:
+    """The classifiers train on left-right flips of slices whose detail channel was made once,
+    before any flip: that is only the same input if the detail commutes with the flip."""
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    made_once = two_sample.with_detail(x)
+    assert made_once.shape == (4, 2, 16, 16) and torch.equal(made_once[:, :1], x)
+    torch.testing.assert_close(made_once.flip(-1), two_sample.with_detail(x.flip(-1)))
+    assert made_once[:, 1].abs().amax() > 0.1  # there is detail to see
+
+
 @pytest.mark.parametrize("paired", [False, True])
 def test_every_slice_is_scored_by_a_classifier_that_never_saw_its_subject(monkeypatch, paired):
     calls = spy_on_folds(monkeypatch)
