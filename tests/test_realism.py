@@ -31,7 +31,9 @@ def ladder(mni152_64: dict[str, SliceDataset]) -> dict[str, torch.Tensor]:
     return dict(zip(LADDER, (other, blur(other, 1.0), blur(other, 2.0), noise), strict=True))
 
 
-@pytest.fixture(scope="module")
+# session, not module: pytest tears a module's fixtures down whenever a worker runs another
+# module's test in between, and the net (~30 s) was then trained twice in one run
+@pytest.fixture(scope="session")
 def net(mni152_64: dict[str, SliceDataset]) -> realism.FeatureNet:
     return realism.train_feature_net(mni152_64["train"], seed=0, steps=300)
 
