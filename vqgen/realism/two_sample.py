@@ -76,9 +76,8 @@ DETAIL_GAIN = 8.0
 def with_detail(x: Tensor) -> Tensor:
     """(N, 1, S, S) -> (N, 2, S, S): the slice beside its fine detail (the slice minus its 3x3
     mean, amplified): noise and texture are a few grey levels, which the first layer would
-    otherwise find only slowly beside the brain's contrast. Computed once per C2ST, not per
-    batch: it commutes with the left-right flips of training (a tenth of the classifiers'
-    time went to it)."""
+    otherwise find only slowly beside the brain's contrast. Made once per C2ST, not in every
+    batch of every round: it commutes with the left-right flips of training."""
     detail = x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     return torch.cat([x, DETAIL_GAIN * detail], 1)
 
