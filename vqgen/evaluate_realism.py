@@ -185,14 +185,14 @@ def realism_section(
     images = {}
     for name, m in sets.measured.items():
         mine = kept(m.labels)
-        real, in_real = (sets.split, in_split) if m.paired else (sets.reference, in_reference)
+        against, in_real = (sets.split, in_split) if m.paired else (sets.reference, in_reference)
         c2st = c2st_scales(m, torch.cat([in_real, mine]))  # the C2ST's order: real slices first
-        reals = sets.features["split" if m.paired else "reference"][in_real]
+        real_features = sets.features["split" if m.paired else "reference"][in_real]
         images[name] = m.images[mine]
         section[name] = {
             "c2st": c2st,
-            **realism.feature_distances(reals, m.features[mine], seed=seed),
-            "sharpness": realism.sharpness_ratio(images[name], real.images[in_real]),
+            **realism.feature_distances(real_features, m.features[mine], seed=seed),
+            "sharpness": realism.sharpness_ratio(images[name], against.images[in_real]),
         }
     real = sets.reference.images[in_reference]
     section["reference"] = reference_summary(
