@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 
 from vqgen import demo
@@ -46,3 +49,41 @@ def test_a_longer_demo_gives_its_prior_more_fresh_subjects_and_then_dropout():
     assert five.augment >= 2 and five.dropout == 0
     assert thirty.augment > five.augment and thirty.dropout > 0
     assert demo.setup_seconds(thirty) > demo.setup_seconds(five)
+
+
+FIVE_MINUTES = dict(  # a 5-minute demo on a 2-core CPU: its phases' seconds and its steps
+    seconds={"data": 3.0, "feature net": 19.0, "vqvae": 68.0, "prior": 157.0, "evaluate": 41.0},
+    steps={"vqvae": 906, "prior": 891},
+)
+
+
+def test_the_budget_splits_into_the_prior_the_vqvae_the_setup_and_the_reserve():
+    for minutes in (5, 14, 15, 30):
+        prior = demo.prior_minutes(minutes, 22.0)
+        vqvae = prior * demo.VQVAE_SHARE / (1 - demo.VQVAE_SHARE)
+        setup = demo.setup_seconds(demo.demo_prior(minutes)) / 60
+        assert prior + vqvae + setup + (demo.REPORT_RESERVE_S + 22.0) / 60 == pytest.approx(minutes)
+
+
+def test_the_minutes_told_give_the_prior_the_steps_wanted_and_a_minute_less_does_not():
+    """More minutes go to the VQ-VAE's share and the fresh subjects too, and from 15 minutes
+    the prior's steps are slower (dropout): the prior's own pace alone would tell too few."""
+    result = demo.DemoResult({}, Path("grid.png"), Path("report.md"), minutes=5.0, **FIVE_MINUTES)
+    trained = FIVE_MINUTES["seconds"]["prior"] - demo.setup_seconds(demo.demo_prior(5))
+    pace = 891 / (trained / 60)  # steps per minute of training, without dropout
+
+    def steps(minutes: int) -> float:
+        return pace * demo.prior_pace(minutes) * demo.prior_minutes(minutes, 22.0)
+
+    wanted = result.minutes_for(demo.PRIOR_STEPS_WANTED)
+    assert steps(wanted) >= demo.PRIOR_STEPS_WANTED > steps(wanted - 1)
+    assert demo.prior_pace(wanted) < 1  # past 15 minutes: dropout
+    prior_alone = 5 + (demo.PRIOR_STEPS_WANTED - 891) / (891 / (157 / 60))  # its own pace
+    assert wanted > math.ceil(prior_alone)
+    assert f"--minutes {wanted};" in result.verdict()
+
+
+def test_a_pace_too_slow_for_a_day_is_told_as_a_day():
+    slow = {**FIVE_MINUTES, "steps": {"vqvae": 906, "prior": 1}}
+    result = demo.DemoResult({}, Path("grid.png"), Path("report.md"), minutes=5.0, **slow)
+    assert result.minutes_for(demo.PRIOR_STEPS_WANTED) == demo.MAX_SUGGESTED_MINUTES

@@ -50,6 +50,7 @@ DEMO_LOSS = VQLossConfig(l1_weight=1.0)
 DEMO_PRIOR = PriorConfig(channels=32, layers=8, dilation=4, condition="slice", cond_dropout=0.1)
 MINUTES_PER_COPY = 2.5  # the prior gets one more train split of fresh subjects per this much
 DROPOUT_FROM_MINUTES = 15.0  # from here the prior trains long enough to overfit without it
+DROPOUT_PACE = 0.89  # a prior step with dropout takes 1 / 0.89 of one without (demo-dropout)
 # the VQ-VAE's share of the training time, the prior gets the rest: under bf16 the VQ-VAE reaches
 # brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (docs/decisions.md,
 # vqvae-share)
@@ -64,6 +65,7 @@ DEMO_SAMPLES = 16
 # prior steps from which the demo's samples met every target on the test split, with two
 # seeds (docs/decisions.md, demo-steps)
 PRIOR_STEPS_WANTED = 5000
+MAX_SUGGESTED_MINUTES = 24 * 60  # a pace slower than this would need is told as a day
 EVAL_SAMPLES = config.EVAL_SAMPLES
 
 
@@ -79,6 +81,19 @@ def demo_prior(minutes: float) -> PriorConfig:
 def setup_seconds(prior: PriorConfig) -> float:
     """train-prior's time before its first step: the splits' codes and the fresh subjects'."""
     return SETUP_S + COPY_S * prior.augment
+
+
+def prior_minutes(minutes: float, fixed_s: float) -> float:
+    """The prior's training minutes in a demo of `minutes` whose data and feature net take
+    `fixed_s` seconds, as `_pipeline` splits the budget: the report's reserve and train-prior's
+    setup set aside, the VQ-VAE's share of the rest to the VQ-VAE."""
+    left = minutes - (REPORT_RESERVE_S + fixed_s) / 60
+    return (1 - VQVAE_SHARE) * (left - setup_seconds(demo_prior(minutes)) / 60)
+
+
+def prior_pace(minutes: float) -> float:
+    """A demo prior's steps per second at `minutes`, relative to one without dropout."""
+    return DROPOUT_PACE if demo_prior(minutes).dropout else 1.0
 
 
 @dataclass
@@ -98,14 +113,28 @@ class DemoResult:
         line = f"steps: VQ-VAE {vqvae:,}, prior {prior:,}"
         if prior >= PRIOR_STEPS_WANTED:
             return f"{line}: enough for samples that meet the demo's targets"
-        per_minute = prior / max(self.seconds.get("prior", 0.0) / 60, 1e-9)
-        more = (PRIOR_STEPS_WANTED - prior) / max(per_minute, 1e-9)
-        wanted = math.ceil(self.minutes + more)
+        wanted = self.minutes_for(PRIOR_STEPS_WANTED)
         return (
             f"{line}: the samples meet the demo's targets from about {PRIOR_STEPS_WANTED:,} "
             f"prior steps, which this machine gives with --minutes {wanted}; fewer leave them "
             "mottled (docs/decisions.md, demo-steps)"
         )
+
+    def minutes_for(self, steps: int) -> int:
+        """The whole minutes of a demo whose prior takes `steps` steps at this run's pace: more
+        minutes also go to the VQ-VAE's share, fresh subjects and, from DROPOUT_FROM_MINUTES,
+        dropout's slower steps."""
+        fixed_s = self.seconds.get("data", 0.0) + self.seconds.get("feature net", 0.0)
+        setup_s = setup_seconds(demo_prior(self.minutes))
+        trained_s = max(self.seconds.get("prior", 0.0) - setup_s, 1.0)
+        # this run's prior steps per minute of training, as a prior without dropout takes them
+        pace = self.steps.get("prior", 0) / (trained_s / 60) / prior_pace(self.minutes)
+        minutes = max(math.ceil(self.minutes), 1)
+        while pace * prior_pace(minutes) * prior_minutes(minutes, fixed_s) < steps:
+            if minutes >= MAX_SUGGESTED_MINUTES:
+                break
+            minutes += 1
+        return minutes
 
 
 def run_demo(
