@@ -59,8 +59,8 @@ FIVE_MINUTES = dict(  # a 5-minute demo on a 2-core CPU: its phases' seconds and
 
 def test_the_budget_splits_into_the_prior_the_vqvae_the_setup_and_the_reserve():
     for minutes in (5, 14, 15, 30):
-        prior = demo.prior_minutes(minutes, 22.0)
-        vqvae = prior * demo.VQVAE_SHARE / (1 - demo.VQVAE_SHARE)
+        prior = demo.predicted_prior_minutes(minutes, 22.0)
+        vqvae = prior * demo.VQVAE_SHARE / (1 - demo.VQVAE_SHARE)  # the share _pipeline gives
         setup = demo.setup_seconds(demo.demo_prior(minutes)) / 60
         assert prior + vqvae + setup + (demo.REPORT_RESERVE_S + 22.0) / 60 == pytest.approx(minutes)
 
@@ -73,7 +73,7 @@ def test_the_minutes_told_give_the_prior_the_steps_wanted_and_a_minute_less_does
     pace = 891 / (trained / 60)  # steps per minute of training, without dropout
 
     def steps(minutes: int) -> float:
-        return pace * demo.prior_pace(minutes) * demo.prior_minutes(minutes, 22.0)
+        return pace * demo.prior_pace(minutes) * demo.predicted_prior_minutes(minutes, 22.0)
 
     wanted = result.minutes_for(demo.PRIOR_STEPS_WANTED)
     assert steps(wanted) >= demo.PRIOR_STEPS_WANTED > steps(wanted - 1)

@@ -83,12 +83,18 @@ def setup_seconds(prior: PriorConfig) -> float:
     return SETUP_S + COPY_S * prior.augment
 
 
-def prior_minutes(minutes: float, fixed_s: float) -> float:
+def training_minutes(left: float, minutes: float) -> tuple[float, float]:
+    """The VQ-VAE's and the prior's training minutes out of the `left` minutes of a demo of
+    `minutes` once its data and feature net are made (the report's reserve already set aside):
+    train-prior's setup set aside too, VQVAE_SHARE of the rest to the VQ-VAE."""
+    rest = left - setup_seconds(demo_prior(minutes)) / 60
+    return VQVAE_SHARE * rest, (1 - VQVAE_SHARE) * rest
+
+
+def predicted_prior_minutes(minutes: float, fixed_s: float) -> float:
     """The prior's training minutes in a demo of `minutes` whose data and feature net take
-    `fixed_s` seconds, as `_pipeline` splits the budget: the report's reserve and train-prior's
-    setup set aside, the VQ-VAE's share of the rest to the VQ-VAE."""
-    left = minutes - (REPORT_RESERVE_S + fixed_s) / 60
-    return (1 - VQVAE_SHARE) * (left - setup_seconds(demo_prior(minutes)) / 60)
+    `fixed_s` seconds, split as `_pipeline` splits them (`training_minutes`)."""
+    return training_minutes(minutes - (REPORT_RESERVE_S + fixed_s) / 60, minutes)[1]
 
 
 def prior_pace(minutes: float) -> float:
@@ -130,7 +136,7 @@ class DemoResult:
         # this run's prior steps per minute of training, as a prior without dropout takes them
         pace = self.steps.get("prior", 0) / (trained_s / 60) / prior_pace(self.minutes)
         minutes = max(math.ceil(self.minutes), 1)
-        while pace * prior_pace(minutes) * prior_minutes(minutes, fixed_s) < steps:
+        while pace * prior_pace(minutes) * predicted_prior_minutes(minutes, fixed_s) < steps:
             if minutes >= MAX_SUGGESTED_MINUTES:
                 break
             minutes += 1
@@ -181,7 +187,7 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     # a slow data phase (a busy machine, a cold cache) must not leave a stage no time at all
     prior = demo_prior(minutes)
     setup_minutes = setup_seconds(prior) / 60
-    vqvae_minutes = max(VQVAE_SHARE * (minutes_left() - setup_minutes), MIN_STAGE_MINUTES)
+    vqvae_minutes = max(training_minutes(minutes_left(), minutes)[0], MIN_STAGE_MINUTES)
     vqvae_train = TrainConfig(**train, batch_size=VQVAE_BATCH, max_minutes=vqvae_minutes)
     steps["vqvae"] = train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS).steps
     lap("vqvae")
