@@ -121,6 +121,27 @@ def test_c2st_is_seeded_and_checks_its_input(mni):
         realism.c2st(real, subjects[:3], other, None)
 
 
+def test_the_c2st_gives_the_same_scores_on_any_number_of_threads(mni):
+    """Its classifiers train side by side, one torch thread each: every held-out score is the
+    same whatever number of threads torch has (a machine's cores), which torch keeps after."""
+    real, subjects = mni["reference"].images[:96], mni["reference"].subjects[:96]
+    other = PERTURBATIONS["blur"](mni["other"].images[:40], torch.Generator())
+    threads, held = torch.get_num_threads(), []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(two_sample, "MAX_ROUNDS", 2)
+        mp.setattr(two_sample, "ROUND_SLICES", 256)
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            try:
+                held.append(realism.held_out_at_scales(real, subjects, other, None, seed=1))
+                assert torch.get_num_threads() == n
+            finally:
+                torch.set_num_threads(threads)
+    for one, three in zip(*held, strict=True):
+        assert torch.equal(one.scores, three.scores) and one.rounds == three.rounds
+    assert [h.side for h in held[0]] == [64, 32]
+
+
 def test_training_stops_once_every_validation_slice_is_told_apart():
     """Sets a classifier separates at once cost one round a fold, not PATIENCE more rounds of a
     validation loss that can only creep towards zero."""

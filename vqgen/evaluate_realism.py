@@ -8,7 +8,6 @@ the same figure for real train slices; vqgen.realism holds the measures themselv
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 from typing import NamedTuple
@@ -151,13 +150,10 @@ def measure_sets(
         if labels is None:  # no classes: one label for all
             labels = torch.full((len(images),), -1, dtype=torch.long)
         with phase(f"realism of the {name}"):
-            c2st = functools.partial(
-                realism.held_out_scores, real.images, real.subjects, images, groups, seed
+            full, half = realism.held_out_at_scales(
+                real.images, real.subjects, images, groups, seed, paired=paired, device=device
             )
-            held = {
-                "full": c2st(paired=paired, device=device),
-                "half": c2st(paired=paired, scale=2, device=device),
-            }
+            held = {"full": full, "half": half}
             features = realism.extract_features(net, images, device)
             measured[name] = Measured(images, labels, features, held, paired)
     features = {"reference": realism.extract_features(net, reference.images, device)}
@@ -181,20 +177,26 @@ def realism_section(
         return torch.ones(len(labels), dtype=torch.bool) if label is None else labels == label
 
     in_reference, in_split = kept(sets.reference.labels), kept(sets.split.labels)
+    real = sets.reference.images[in_reference]
+    spectra = {  # each set's power spectrum once, for its sharpness and the figure
+        "reference": realism.power_spectrum(real),
+        "split": realism.power_spectrum(sets.split.images[in_split]),
+    }
     section: RealismSection = {}
     images = {}
     for name, m in sets.measured.items():
         mine = kept(m.labels)
-        against, in_real = (sets.split, in_split) if m.paired else (sets.reference, in_reference)
+        against, in_real = ("split", in_split) if m.paired else ("reference", in_reference)
         c2st = c2st_scales(m, torch.cat([in_real, mine]))  # the C2ST's order: real slices first
-        real_features = sets.features["split" if m.paired else "reference"][in_real]
         images[name] = m.images[mine]
+        spectra[name] = realism.power_spectrum(images[name])
         section[name] = {
             "c2st": c2st,
-            **realism.feature_distances(real_features, m.features[mine], seed=seed),
-            "sharpness": realism.sharpness_ratio(images[name], against.images[in_real]),
+            **realism.feature_distances(
+                sets.features[against][in_real], m.features[mine], seed=seed
+            ),
+            "sharpness": realism.sharpness_ratio(spectra[name], spectra[against]),
         }
-    real = sets.reference.images[in_reference]
     section["reference"] = reference_summary(
         sets.reference.subset(in_reference), sets.split.subset(in_split)
     )
@@ -202,10 +204,12 @@ def realism_section(
         diversity = {name: realism.ms_ssim_diversity(x, seed=seed) for name, x in images.items()}
         section["ms_ssim"] = {**diversity, "real": realism.ms_ssim_diversity(real, seed=seed)}
     if figures is not None:
-        spectra = {"real": real, **images, "real train (floor)": images["floor"]}
-        del spectra["floor"]
-        spectra = {name: realism.radial_power_spectrum(x) for name, x in spectra.items()}
-        plots.spectrum_figure(spectra, figures / "eval_spectrum.png", f"{sets.split.split} split")
+        shown = {"real": "reference", **{name: name for name in images if name != "floor"}}
+        shown["real train (floor)"] = "floor"
+        radial = {
+            label: realism.radial_power_spectrum(spectra[name]) for label, name in shown.items()
+        }
+        plots.spectrum_figure(radial, figures / "eval_spectrum.png", f"{sets.split.split} split")
     return section
 
 

@@ -29,13 +29,19 @@ from vqgen.realism.features import (
     save_feature_net,
     train_feature_net,
 )
-from vqgen.realism.spectrum import radial_power_spectrum, sharpness_ratio
+from vqgen.realism.spectrum import (
+    Spectrum,
+    power_spectrum,
+    radial_power_spectrum,
+    sharpness_ratio,
+)
 from vqgen.realism.two_sample import (
     C2ST,
     HeldOut,
     assign_folds,
     c2st,
     c2st_summary,
+    held_out_at_scales,
     held_out_scores,
     real_floor,
 )
@@ -46,15 +52,18 @@ __all__ = [
     "FeatureNet",
     "FeatureNetConfig",
     "HeldOut",
+    "Spectrum",
     "assign_folds",
     "c2st",
     "c2st_summary",
     "cached_feature_net",
     "extract_features",
     "feature_distances",
+    "held_out_at_scales",
     "held_out_scores",
     "load_feature_net",
     "ms_ssim_diversity",
+    "power_spectrum",
     "radial_power_spectrum",
     "real_floor",
     "save_feature_net",

@@ -17,9 +17,11 @@ At full scale the classifier sees noise and texture; after a 2x pool (`scale=2`)
 from __future__ import annotations
 
 import copy
+import threading
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ MIN_GAIN = 0.02  # nats of validation loss that count as better
 BATCH = 64
 RECALIBRATION_SLICES = 256  # training slices that set the batch-norm statistics each round
 LR = 3e-3
+_INIT_LOCK = threading.Lock()  # the classifiers' seeded init uses torch's global generator
+
+T = TypeVar("T")
 
 
 class C2ST(NamedTuple):
@@ -126,7 +131,7 @@ def _fit(
     net of the round with the lowest validation loss, and that round."""
     (x, y), (x_val, y_val) = train, val
     gen = torch.Generator().manual_seed(seed)
-    with seeded(seed):
+    with _INIT_LOCK, seeded(seed):
         net = _classifier().to(device, memory_format=torch.channels_last)
     fused = torch.device(device).type in ("cpu", "cuda")  # one kernel for every parameter
     opt = torch.optim.Adam(net.parameters(), lr=LR, fused=fused or None)
@@ -262,27 +267,86 @@ def held_out_scores(
 ) -> HeldOut:
     """`c2st`'s classifiers, one per fold, and every slice's score by the one that never saw
     its subject: real slices first, then `other`'s, each in its given order."""
+    args = (real, real_groups, other, other_groups, seed)
+    return held_out_at_scales(*args, paired=paired, scales=(scale,), device=device)[0]
+
+
+def held_out_at_scales(
+    real: Tensor,
+    real_groups: Sequence[str],
+    other: Tensor,
+    other_groups: Sequence[str] | None,
+    seed: int = 0,
+    *,
+    paired: bool = False,
+    scales: Sequence[int] = (1, 2),
+    device: Device = "cpu",
+) -> list[HeldOut]:
+    """`held_out_scores` at each of `scales`, every fold's classifier of every scale trained
+    side by side (`side_by_side`)."""
     other_groups = _checked_groups(real, real_groups, other, other_groups, paired)
-    real, other = _prepare(real, scale), _prepare(other, scale)
-    if real.shape[-2:] != other.shape[-2:]:
-        raise ValueError(f"real and other differ in size: {real.shape[-2:]} and {other.shape[-2:]}")
     k = min(FOLDS, len(set(real_groups)), len(set(other_groups)))
     real_fold = assign_folds(real_groups, k, seed)
     other_fold = real_fold if paired else assign_folds(other_groups, k, seed + 1)
-    x = with_detail(torch.cat([real, other])).contiguous(memory_format=torch.channels_last)
     y = torch.cat([torch.zeros(len(real)), torch.ones(len(other))])
     fold = torch.cat([real_fold, other_fold])
     groups = [f"real:{g}" for g in real_groups] + [
         f"{'real' if paired else 'other'}:{g}" for g in other_groups
     ]
-    scores, rounds = torch.zeros(len(x)), []
-    for f in range(k):
-        train, held = (fold != f).nonzero()[:, 0], (fold == f).nonzero()[:, 0]
-        fit, val = _validation_split(train, y, groups, seed + 10 * f)
-        net, n_rounds = _fit((x[fit], y[fit]), (x[val], y[val]), seed + f, device)
-        scores[held] = _logits(net, x[held], device)
-        rounds.append(n_rounds)
-    return HeldOut(scores, y, fold, groups, rounds, int(real.shape[-1]))
+    tasks, sides = [], []
+    for scale in scales:
+        a, b = _prepare(real, scale), _prepare(other, scale)
+        if a.shape[-2:] != b.shape[-2:]:
+            raise ValueError(f"real and other differ in size: {a.shape[-2:]} and {b.shape[-2:]}")
+        x = with_detail(torch.cat([a, b])).contiguous(memory_format=torch.channels_last)
+        sides.append(int(a.shape[-1]))
+        for f in range(k):
+            train, held = (fold != f).nonzero()[:, 0], (fold == f).nonzero()[:, 0]
+            fit, val = _validation_split(train, y, groups, seed + 10 * f)
+            tasks.append(_fold_task(x, y, fit, val, held, seed + f, device))
+    done = side_by_side(tasks, device)
+    results = []
+    for i, side in enumerate(sides):
+        scores, rounds = torch.zeros(len(y)), []
+        for f in range(k):
+            held_scores, n_rounds = done[i * k + f]
+            scores[fold == f] = held_scores
+            rounds.append(n_rounds)
+        results.append(HeldOut(scores, y, fold, groups, rounds, side))
+    return results
+
+
+def _fold_task(
+    x: Tensor, y: Tensor, fit: Tensor, val: Tensor, held: Tensor, seed: int, device: Device
+) -> Callable[[], tuple[Tensor, int]]:
+    """One fold's work: train on `fit` (early stopped on `val`), then score `held`."""
+
+    def task() -> tuple[Tensor, int]:
+        net, rounds = _fit((x[fit], y[fit]), (x[val], y[val]), seed, device)
+        return _logits(net, x[held], device), rounds
+
+    return task
+
+
+def side_by_side(tasks: list[Callable[[], T]], device: Device) -> list[T]:
+    """The tasks' results in order. On a CPU they run as many at a time as torch has threads,
+    each on one thread: a small classifier gains little from a second thread and a second
+    classifier nearly twice (docs/decisions.md, c2st-side-by-side); every task then computes
+    alike on any CPU, however many cores it has. On a GPU, one after another."""
+    if torch.device(device).type != "cpu":
+        return [task() for task in tasks]
+    threads = torch.get_num_threads()
+
+    def one_thread(task: Callable[[], T]) -> T:
+        torch.set_num_threads(1)  # this worker's own; torch keeps it per thread
+        return task()
+
+    pool = ThreadPoolExecutor(min(threads, len(tasks)), thread_name_prefix="c2st")
+    try:
+        return list(pool.map(one_thread, tasks))
+    finally:
+        pool.shutdown(cancel_futures=True)  # Ctrl-C: start no more
+        torch.set_num_threads(threads)  # a thread started later takes torch's last setting
 
 
 def c2st_summary(held: HeldOut, keep: Tensor | None = None) -> C2ST:
