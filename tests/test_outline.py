@@ -7,6 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from skimage.morphology import convex_hull_image
 
 from vqgen import evaluate_realism, report_text
 from vqgen.data import SliceDataset
@@ -70,6 +74,23 @@ def test_solidity_drops_with_a_notch_and_ignores_holes():
     assert outline.solidity(square & ~disc(16, 16, 4)) == 1.0
     assert 0.78 < outline.solidity(notched) < 0.84  # 389 px over a hull of about 480
     assert outline.solidity(np.zeros((32, 32), bool)) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrays(bool, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.booleans()).filter(
+        np.any
+    )
+)
+def test_hull_area_counts_what_scikit_image_counts(mask):
+    """Any mask: the hull's pixels counted row by row are those of convex_hull_image."""
+    assert outline.hull_area(mask) == convex_hull_image(mask).sum()
+
+
+def test_hull_area_counts_what_scikit_image_counts_on_real_slices(mni152_64):
+    masks = [m for m in outline.brain_mask(mni152_64["test"].images) if m.any()]
+    assert len(masks) > 150
+    assert [outline.hull_area(m) for m in masks] == [convex_hull_image(m).sum() for m in masks]
 
 
 def test_neighbours_are_the_window_or_the_nearest_where_it_holds_too_few():

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 from scipy.stats import binomtest
-from skimage.morphology import convex_hull_image
 from skimage.segmentation import find_boundaries
 from torch import Tensor
 
@@ -72,20 +72,32 @@ def brain_mask(images: Tensor, threshold: float = THRESHOLD) -> np.ndarray:
     return foreground_mask(images.float().cpu(), threshold)[:, 0].numpy()
 
 
-def _large(labelled: np.ndarray, count: int, min_area: int) -> np.ndarray:
-    """The pixels of the labelled regions of `min_area` pixels or more: (H, W) bool."""
+def _large(labelled: np.ndarray, count: int, min_area: int) -> tuple[np.ndarray, int]:
+    """The pixels of the labelled regions of `min_area` pixels or more, (H, W) bool, and how
+    many regions they are."""
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
     keep = sizes >= min_area
     keep[0] = False  # label 0 is what was not labelled
-    return keep[labelled]
+    return keep[labelled], int(keep.sum())
 
 
-def parts(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+class Parts(NamedTuple):
+    """One slice's brain mask as the measure sees it."""
+
+    brain: np.ndarray  # (H, W) bool: its 8-connected pieces of min_area pixels or more
+    holes: np.ndarray  # (H, W) bool: the 4-connected background they enclose, as large
+    filled: np.ndarray  # (H, W) bool: the brain with every hole it encloses filled
+    components: int  # pieces in `brain`
+    hole_count: int  # holes in `holes`
+
+
+def parts(mask: np.ndarray, min_area: int) -> Parts:
     """One slice's brain (8-connected pieces) and holes (4-connected background it encloses),
-    each without regions under `min_area` pixels: (H, W) bool twice."""
-    brain = _large(*ndimage.label(mask, EIGHT), min_area)
-    enclosed = ndimage.binary_fill_holes(brain) & ~brain
-    return brain, _large(*ndimage.label(enclosed), min_area)
+    each without regions under `min_area` pixels."""
+    brain, components = _large(*ndimage.label(mask, EIGHT), min_area)
+    filled = ndimage.binary_fill_holes(brain)
+    holes, hole_count = _large(*ndimage.label(filled & ~brain), min_area)
+    return Parts(brain, holes, filled, components, hole_count)
 
 
 def min_area(side: int) -> int:
@@ -96,16 +108,41 @@ def min_area(side: int) -> int:
 def topology(mask: np.ndarray, area: int = 1) -> tuple[int, int]:
     """(components, holes) of one (H, W) brain mask, ignoring regions under `area` pixels:
     a disc is (1, 0), a ring (1, 1), two discs (2, 0)."""
-    brain, holes = parts(mask, area)
-    return ndimage.label(brain, EIGHT)[1], ndimage.label(holes)[1]
+    found = parts(mask, area)
+    return found.components, found.hole_count
+
+
+def hull_area(mask: np.ndarray) -> int:
+    """Pixels of the convex hull of a non-empty (H, W) bool mask, as scikit-image's
+    `convex_hull_image(mask).sum()` counts them (the pixel centres inside or on the hull of
+    the pixels' edge midpoints), counted row by row from the hull's edges instead of tested
+    pixel by pixel, in half the time. A row's leftmost and rightmost pixels span the hull of all
+    its pixels."""
+    rows = np.flatnonzero(mask.any(1))
+    left = mask[rows].argmax(1)
+    right = mask.shape[1] - 1 - mask[rows, ::-1].argmax(1)
+    y, x = np.concatenate([rows, rows]).astype(float), np.concatenate([left, right]).astype(float)
+    offsets = np.array([[-0.5, 0], [0.5, 0], [0, -0.5], [0, 0.5]])  # the edge midpoints
+    points = (np.stack([y, x], 1)[:, None] + offsets).reshape(-1, 2)
+    hull = points[ConvexHull(points).vertices]  # in order around the hull
+    (y0, x0), (y1, x1) = hull.T, np.roll(hull, -1, axis=0).T  # each edge's two ends
+    centre_rows = np.arange(np.ceil(y0.min()), np.floor(y0.max()) + 1)[:, None]  # (R, 1)
+    crossed = (np.minimum(y0, y1) <= centre_rows) & (centre_rows <= np.maximum(y0, y1))
+    flat = y0 == y1  # an edge along a row adds both its ends
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = np.where(flat, x0, x0 + (centre_rows - y0) * (x1 - x0) / (y1 - y0))  # (R, E)
+    first = np.where(crossed, np.minimum(at, np.where(flat, x1, at)), np.inf).min(1)
+    last = np.where(crossed, np.maximum(at, np.where(flat, x1, at)), -np.inf).max(1)
+    return int((np.floor(last) - np.ceil(first) + 1).sum())
 
 
 def solidity(brain: np.ndarray) -> float:
     """Area of the brain with its holes filled over that of its convex hull; 0 if empty."""
-    if not brain.any():
-        return 0.0
-    filled = ndimage.binary_fill_holes(brain)
-    return float(filled.sum() / convex_hull_image(filled).sum())
+    return _solidity(ndimage.binary_fill_holes(brain))
+
+
+def _solidity(filled: np.ndarray) -> float:
+    return float(filled.sum() / hull_area(filled)) if filled.any() else 0.0
 
 
 def outline_features(images: Tensor) -> Outline:
@@ -113,8 +150,8 @@ def outline_features(images: Tensor) -> Outline:
     check_images("images", images)
     area, found = min_area(images.shape[-1]), []
     for mask in brain_mask(images):
-        brain, holes = parts(mask, area)
-        found.append((ndimage.label(brain, EIGHT)[1], ndimage.label(holes)[1], solidity(brain)))
+        shape = parts(mask, area)
+        found.append((shape.components, shape.hole_count, _solidity(shape.filled)))
     components, holes, solid = zip(*found, strict=True)
     return Outline(np.array(components), np.array(holes), np.array(solid, dtype=float))
 
@@ -188,8 +225,8 @@ def marked(images: Tensor) -> Tensor:
     rgb = images.float().cpu().clamp(0, 1).repeat(1, 3, 1, 1)
     area = min_area(images.shape[-1])
     for image, mask in zip(rgb, brain_mask(images), strict=True):
-        brain, holes = parts(mask, area)
-        edge = torch.from_numpy(find_boundaries(brain, mode="inner"))
+        shape = parts(mask, area)
+        edge = torch.from_numpy(find_boundaries(shape.brain, mode="inner"))
         image[:, edge] = torch.tensor([0.1, 0.9, 0.1])[:, None]
-        image[:, torch.from_numpy(holes)] = torch.tensor([0.9, 0.1, 0.1])[:, None]
+        image[:, torch.from_numpy(shape.holes)] = torch.tensor([0.9, 0.1, 0.1])[:, None]
     return rgb
