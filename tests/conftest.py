@@ -36,6 +36,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under `--dist loadgroup` (`make test`), a grouped test that pytest-xdist did not tag
+    fails: each worker would otherwise train the group's shared model again, silently
+    (pytest-dev/pytest-xdist#1386, the reason pyproject.toml keeps pytest below 9.2)."""
+    grouped = item.get_closest_marker("xdist_group") is not None
+    if grouped and getattr(item.config.option, "loadgroup", False) and "@" not in item.nodeid:
+        pytest.fail(
+            "pytest-xdist did not group this test: install the pytest that pyproject.toml "
+            "names (pip install -e '.[dev]')",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(autouse=True)
 def vqgen_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point VQGEN_CACHE at a fresh folder so that no test reads another's cached slices."""
