@@ -55,7 +55,7 @@ DROPOUT_PACE = 0.89  # a prior step with dropout takes 1 / 0.89 of one without (
 # brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (docs/decisions.md,
 # vqvae-share)
 VQVAE_SHARE = 0.3
-REPORT_RESERVE_S = 40.0  # sampling and the test-split report with its realism metrics (~35 s)
+REPORT_RESERVE_S = 40.0  # sampling and the test-split report with its realism metrics (30-37 s)
 VQVAE_BATCH = PRIOR_BATCH = 16
 SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
 COPY_S = 4.0  # and for each copy, making its 48 fresh subjects and encoding them
