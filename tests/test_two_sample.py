@@ -133,7 +133,7 @@ def test_the_c2st_gives_the_same_scores_on_any_number_of_threads(mni):
         for n in (1, 3):
             torch.set_num_threads(n)
             try:
-                held.append(realism.held_out_at_scales(real, subjects, other, None, seed=1))
+                held.append(realism.held_out_scores(real, subjects, other, None, 1, scales=(1, 2)))
                 assert torch.get_num_threads() == n
             finally:
                 torch.set_num_threads(threads)
@@ -179,7 +179,7 @@ def test_one_labels_defect_shows_in_its_part_and_not_in_the_others(mni):
     blurred = torch.tensor([int(name[-3:]) < 8 for name in other.subjects])
     fake = other.images.clone()
     fake[blurred] = PERTURBATIONS["blur"](fake[blurred], torch.Generator().manual_seed(0))
-    held = realism.held_out_scores(reference.images, reference.subjects, fake, other.subjects, 0)
+    (held,) = realism.held_out_scores(reference.images, reference.subjects, fake, other.subjects)
     everything = torch.ones(len(reference), dtype=torch.bool)
     seen = realism.c2st_summary(held, torch.cat([everything, blurred]))
     unseen = realism.c2st_summary(held, torch.cat([everything, ~blurred]))

@@ -150,9 +150,8 @@ def measure_sets(
         if labels is None:  # no classes: one label for all
             labels = torch.full((len(images),), -1, dtype=torch.long)
         with phase(f"realism of the {name}"):
-            full, half = realism.held_out_at_scales(
-                real.images, real.subjects, images, groups, seed, paired=paired, device=device
-            )
+            args = (real.images, real.subjects, images, groups, seed)
+            full, half = realism.held_out_scores(*args, paired=paired, scales=(1, 2), device=device)
             held = {"full": full, "half": half}
             features = realism.extract_features(net, images, device)
             measured[name] = Measured(images, labels, features, held, paired)

@@ -41,7 +41,6 @@ from vqgen.realism.two_sample import (
     assign_folds,
     c2st,
     c2st_summary,
-    held_out_at_scales,
     held_out_scores,
     real_floor,
 )
@@ -59,7 +58,6 @@ __all__ = [
     "cached_feature_net",
     "extract_features",
     "feature_distances",
-    "held_out_at_scales",
     "held_out_scores",
     "load_feature_net",
     "ms_ssim_diversity",

@@ -4,8 +4,8 @@ can a small CNN tell two sets of slices apart on subjects it never saw?
     c2st(real, real.subjects, samples, None)               # samples: their own random folds
     c2st(real, real.subjects, recon, None, paired=True)     # recon[i] is made from real[i]
     c2st(real, real.subjects, recon, None, paired=True, scale=2)   # after a 2x average-pool
-    held = held_out_scores(real, real.subjects, samples, None)     # every slice's score, then
-    c2st_summary(held, keep)                                       # the C2ST of a part (a label)
+    full, half = held_out_scores(real, real.subjects, samples, None, scales=(1, 2))
+    c2st_summary(half, keep)        # from every slice's held-out score: the C2ST of a part
 
 k-fold cross-validation by subject: each fold's classifier trains on the other folds (early
 stopped on a fifth of their subjects) and scores its own fold, so every slice is scored once,
@@ -251,7 +251,7 @@ def c2st(
     slices first (2: anatomy without the finest texture).
     """
     args = (real, real_groups, other, other_groups, seed)
-    return c2st_summary(held_out_scores(*args, paired=paired, scale=scale, device=device))
+    return c2st_summary(held_out_scores(*args, paired=paired, scales=(scale,), device=device)[0])
 
 
 def held_out_scores(
@@ -262,28 +262,12 @@ def held_out_scores(
     seed: int = 0,
     *,
     paired: bool = False,
-    scale: int = 1,
-    device: Device = "cpu",
-) -> HeldOut:
-    """`c2st`'s classifiers, one per fold, and every slice's score by the one that never saw
-    its subject: real slices first, then `other`'s, each in its given order."""
-    args = (real, real_groups, other, other_groups, seed)
-    return held_out_at_scales(*args, paired=paired, scales=(scale,), device=device)[0]
-
-
-def held_out_at_scales(
-    real: Tensor,
-    real_groups: Sequence[str],
-    other: Tensor,
-    other_groups: Sequence[str] | None,
-    seed: int = 0,
-    *,
-    paired: bool = False,
-    scales: Sequence[int] = (1, 2),
+    scales: Sequence[int] = (1,),
     device: Device = "cpu",
 ) -> list[HeldOut]:
-    """`held_out_scores` at each of `scales`, every fold's classifier of every scale trained
-    side by side (`side_by_side`)."""
+    """`c2st`'s classifiers, one per fold at each of `scales`, and every slice's score by the
+    one that never saw its subject: real slices first, then `other`'s, each in its given
+    order. Every classifier of every scale trains side by side (`side_by_side`)."""
     other_groups = _checked_groups(real, real_groups, other, other_groups, paired)
     k = min(FOLDS, len(set(real_groups)), len(set(other_groups)))
     real_fold = assign_folds(real_groups, k, seed)
