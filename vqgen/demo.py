@@ -136,9 +136,10 @@ class DemoResult:
         # this run's prior steps per minute of training, as a prior without dropout takes them
         pace = self.steps.get("prior", 0) / (trained_s / 60) / prior_pace(self.minutes)
         minutes = max(math.ceil(self.minutes), 1)
-        while pace * prior_pace(minutes) * predicted_prior_minutes(minutes, fixed_s) < steps:
-            if minutes >= MAX_SUGGESTED_MINUTES:
-                break
+        while (
+            minutes < MAX_SUGGESTED_MINUTES
+            and pace * prior_pace(minutes) * predicted_prior_minutes(minutes, fixed_s) < steps
+        ):
             minutes += 1
         return minutes
 

@@ -131,8 +131,9 @@ def hull_area(mask: np.ndarray) -> int:
     flat = y0 == y1  # an edge along a row adds both its ends
     with np.errstate(divide="ignore", invalid="ignore"):
         at = np.where(flat, x0, x0 + (centre_rows - y0) * (x1 - x0) / (y1 - y0))  # (R, E)
-    first = np.where(crossed, np.minimum(at, np.where(flat, x1, at)), np.inf).min(1)
-    last = np.where(crossed, np.maximum(at, np.where(flat, x1, at)), -np.inf).max(1)
+    other = np.where(flat, x1, at)  # a flat edge's other end; the same point on any other
+    first = np.where(crossed, np.minimum(at, other), np.inf).min(1)
+    last = np.where(crossed, np.maximum(at, other), -np.inf).max(1)
     return int((np.floor(last) - np.ceil(first) + 1).sum())
 
 
