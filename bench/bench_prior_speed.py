@@ -4,6 +4,7 @@ models under each memory layout, bf16 autocast and torch.compile.
     python bench/bench_prior_speed.py                          # both tables
     python bench/bench_prior_speed.py --only prior --steps 20  # the prior beside a plain one
     python bench/bench_prior_speed.py --only profile            # where a bf16 step's time goes
+    python bench/bench_prior_speed.py --only inference --run RUN  # the VQ-VAE, bf16 or float32
     python bench/bench_prior_speed.py --only layouts --model vqvae-128 --variant channels_last
     PYTHONPATH=OTHER_CHECKOUT python bench/bench_prior_speed.py   # another version of vqgen
 
@@ -21,6 +22,10 @@ update of the moving average of the weights (`--ema`) and the time to sample 16 
 `profile`: five bf16 steps (the step `fit` takes) of each model at each size under
 torch.profiler: the convolutions' share of the step, and each kind of convolution's
 milliseconds per step, forward and backward, beside its multiply-adds per output position.
+
+`inference`: a trained run's (`--run RUN`) VQ-VAE encoding and decoding its validate split
+under bf16 autocast, as every verb does where the device computes bf16, and in float32: the
+time, how many codes both pick, the reconstructions' SSIM.
 
 `layouts`: one optimiser step (forward, loss, backward, clipping, AdamW) on random inputs of
 the real shapes, batch 32: the VQ-VAE at 64 and 128 px (hidden 128, K 512), train-prior's
@@ -43,16 +48,22 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqgen import checkpoint, inference, metrics
 from vqgen.config import PriorConfig, VQVAEConfig
+from vqgen.data import load_data
 from vqgen.demo import demo_prior
+from vqgen.device import autocast
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.realism.features import FeatureNet, FeatureNetConfig
+from vqgen.rundir import RunDir
 from vqgen.sampling import sample_codes
 from vqgen.train import MovingAverage
 from vqgen.train_prior import prior_step
@@ -245,6 +256,40 @@ def profile_table(device: torch.device) -> None:
                 print(f"  {kind:>30}: {ms:6.1f} ms, {ms / conv:4.0%} of the convolutions' time")
 
 
+# -- the VQ-VAE's inference in float32 and bf16 ----------------------------------------------------
+
+
+def inference_table(run_dir: Path, repeats: int, device: torch.device) -> None:
+    """A trained run's VQ-VAE encoding and decoding its validate split as `vqgen.inference` does
+    (bf16 autocast where the device computes bf16) against the same in float32: the median
+    seconds of `repeats`, the codes both pick, the reconstructions' SSIM."""
+    run = RunDir(run_dir)
+    vqvae, meta = checkpoint.load_vqvae(run, device)
+    data = checkpoint.data_config(meta, run.meta("vqvae"))
+    images = load_data(data, "validate", vqvae.cfg.size).images
+    print(f"\nthe VQ-VAE of {run_dir} on its {len(images)} validate slices, median of {repeats}\n")
+    print("| precision | encode s | decode s | codes as float32's | SSIM |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    reference = None
+    for bf16 in (False, True):
+        encoded, decoded = [], []
+        precision = functools.partial(autocast, enabled=bf16)
+        with patch.object(inference, "autocast", precision):
+            for _ in range(repeats):
+                start = time.perf_counter()
+                codes = inference.encode(vqvae, images)
+                middle = time.perf_counter()
+                recon = inference.decode(vqvae, codes)
+                encoded.append(middle - start)
+                decoded.append(time.perf_counter() - middle)
+        reference = reference if reference is not None else codes
+        same = float((torch.cat(codes) == torch.cat(reference)).float().mean())
+        ssim = float(metrics.ssim(images, recon).mean())
+        name = "bf16 autocast" if bf16 else "float32"
+        median = [sorted(times)[repeats // 2] for times in (encoded, decoded)]
+        print(f"| {name} | {median[0]:.3f} | {median[1]:.3f} | {same:.2%} | {ssim:.4f} |")
+
+
 # -- both stages under each layout, bf16 and compile ----------------------------------------------
 
 
@@ -336,7 +381,10 @@ def layouts_table(models, variants, steps: int, warmup: int, device: torch.devic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("prior", "layouts", "profile"), help="one table")
+    parser.add_argument(
+        "--only", choices=("prior", "layouts", "profile", "inference"), help="one table"
+    )
+    parser.add_argument("--run", type=Path, help="inference: a trained run directory")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (layouts)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
@@ -356,6 +404,10 @@ def main() -> None:
         prior_table(args.steps, device)
     if args.only == "profile":
         profile_table(device)
+    if args.only == "inference":
+        if args.run is None:
+            parser.error("--only inference needs --run RUN, a trained run directory")
+        inference_table(args.run, args.steps, device)
     if args.only in (None, "layouts"):
         models, variants = args.model or MODELS, args.variant or VARIANTS
         layouts_table(models, variants, args.steps, args.warmup, device)
