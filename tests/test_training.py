@@ -20,7 +20,7 @@ from tiny import (
     vqvae_step,
 )
 
-from vqgen import checkpoint, fileio
+from vqgen import checkpoint, fileio, progress
 from vqgen.config import TrainConfig, to_dict
 from vqgen.errors import CheckpointError, Interrupted, TrainingError
 from vqgen.models.vqvae import VQVAE
@@ -106,6 +106,24 @@ def test_training_improves_and_keeps_best_and_last(tmp_path):
         assert (tmp_path / f"{name}.safetensors").is_file()
     lines = (tmp_path / "metrics-vqvae.jsonl").read_text().splitlines()
     assert sum("val_ssim" in line for line in lines) == 10  # one validation line per epoch
+
+
+@pytest.mark.parametrize(("every_s", "drawn"), [(1e9, [1, 6]), (0.0, [1, 2, 3, 4, 5, 6])])
+def test_figures_are_drawn_after_the_first_and_last_epoch_and_at_most_so_often_between(
+    tmp_path, monkeypatch, every_s, drawn
+):
+    monkeypatch.setattr(progress, "FIGURES_EVERY_S", every_s)
+    stage = make_stage(tmp_path, blobs(8), blobs(4, seed=1))
+    epochs: list[int] = []
+    stage.after_epoch = lambda model: epochs.append(len(epochs_validated(tmp_path)))
+    fit(stage, train_cfg(epochs=6), RunDir(tmp_path), CPU_DEVICE)
+    assert epochs == drawn
+    assert len(epochs_validated(tmp_path)) == 6  # every epoch still validates
+
+
+def epochs_validated(run) -> list[str]:
+    lines = (run / "metrics-vqvae.jsonl").read_text().splitlines()
+    return [line for line in lines if "val_ssim" in line]
 
 
 @pytest.mark.slow

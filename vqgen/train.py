@@ -251,7 +251,7 @@ def end_epoch(
     report.preview(state, stage.preview, model)
     keeper.keep(state, plan, metrics)
     report.show_epoch(state, plan.known_total(), metrics)
-    if stage.after_epoch is not None:
+    if stage.after_epoch is not None and report.figures_due(last=plan.done(state.step)):
         stage.after_epoch(model)
 
 
