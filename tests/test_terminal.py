@@ -108,11 +108,11 @@ def test_the_progress_total_is_unknown_until_a_time_budget_is_fitted(monkeypatch
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[4] for line in lines] == [
         "10/?",
-        "20/110",
-        "30/110",
-    ]  # 20 + 0.9 * 50 s / 0.5 s
+        "20/115",
+        "30/115",
+    ]  # 20 + 0.95 * 50 s / 0.5 s
     assert lines[0].endswith(" elapsed, ETA ?")
-    assert report.progress.tasks[0].total == 110
+    assert report.progress.tasks[0].total == 115
     limited = schedule.Plan(
         TrainConfig(max_steps=25, batch_size=2), 8, "vqvae", torch.device("cpu")
     )

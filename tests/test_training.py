@@ -302,8 +302,9 @@ def test_checkpoint_files_get_the_usual_permissions(tmp_path):
 
 
 def test_a_slow_probe_is_corrected_by_the_next_fit(monkeypatch):
-    """--max-minutes: the plan is fitted after 20 steps and again after 80 and 320, from the
-    rate over all of them, so a slow start does not cut the run short; never past the plan."""
+    """--max-minutes: the plan is fitted after 20 steps and again after 40, 80, 160 and 320,
+    from the rate over all of them, so a slow start does not cut the run short; never past the
+    plan."""
     from vqgen import schedule
 
     clock = {"t": 0.0}
@@ -315,9 +316,9 @@ def test_a_slow_probe_is_corrected_by_the_next_fit(monkeypatch):
         fitted = budget.fitted_total(step)
         if fitted is not None:
             fits[step] = fitted
-    assert list(fits) == [20, 80, 320]
-    assert fits[20] == 20 + int(0.9 * 50 / 0.5)  # 0.5 s a step over steps 6-20
-    assert fits[20] < fits[80] < fits[320] == 700  # faster after all, up to the plan
+    assert list(fits) == [20, 40, 80, 160, 320]
+    assert fits[20] == 20 + int(0.95 * 50 / 0.5)  # 0.5 s a step over steps 6-20
+    assert fits[20] < fits[40] < fits[80] < fits[160] < fits[320] == 700  # faster, to the plan
 
 
 def test_the_device_sets_the_batch_and_the_rate_follows_it_unless_given() -> None:

@@ -18,6 +18,7 @@ from vqgen.config import TrainConfig
 from vqgen.errors import UsageError
 
 RATE_PROBE_STEPS = 20  # steps timed before fitting the schedule to --max-minutes
+FIT_SHARE = 0.95  # of the time left that a fit plans steps for: the rest is for the last save
 UNBOUNDED_STEPS = 10**9  # the plan of a run limited by time alone, until the probe
 
 
@@ -81,9 +82,10 @@ def steps_left(cfg: TrainConfig, state: dict[str, Any]) -> bool:
 
 class TimeBudget:
     """--max-minutes: after a few timed steps, the plan is cut to the steps that fit the time
-    left (keeping a tenth for validation), and fitted again after 4x, 16x, ... as many steps,
-    from the rate over all of them: a probe slowed by a passing load must not cut the run
-    short for good. Past the limit the run validates and saves."""
+    left, and fitted again after 2x, 4x, ... as many steps, from the rate over all of them
+    (validations included): a probe slowed by a passing load must not cut the run short for
+    good, and the last fit, with half the run behind it, leaves little time unused. Each fit
+    plans for FIT_SHARE of the time left. Past the limit the run validates and saves."""
 
     def __init__(self, minutes: float | None, start_step: int, plan: int) -> None:
         self.seconds = None if minutes is None else 60.0 * minutes
@@ -105,14 +107,14 @@ class TimeBudget:
         if done < RATE_PROBE_STEPS or not _probe_end(done):
             return None
         per_step = (now - self.probe_started) / (done - RATE_PROBE_STEPS // 4)
-        fits = step + int(0.9 * (self.seconds - (now - self.started)) / per_step)
+        fits = step + int(FIT_SHARE * (self.seconds - (now - self.started)) / per_step)
         return max(step, min(self.plan, fits))
 
 
 def _probe_end(done: int) -> bool:
-    """Whether `done` steps is RATE_PROBE_STEPS times a power of 4."""
+    """Whether `done` steps is RATE_PROBE_STEPS times a power of 2."""
     ratio, rest = divmod(done, RATE_PROBE_STEPS)
-    return rest == 0 and ratio & (ratio - 1) == 0 and (ratio.bit_length() - 1) % 2 == 0
+    return rest == 0 and ratio & (ratio - 1) == 0
 
 
 class Plan:
