@@ -55,10 +55,10 @@ DROPOUT_PACE = 0.89  # a prior step with dropout takes 1 / 0.89 of one without (
 # brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (docs/decisions.md,
 # vqvae-share)
 VQVAE_SHARE = 0.3
-REPORT_RESERVE_S = 40.0  # sampling and the test-split report with its realism metrics (30-37 s)
+REPORT_RESERVE_S = 37.0  # sampling and the test report, realism metrics too (27-35 s; report-reserve)
 VQVAE_BATCH = PRIOR_BATCH = 16
-SETUP_S = 4.0  # train-prior's start: loading the VQ-VAE and encoding the splits to codes
-COPY_S = 4.0  # and for each copy, making its 48 fresh subjects and encoding them
+SETUP_S = 2.5  # train-prior's start: loading the VQ-VAE and encoding the splits (2.0 s)
+COPY_S = 3.0  # and for each copy, making its 48 fresh subjects and encoding them (2.6 s)
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
 MIN_STAGE_MINUTES = 0.1  # each stage trains at least this long, even past the budget
 DEMO_SAMPLES = 16
