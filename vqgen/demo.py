@@ -55,9 +55,10 @@ DROPOUT_PACE = 0.89  # a prior step with dropout takes 1 / 0.89 of one without (
 # brain SSIM 0.98 in 30%, and the samples gain from the prior's steps (docs/decisions.md,
 # vqvae-share)
 VQVAE_SHARE = 0.3
-REPORT_RESERVE_S = 37.0  # sampling and the test report, realism metrics too (27-35 s; report-reserve)
+# the fixed phases' reserves, as measured on a 2-core CPU (docs/decisions.md, report-reserve)
+REPORT_RESERVE_S = 37.0  # sampling and the test report with its realism metrics (27-35 s)
 VQVAE_BATCH = PRIOR_BATCH = 16
-SETUP_S = 2.5  # train-prior's start: loading the VQ-VAE and encoding the splits (2.0 s)
+SETUP_S = 2.5  # train-prior's start: loading the VQ-VAE and encoding the splits (1.6-2.0 s)
 COPY_S = 3.0  # and for each copy, making its 48 fresh subjects and encoding them (2.6 s)
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
 MIN_STAGE_MINUTES = 0.1  # each stage trains at least this long, even past the budget
