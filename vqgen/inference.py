@@ -64,7 +64,7 @@ def encode(vqvae: VQVAE, images: Tensor) -> list[Tensor]:
     """(N,1,S,S) images -> each level's (N,h,w) int16 code grids, coarse first, on the CPU.
 
     The encoder runs under bf16 autocast where the device computes bf16 natively, as the
-    VQ-VAE trained there (the nearest-code search stays float32): twice as fast on such a CPU,
+    VQ-VAE trained there (the nearest-code search stays float32): 1.3-2.7x as fast on such a CPU,
     a few codes in a hundred flip between near-equal neighbours, and the reconstructions'
     SSIM stays the same (docs/decisions.md, vqvae-bf16-inference)."""
     vqvae.eval()
