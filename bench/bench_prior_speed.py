@@ -55,15 +55,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqgen import checkpoint, inference, metrics
+from vqgen import inference, metrics
 from vqgen.config import PriorConfig, VQVAEConfig
-from vqgen.data import load_data
 from vqgen.demo import demo_prior
 from vqgen.device import autocast
+from vqgen.loaded import LoadedRun
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
 from vqgen.realism.features import FeatureNet, FeatureNetConfig
-from vqgen.rundir import RunDir
 from vqgen.sampling import sample_codes
 from vqgen.train import MovingAverage
 from vqgen.train_prior import prior_step
@@ -263,14 +262,12 @@ def inference_table(run_dir: Path, repeats: int, device: torch.device) -> None:
     """A trained run's VQ-VAE encoding and decoding its validate split as `vqgen.inference` does
     (bf16 autocast where the device computes bf16) against the same in float32: the median
     seconds of `repeats`, the codes both pick, the reconstructions' SSIM."""
-    run = RunDir(run_dir)
-    vqvae, meta = checkpoint.load_vqvae(run, device)
-    data = checkpoint.data_config(meta, run.meta("vqvae"))
-    images = load_data(data, "validate", vqvae.cfg.size).images
+    run = LoadedRun.load(run_dir, device)
+    vqvae, images = run.vqvae, run.split("validate").images
     print(f"\nthe VQ-VAE of {run_dir} on its {len(images)} validate slices, median of {repeats}\n")
     print("| precision | encode s | decode s | codes as float32's | SSIM |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    reference = None
+    float32_codes: list[Tensor] = []
     for bf16 in (False, True):
         encoded, decoded = [], []
         precision = functools.partial(autocast, enabled=bf16)
@@ -282,8 +279,8 @@ def inference_table(run_dir: Path, repeats: int, device: torch.device) -> None:
                 recon = inference.decode(vqvae, codes)
                 encoded.append(middle - start)
                 decoded.append(time.perf_counter() - middle)
-        reference = reference if reference is not None else codes
-        same = float((torch.cat(codes) == torch.cat(reference)).float().mean())
+        float32_codes = float32_codes or codes
+        same = float((torch.cat(codes) == torch.cat(float32_codes)).float().mean())
         ssim = float(metrics.ssim(images, recon).mean())
         name = "bf16 autocast" if bf16 else "float32"
         median = [sorted(times)[repeats // 2] for times in (encoded, decoded)]
