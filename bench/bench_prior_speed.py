@@ -12,15 +12,16 @@ models under each memory layout, bf16 autocast and torch.compile.
 ritheshkumar95/pytorch-vqvae: vertical and horizontal stacks of symmetrically padded
 convolutions cropped afterwards, the first layer's mask on its weights, tanh x sigmoid gates, a
 1x1 head, no positional bias, no condition; written here from that description) beside vqgen's
-prior of the same size, each taking AdamW steps on random codes in float32 and under bf16
+prior of the same size, each taking optimiser steps on random codes in float32 and under bf16
 autocast (as `fit` trains where the device computes bf16 natively): the median of `--steps`
 timed steps after two warm-up steps. The plain model takes torch's default AdamW step, vqgen's
-prior the step `fit` takes (clipping, then fused AdamW). The sizes are the 5-minute demo's prior
+prior the step `fit` takes (clipping, then fused AdamW; or Muon for the gated blocks beside it,
+the prior's default, vqgen.optim). The sizes are the 5-minute demo's prior
 (`vqgen.demo.demo_prior`) and the plain size of public repositories. Then the cost of one
 update of the moving average of the weights (`--ema`) and the time to sample 16 grids.
 
-`profile`: five bf16 steps (the step `fit` takes) of each model at each size under
-torch.profiler: the convolutions' share of the step, and each kind of convolution's
+`profile`: five bf16 steps (the step `fit` takes, with Muon for vqgen's) of each model at each
+size under torch.profiler: the convolutions' share of the step, and each kind of convolution's
 milliseconds per step, forward and backward, beside its multiply-adds per output position.
 
 `inference`: a trained run's (`--run RUN`) VQ-VAE encoding and decoding its validate split
@@ -56,12 +57,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqgen import inference, metrics
-from vqgen.config import PriorConfig, VQVAEConfig
+from vqgen.config import OPTIMIZERS, PriorConfig, TrainConfig, VQVAEConfig
 from vqgen.demo import demo_prior
 from vqgen.device import autocast
 from vqgen.loaded import LoadedRun
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import VQVAE
+from vqgen.optim import build_optimizers
 from vqgen.realism.features import FeatureNet, FeatureNetConfig
 from vqgen.sampling import sample_codes
 from vqgen.train import MovingAverage
@@ -144,23 +146,32 @@ def vqgen_loss(model: nn.Module, codes: Tensor, positions: Tensor) -> Tensor:
 
 
 def steps_per_second(
-    model: nn.Module, loss_of: Callable[[], Tensor], steps: int, bf16: bool, as_fit: bool = False
+    model: nn.Module,
+    loss_of: Callable[[], Tensor],
+    steps: int,
+    bf16: bool,
+    optimizer: str | None = None,
 ) -> float:
-    """Median AdamW steps/s of `model` on the loss `loss_of()` after two warm-up steps: torch's
-    default AdamW, or `as_fit` the step `vqgen.train.Trainer` takes (gradient clipping, fused
-    AdamW on a CPU or GPU)."""
+    """Median optimiser steps/s of `model` on the loss `loss_of()` after two warm-up steps:
+    torch's default AdamW, or with `optimizer` ("adamw", "muon") the step `vqgen.train.Trainer`
+    takes with it (gradient clipping, then vqgen.optim's optimisers)."""
     device = next(model.parameters()).device
-    fused = as_fit and device.type in ("cpu", "cuda")
-    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=fused or None)
+    if optimizer is None:
+        optimizers = [torch.optim.AdamW(model.parameters(), 1e-3)]
+    else:
+        cfg = TrainConfig(epochs=1, lr=1e-3, optimizer=optimizer)
+        optimizers = list(build_optimizers(model, cfg, device).values())
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_of()
-        opt.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        if as_fit:
+        if optimizer is not None:
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        for opt in optimizers:
+            opt.step()
 
     step()
     step()
@@ -188,7 +199,7 @@ def average_seconds(model: nn.Module, repeats: int = 50) -> float:
 
 def prior_table(steps: int, device: torch.device) -> None:
     print("\nsteps/s, float32 / bf16 autocast\n")
-    print("| size | batch | plain gated PixelCNN | vqgen prior | vqgen grids/s |")
+    print("| size | batch | plain gated PixelCNN | vqgen prior, AdamW | vqgen prior, Muon |")
     print("| --- | ---: | ---: | ---: | ---: |")
     averages = []
     for name, cfg, batch in SIZES:
@@ -201,15 +212,15 @@ def prior_table(steps: int, device: torch.device) -> None:
             plain = PlainGatedPixelCNN(cfg.codebook_size, cfg.channels, cfg.layers).to(device)
             loss = functools.partial(plain_loss, plain, codes)
             rates["plain", bf16] = steps_per_second(plain, loss, steps, bf16)
-            ours = GatedPixelCNN(cfg).to(device).train()
-            loss = functools.partial(vqgen_loss, ours, codes, cond)
-            rates["ours", bf16] = steps_per_second(ours, loss, steps, bf16, as_fit=True)
-        plain = f"{rates['plain', False]:.2f} / {rates['plain', True]:.2f}"
-        ours = f"{rates['ours', False]:.2f} / {rates['ours', True]:.2f}"
-        grids = f"{rates['ours', False] * batch:.0f} / {rates['ours', True] * batch:.0f}"
-        print(f"| {name} | {batch} | {plain} | {ours} | {grids} |", flush=True)
+            for optimizer in OPTIMIZERS:
+                torch.manual_seed(0)
+                ours = GatedPixelCNN(cfg).to(device).train()
+                loss = functools.partial(vqgen_loss, ours, codes, cond)
+                rates[optimizer, bf16] = steps_per_second(ours, loss, steps, bf16, optimizer)
+        cells = [f"{rates[k, False]:.2f} / {rates[k, True]:.2f}" for k in ("plain", *OPTIMIZERS)]
+        print(f"| {name} | {batch} | {' | '.join(cells)} |", flush=True)
         update = average_seconds(GatedPixelCNN(cfg).to(device))
-        averages.append(f"{name}: {1e3 * update:.2f} ms, {update * rates['ours', True]:.1%}")
+        averages.append(f"{name}: {1e3 * update:.2f} ms, {update * rates['muon', True]:.1%}")
     print(f"\n--ema, one update of the average and its share of a bf16 step: {'; '.join(averages)}")
     prior = GatedPixelCNN(SIZES[0][1]).to(device).eval()
     start = time.perf_counter()
@@ -233,12 +244,12 @@ def profile_table(device: torch.device) -> None:
         ours = GatedPixelCNN(cfg).to(device).train()
         cond = torch.rand(batch, device=device)
         models = {
-            "plain": (plain, functools.partial(plain_loss, plain, codes), False),
-            "vqgen": (ours, functools.partial(vqgen_loss, ours, codes, cond), True),
+            "plain": (plain, functools.partial(plain_loss, plain, codes), None),
+            "vqgen": (ours, functools.partial(vqgen_loss, ours, codes, cond), "muon"),
         }
-        for label, (model, loss_of, as_fit) in models.items():
+        for label, (model, loss_of, optimizer) in models.items():
             with profile(record_shapes=True) as prof:
-                steps_per_second(model, loss_of, 5, bf16=True, as_fit=as_fit)
+                steps_per_second(model, loss_of, 5, bf16=True, optimizer=optimizer)
             events = prof.key_averages(group_by_input_shape=True)
             total = sum(e.self_cpu_time_total for e in events)
             by_kind: dict[str, float] = {}

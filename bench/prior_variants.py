@@ -4,7 +4,7 @@ VQ-VAE too adds.
 
     python bench/prior_variants.py RUN OUT [--seeds 0,1] [key=value ...]
 
-Keys are TrainConfig fields (`lr=4e-3`, `ema=0`, `batch_size=32`, `max_minutes=5`) or
+Keys are TrainConfig fields (`lr=4e-3`, `ema=0`, `optimizer=adamw`, `max_minutes=5`) or
 PriorConfig fields with a `prior.` prefix (`prior.channels=48`, `prior.cond_dropout=0.1`);
 without any, the run's own prior (as its prior.json records it, time budget included) is
 trained again. RUN is any finished run, such as a `vqgen demo`: its VQ-VAE and cached codes
@@ -27,7 +27,7 @@ from vqgen.config import PriorConfig, TrainConfig
 from vqgen.train_prior import train_prior
 
 # the run's training settings that its prior is trained again with, unless a setting says else
-BUDGET = ("epochs", "max_steps", "max_minutes", "batch_size", "lr", "ema", "bf16")
+BUDGET = ("epochs", "max_steps", "max_minutes", "batch_size", "lr", "ema", "bf16", "optimizer")
 VQVAE_FILES = ["vqvae.json", "vqvae.safetensors", "vqvae-last.json", "vqvae-last.safetensors"]
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     source = vqgen.load_run(args.run, device="cpu")  # its prior's settings, as vqgen reads them
     recorded, model = source.prior_meta["train"], source.prior.cfg
-    budget = {k: recorded[k] for k in BUDGET}
+    budget = {k: recorded[k] for k in BUDGET if k in recorded}  # older runs: no optimizer
     name = " ".join(args.settings) or "the run's prior"
     for seed in (int(s) for s in args.seeds.split(",")):
         train, prior = with_settings(args.settings, TrainConfig(**budget, seed=seed), model)

@@ -109,6 +109,7 @@ STRING_FIELDS = {
     (PriorConfig, "kind"),
     (PriorConfig, "condition"),
     (TrainConfig, "device"),
+    (TrainConfig, "optimizer"),
 }
 
 

@@ -306,19 +306,17 @@ def save_train_state(
     optimizers: dict[str, torch.optim.Optimizer],
     info: dict[str, Any],
 ) -> None:
-    """The weights and optimiser of every model of a stage (e.g. a VQ-VAE and its
-    discriminator; a model without an optimiser, such as a moving average of weights, has its
-    weights alone), the RNG and `info` (step, epoch, ...), in one file: one atomic rename keeps
-    them consistent."""
+    """The weights of every model of a stage (the model, a moving average of its weights) and
+    its optimisers (vqgen.optim: "model", and "muon" where Muon updates the gated blocks), the
+    RNG and `info` (step, epoch, ...), in one file: one atomic rename keeps them consistent."""
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     groups = {}
     for name, model in models.items():
         tensors.update({f"{name}.weights.{k}": v for k, v in model.state_dict().items()})
-        if name not in optimizers:
-            continue
-        state = optimizers[name].state_dict()
+    for name, optimizer in optimizers.items():
+        state = optimizer.state_dict()
         for idx, slots in state["state"].items():
             tensors.update({f"{name}.opt.{idx}.{slot}": v for slot, v in slots.items()})
         groups[name] = state["param_groups"]
@@ -353,16 +351,15 @@ def load_train_state(
     meta, tensors = train_state_info(run, stage), load_tensors(path)
     for name, model in models.items():
         load_state(model, _section(tensors, f"{name}.weights."), path)
-        if name not in optimizers:
-            continue
+    for name, optimizer in optimizers.items():
+        if name not in meta["param_groups"]:
+            raise CheckpointError(f"{path} has no state for the {name} optimiser it trains with")
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in _section(tensors, f"{name}.opt.").items():
             idx, slot = key.split(".", 1)
             slots.setdefault(int(idx), {})[slot] = value
         try:
-            optimizers[name].load_state_dict(
-                {"state": slots, "param_groups": meta["param_groups"][name]}
-            )
+            optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"][name]})
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{path} does not match this model ({err})") from None
     torch.set_rng_state(tensors["rng.cpu"])

@@ -98,12 +98,13 @@ class Checkpointer:
         checkpoint stays the resume point."""
         trainer, name = self.trainer, self.stage.name
         distributed.check_same_model(trainer.model, f"{name} step {state.step}")
-        optimizers = trainer.optimizers()
         for key, model in trainer.saved().items():
-            optimizer_state = optimizers[key].state if key in optimizers else {}
-            if not (all_finite(model.state_dict()) and all_finite(optimizer_state)):
+            if not all_finite(model.state_dict()):
                 what = name if key == "model" else f"{name} {key}"
                 raise Diverged(f"{what} weights became non-finite")
+        for key, optimizer in trainer.optimizers().items():
+            if not all_finite(optimizer.state):
+                raise Diverged(f"{name} {key} optimiser state became non-finite")
         if not distributed.is_main():
             return
         train = to_dict(replace(self.cfg, bf16=trainer.bf16))  # as resolved on this device
@@ -115,5 +116,5 @@ class Checkpointer:
         checkpoint.save_model(self.run, name, model, meta, last=True)
         info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
         # the train state goes last: what --overwrite takes as the sign of a whole save
-        checkpoint.save_train_state(self.run, name, trainer.saved(), optimizers, info)
+        checkpoint.save_train_state(self.run, name, trainer.saved(), trainer.optimizers(), info)
         self.saved_step = state.step

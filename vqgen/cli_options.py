@@ -143,6 +143,12 @@ PRIOR_TRAIN_OPTIONS = TRAIN_OPTIONS | {
         "Decay of a moving average of the prior's weights, which is what is validated, saved "
         "and sampled from: smoother samples than the last step's weights (0: none).",
     ),
+    "optimizer": (
+        str,
+        "--optimizer",
+        "muon: Muon for the gated blocks' weights, AdamW for the rest (a lower NLL at the same "
+        "steps); adamw: AdamW for every weight.",
+    ),
 }
 
 

@@ -196,7 +196,12 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     prior_minutes = max(minutes_left() - setup_minutes, MIN_STAGE_MINUTES)
     defaults = config.PRIOR_TRAINING
     prior_train = TrainConfig(
-        **train, batch_size=PRIOR_BATCH, lr=defaults.lr, ema=defaults.ema, max_minutes=prior_minutes
+        **train,
+        batch_size=PRIOR_BATCH,
+        lr=defaults.lr,
+        ema=defaults.ema,
+        optimizer=defaults.optimizer,
+        max_minutes=prior_minutes,
     )
     steps["prior"] = train_prior(run_dir, prior, prior_train).steps
     lap("prior")

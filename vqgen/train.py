@@ -4,21 +4,21 @@
     result = fit(stage, TrainConfig(epochs=10), RunDir(path), device, resume=False)
 
 `fit` is the loop; the pieces it calls each do one job:
-    Trainer       the model, its AdamW optimiser and moving average, one optimiser step
+    Trainer       the model, its optimisers (vqgen.optim) and moving average, one step
     Plan          how many steps the run takes (vqgen.schedule: epochs, steps, time budget)
     Checkpointer  save the last and the best, restore for --resume (vqgen.checkpointer)
     Reporter      the progress bar or plain log lines, and the JSONL metrics log
                   (vqgen.progress)
 
-`fit` runs AdamW with a warm-up then cosine learning rate, gradient clipping and bf16 autocast
-where the device computes bf16 natively (CUDA, recent x86 CPUs); with `cfg.ema`, keeps a moving
-average of the model's weights, which is then what is validated and saved; shows a rich
-progress bar; validates after every epoch; keeps the best checkpoint (by `stage.monitor`) and
-the last one, with a train state (optimisers, step, RNG) so that `resume=True` continues
-exactly where it stopped. Ctrl-C (or SIGTERM) stops at the next check, saves and exits
-cleanly; a NaN or infinite loss stops with an error naming its step and leaves the last good
-checkpoint untouched. Under torchrun the same loop runs on every rank with DDP (see
-vqgen.distributed).
+`fit` runs AdamW (for a prior's gated blocks Muon, vqgen.optim) with a warm-up then cosine
+learning rate, gradient clipping and bf16 autocast where the device computes bf16 natively
+(CUDA, recent x86 CPUs); with `cfg.ema`, keeps a moving average of the model's weights, which
+is then what is validated and saved; shows a rich progress bar; validates after every epoch;
+keeps the best checkpoint (by `stage.monitor`) and the last one, with a train state
+(optimisers, step, RNG) so that `resume=True` continues exactly where it stopped. Ctrl-C (or
+SIGTERM) stops at the next check, saves and exits cleanly; a NaN or infinite loss stops with an
+error naming its step and leaves the last good checkpoint untouched. Under torchrun the same
+loop runs on every rank with DDP (see vqgen.distributed).
 
 The host stays out of the device's way: the train split lives on the device as it is stored
 (uint8 slices, int16 codes) and each epoch's batch order is copied there once; a step reads no
@@ -48,6 +48,7 @@ from vqgen.device import autocast, computes_bf16, for_device, resolve_device
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.inference import note
 from vqgen.live import LiveLog
+from vqgen.optim import build_optimizers
 from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
 from vqgen.schedule import (
@@ -288,22 +289,16 @@ class MovingAverage(nn.Module):
 
 class Trainer:
     """A stage's model on the device (DDP-wrapped for the step), its train split there, its
-    AdamW optimiser on the learning-rate schedule, the moving average of its weights (--ema),
-    one optimiser step, and the check that reads back what the steps since the last one did."""
+    optimisers (vqgen.optim) on the learning-rate schedule, the moving average of its weights
+    (--ema), one optimiser step, and the check that reads back what the steps since the last
+    one did."""
 
     def __init__(self, stage: Stage, cfg: TrainConfig, device: torch.device):
         self.stage, self.cfg, self.device = stage, cfg, device
         self.model = stage.model.to(device)
         self.net = distributed.wrap(self.model, device)
         self.data = stage.train_set.to(device)
-        # fused: one kernel for all parameters, its step count on the device (no host read);
-        # a quarter of the optimiser's time on a CPU (docs/decisions.md, fused-adamw)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            fused=device.type in ("cpu", "cuda"),
-        )
+        self.optimizer_set = build_optimizers(self.model, cfg, device)
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = autocast(device, self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
@@ -321,8 +316,9 @@ class Trainer:
         return models if self.average is None else {**models, "ema": self.average}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """The optimiser of each module in `saved` that has one, as the train state holds them."""
-        return {"model": self.optimizer}
+        """The stage's optimisers by name (vqgen.optim.build_optimizers), as the train state
+        holds them."""
+        return self.optimizer_set
 
     def train_mode(self) -> None:
         self.model.train()
@@ -330,15 +326,19 @@ class Trainer:
     def step(self, batch: Batch, step: int, total: int) -> dict[str, Tensor]:
         """Optimiser step `step` of `total`, read back by nothing: its loss and gradient norm
         wait for the next `check`. Returns the step's scalars, still on the device."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, self.cfg)
+        rate = learning_rate(step, total, self.cfg)
+        optimizers = self.optimizer_set.values()
+        for group in itertools.chain.from_iterable(o.param_groups for o in optimizers):
+            group["lr"] = rate * group["lr_scale"]
         with self.autocast:
             loss, scalars = self.stage.step(self.net, batch, step)
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.unchecked.append((step, loss.detach(), norm.detach()))
-        self.optimizer.step()
+        for optimizer in optimizers:
+            optimizer.step()
         if self.average is not None:
             self.average.update_parameters(self.model)
         return scalars

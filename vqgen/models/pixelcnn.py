@@ -155,6 +155,12 @@ class GatedBlock(nn.Module):
         self.residual = mask == "B"  # with mask A the input at (i, j) must not reach (i, j)
         self.masked = mask == "A"
 
+    def hidden_weights(self) -> list[Tensor]:
+        """The weights of the block's convolutions and linear maps that vqgen.optim's Muon
+        updates: every one but the positional map's projection, an input's as much as an
+        embedding is (biases and embeddings stay with AdamW)."""
+        return [p for name, p in self.named_parameters() if p.dim() >= 2 and name != "pos.weight"]
+
     def gate_bias(
         self, pos: Tensor, c: Tensor | None, top: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
