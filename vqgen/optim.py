@@ -5,7 +5,7 @@
 "adamw" updates every weight with AdamW. "muon" (the prior's default) updates the hidden
 weights of the gated blocks with Muon and the rest (embeddings, positional map, biases, the
 head) with AdamW, as Muon's authors train transformers: at the same steps the 5-minute demo's
-prior reaches a validate NLL about 0.3 bit lower and samples with fewer atypical outlines
+prior reaches a test NLL 0.2-0.3 bit lower and draws samples with fewer atypical outlines
 (docs/decisions.md, muon).
 
 Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; Liu et al. 2025,
