@@ -75,7 +75,7 @@ def test_muon_takes_the_gated_blocks_hidden_weights_and_adamw_the_rest():
     ]
     assert {"embedding.weight", "pos", "blocks.1.pos.weight", "out.3.weight"} <= taken["model"]
     (muon_group,) = optimizers["muon"].param_groups
-    assert muon_group["lr_scale"] == MUON_LR_SCALE
+    assert muon_group["lr"] == pytest.approx(1e-3 * MUON_LR_SCALE)
     adamw_only = build_optimizers(prior, TrainConfig(epochs=1, lr=1e-3), CPU_DEVICE)
     assert list(adamw_only) == ["model"]
 

@@ -210,6 +210,34 @@ def test_resume_keeps_the_autocast_and_average_a_run_recorded_or_had_before_they
 
 
 @pytest.mark.slow
+def test_a_run_saved_before_the_optimiser_was_recorded_resumes_exactly(tmp_path):
+    """Interrupted under an older vqgen (its settings without "optimizer", its optimiser's
+    param groups holding torch's AdamW keys alone), --resume trains on with AdamW and its saved
+    optimiser state to the uninterrupted run's weights."""
+    train_set, val_set = blobs(20), blobs(8, seed=1)
+    whole = RunDir(tmp_path / "whole")
+    fit(make_stage(whole.root, train_set, val_set), train_cfg(), whole, CPU_DEVICE)
+    run = RunDir(tmp_path / "old")
+    with pytest.raises(Interrupted, match="--resume"):
+        fit(make_stage(run.root, train_set, val_set, interrupt_at(7)), train_cfg(), run, CPU_DEVICE)
+    meta = json.loads(run.meta("vqvae", last=True).read_text())
+    del meta["train"]["optimizer"]
+    run.meta("vqvae", last=True).write_text(json.dumps(meta))
+    torch_keys = {"params", *torch.optim.AdamW([torch.zeros(1)]).defaults}
+    state = fileio.load_tensor_meta(run.train_state("vqvae"))
+    groups = state["param_groups"]["model"]
+    state["param_groups"]["model"] = [{k: g[k] for k in g if k in torch_keys} for g in groups]
+    fileio.save_tensors(
+        run.train_state("vqvae"), fileio.load_tensors(run.train_state("vqvae")), state
+    )
+    fit(make_stage(run.root, train_set, val_set), train_cfg(), run, CPU_DEVICE, resume=True)
+    a = fileio.load_tensors(whole.weights("vqvae", last=True))
+    b = fileio.load_tensors(run.weights("vqvae", last=True))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
 def test_moving_average_is_what_is_validated_and_saved_and_it_resumes_exactly(tmp_path):
     """With --ema the saved weights are the warmed-up moving average of the weights after each
     step (by hand here), validated as saved; Ctrl-C and --resume give the same average."""

@@ -31,6 +31,9 @@ from vqgen.models.pixelcnn import GatedBlock
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the reference's quintic: fast, not exact
 NS_STEPS = 5
 MUON_LR_SCALE = 10.0  # Muon's rate over AdamW's on the same schedule: 0.02 beside the prior's 2e-3
+# each optimiser's rate over the schedule's (vqgen.schedule.learning_rate), by the name the
+# train state keeps it under; not in its param groups, which a run saved before lacks
+LR_SCALES = {"model": 1.0, "muon": MUON_LR_SCALE}
 
 
 def orthogonalise(matrices: Tensor, steps: int = NS_STEPS) -> Tensor:
@@ -107,8 +110,8 @@ def build_optimizers(
     model: nn.Module, cfg: TrainConfig, device: torch.device
 ) -> dict[str, torch.optim.Optimizer]:
     """The stage's optimisers by name, as the train state keeps them: "model", AdamW (of every
-    weight, or of those Muon does not update), and with cfg.optimizer "muon", "muon". Each
-    param group's `lr_scale` is its rate over the schedule's (vqgen.schedule.learning_rate)."""
+    weight, or of those Muon does not update), and with cfg.optimizer "muon", "muon"; each at
+    its LR_SCALES times the schedule's rate."""
     muon = hidden_weights(model) if cfg.optimizer == "muon" else []
     if cfg.optimizer == "muon" and not muon:
         raise UsageError("--optimizer muon updates a prior's gated blocks; this model has none")
@@ -118,16 +121,16 @@ def build_optimizers(
     # a quarter of the optimiser's time on a CPU (docs/decisions.md, fused-adamw)
     optimizers: dict[str, torch.optim.Optimizer] = {
         "model": torch.optim.AdamW(
-            [{"params": rest, "lr_scale": 1.0}],
-            lr=cfg.lr,
+            rest,
+            lr=cfg.lr * LR_SCALES["model"],
             weight_decay=cfg.weight_decay,
             fused=device.type in ("cpu", "cuda"),
         )
     }
     if muon:
         optimizers["muon"] = Muon(
-            [{"params": muon, "lr_scale": MUON_LR_SCALE}],
-            lr=cfg.lr * MUON_LR_SCALE,
+            muon,
+            lr=cfg.lr * LR_SCALES["muon"],
             weight_decay=cfg.weight_decay,
         )
     return optimizers

@@ -48,7 +48,7 @@ from vqgen.device import autocast, computes_bf16, for_device, resolve_device
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.inference import note
 from vqgen.live import LiveLog
-from vqgen.optim import build_optimizers
+from vqgen.optim import LR_SCALES, build_optimizers
 from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
 from vqgen.schedule import (
@@ -327,9 +327,10 @@ class Trainer:
         """Optimiser step `step` of `total`, read back by nothing: its loss and gradient norm
         wait for the next `check`. Returns the step's scalars, still on the device."""
         rate = learning_rate(step, total, self.cfg)
+        for name, optimizer in self.optimizer_set.items():
+            for group in optimizer.param_groups:
+                group["lr"] = rate * LR_SCALES[name]
         optimizers = self.optimizer_set.values()
-        for group in itertools.chain.from_iterable(o.param_groups for o in optimizers):
-            group["lr"] = rate * group["lr_scale"]
         with self.autocast:
             loss, scalars = self.stage.step(self.net, batch, step)
         for optimizer in optimizers:
