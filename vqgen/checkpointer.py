@@ -58,7 +58,7 @@ class Checkpointer:
         """Models, optimisers, RNG, where training stood and the plan, from the train state."""
         trainer = self.trainer
         info = checkpoint.load_train_state(
-            self.run, self.stage.name, trainer.saved(), trainer.optimizers()
+            self.run, self.stage.name, trainer.saved(), trainer.optimizers
         )
         state = LoopState(step=info["step"], epoch=info["epoch"], skip=info["skip"])
         self.best = info.get("best")
@@ -102,7 +102,7 @@ class Checkpointer:
             if not all_finite(model.state_dict()):
                 what = name if key == "model" else f"{name} {key}"
                 raise Diverged(f"{what} weights became non-finite")
-        for key, optimizer in trainer.optimizers().items():
+        for key, optimizer in trainer.optimizers.items():
             if not all_finite(optimizer.state):
                 raise Diverged(f"{name} {key} optimiser state became non-finite")
         if not distributed.is_main():
@@ -116,5 +116,5 @@ class Checkpointer:
         checkpoint.save_model(self.run, name, model, meta, last=True)
         info = {**asdict(state), "best": self.best, "total": plan.total, "fitted": plan.fitted}
         # the train state goes last: what --overwrite takes as the sign of a whole save
-        checkpoint.save_train_state(self.run, name, trainer.saved(), trainer.optimizers(), info)
+        checkpoint.save_train_state(self.run, name, trainer.saved(), trainer.optimizers, info)
         self.saved_step = state.step

@@ -298,7 +298,8 @@ class Trainer:
         self.model = stage.model.to(device)
         self.net = distributed.wrap(self.model, device)
         self.data = stage.train_set.to(device)
-        self.optimizer_set = build_optimizers(self.model, cfg, device)
+        # by name, as the train state holds them: "model" (AdamW) and, with Muon, "muon"
+        self.optimizers = build_optimizers(self.model, cfg, device)
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = autocast(device, self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
@@ -315,11 +316,6 @@ class Trainer:
         models = {"model": self.model}
         return models if self.average is None else {**models, "ema": self.average}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """The stage's optimisers by name (vqgen.optim.build_optimizers), as the train state
-        holds them."""
-        return self.optimizer_set
-
     def train_mode(self) -> None:
         self.model.train()
 
@@ -327,10 +323,10 @@ class Trainer:
         """Optimiser step `step` of `total`, read back by nothing: its loss and gradient norm
         wait for the next `check`. Returns the step's scalars, still on the device."""
         rate = learning_rate(step, total, self.cfg)
-        for name, optimizer in self.optimizer_set.items():
+        for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
                 group["lr"] = rate * LR_SCALES[name]
-        optimizers = self.optimizer_set.values()
+        optimizers = self.optimizers.values()
         with self.autocast:
             loss, scalars = self.stage.step(self.net, batch, step)
         for optimizer in optimizers:
