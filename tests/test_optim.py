@@ -7,12 +7,20 @@ import math
 
 import pytest
 import torch
-from tiny import CPU_DEVICE, TINY_VQVAE, seeded, tiny_prior
+from fixtures import run_cli
+from tiny import CPU, CPU_DEVICE, TINY_VQVAE, seeded, tiny_prior
 
+from vqgen import fileio
 from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
 from vqgen.errors import UsageError
 from vqgen.models.vqvae import VQVAE
-from vqgen.optim import MUON_LR_SCALE, Muon, build_optimizers, orthogonalise
+from vqgen.optim import (
+    ADAMW_BESIDE_MUON_SCALE,
+    MUON_LR_SCALE,
+    Muon,
+    build_optimizers,
+    orthogonalise,
+)
 from vqgen.train_vqvae import train_vqvae
 
 
@@ -76,8 +84,27 @@ def test_muon_takes_the_gated_blocks_hidden_weights_and_adamw_the_rest():
     assert {"embedding.weight", "pos", "blocks.1.pos.weight", "out.3.weight"} <= taken["model"]
     (muon_group,) = optimizers["muon"].param_groups
     assert muon_group["lr"] == pytest.approx(1e-3 * MUON_LR_SCALE)
+    (beside_muon,) = optimizers["model"].param_groups
+    assert beside_muon["lr"] == pytest.approx(1e-3 * ADAMW_BESIDE_MUON_SCALE)
     adamw_only = build_optimizers(prior, TrainConfig(epochs=1, lr=1e-3), CPU_DEVICE)
     assert list(adamw_only) == ["model"]
+    assert adamw_only["model"].param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_train_prior_steps_each_optimiser_at_its_own_rate(trained_run, capsys):
+    """A one-step run (its warm-up over at once) saves the rates its step took: with Muon,
+    AdamW's share and Muon's at their scales of --lr; with AdamW alone, --lr itself."""
+    args = ["--run", trained_run, "--overwrite", "--max-steps", "1", "--lr", "1e-3", *CPU]
+    rates = {}
+    for optimizer in ("muon", "adamw"):
+        code, _, err = run_cli(capsys, "train-prior", *args, "--optimizer", optimizer)
+        assert code == 0, err
+        state = fileio.load_tensor_meta(trained_run / "train_state-prior.safetensors")
+        rates[optimizer] = {name: g[0]["lr"] for name, g in state["param_groups"].items()}
+    assert rates["muon"] == pytest.approx(
+        {"model": 1e-3 * ADAMW_BESIDE_MUON_SCALE, "muon": 1e-3 * MUON_LR_SCALE}
+    )
+    assert rates["adamw"] == pytest.approx({"model": 1e-3})
 
 
 def test_muon_is_refused_for_the_vqvae_by_name(tmp_path):

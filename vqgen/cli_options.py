@@ -119,7 +119,8 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "lr": (
         float | None,
         "--lr",
-        "Peak learning rate of AdamW (default: 2e-3 at batch 16, times sqrt(batch / 16)).",
+        "Peak learning rate (default: 2e-3 at batch 16, times sqrt(batch / 16)); a prior trained "
+        "with Muon takes 4x it for AdamW and 10x for Muon.",
     ),
     "device": (str, "--device", "auto, cpu or cuda."),
     "seed": (int, "--seed", "Seed for weights and shuffling."),

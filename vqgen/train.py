@@ -48,7 +48,7 @@ from vqgen.device import autocast, computes_bf16, for_device, resolve_device
 from vqgen.errors import Interrupted, TrainingError
 from vqgen.inference import note
 from vqgen.live import LiveLog
-from vqgen.optim import LR_SCALES, build_optimizers
+from vqgen.optim import build_optimizers, lr_scales
 from vqgen.progress import Reporter
 from vqgen.rundir import RunDir
 from vqgen.schedule import (
@@ -300,6 +300,7 @@ class Trainer:
         self.data = stage.train_set.to(device)
         # by name, as the train state holds them: "model" (AdamW) and, with Muon, "muon"
         self.optimizers = build_optimizers(self.model, cfg, device)
+        self.lr_scales = lr_scales(cfg.optimizer)  # each one's rate over the schedule's
         self.bf16 = computes_bf16(device) if cfg.bf16 is None else cfg.bf16
         self.autocast = autocast(device, self.bf16)
         self.average = None  # the moving average of the model's weights, with --ema
@@ -325,7 +326,7 @@ class Trainer:
         rate = learning_rate(step, total, self.cfg)
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                group["lr"] = rate * LR_SCALES[name]
+                group["lr"] = rate * self.lr_scales[name]
         optimizers = self.optimizers.values()
         with self.autocast:
             loss, scalars = self.stage.step(self.net, batch, step)
