@@ -12,7 +12,13 @@ from typing import Annotated, Any
 
 import typer
 
-from vqgen.config import GUIDANCE, TrainConfig, with_options
+from vqgen.config import (
+    ADAMW_BESIDE_MUON_SCALE,
+    GUIDANCE,
+    MUON_LR_SCALE,
+    TrainConfig,
+    with_options,
+)
 from vqgen.errors import UsageError
 
 
@@ -120,7 +126,8 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
         float | None,
         "--lr",
         "Peak learning rate (default: 2e-3 at batch 16, times sqrt(batch / 16)); a prior trained "
-        "with Muon takes 4x it for AdamW and 10x for Muon.",
+        f"with Muon takes {ADAMW_BESIDE_MUON_SCALE:g}x it for AdamW and {MUON_LR_SCALE:g}x for "
+        "Muon.",
     ),
     "device": (str, "--device", "auto, cpu or cuda."),
     "seed": (int, "--seed", "Seed for weights and shuffling."),

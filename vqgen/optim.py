@@ -24,16 +24,12 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from vqgen.config import TrainConfig
+from vqgen.config import ADAMW_BESIDE_MUON_SCALE, MUON_LR_SCALE, TrainConfig
 from vqgen.errors import UsageError
 from vqgen.models.pixelcnn import GatedBlock
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the reference's quintic: fast, not exact
 NS_STEPS = 5
-MUON_LR_SCALE = 10.0  # Muon's rate over the schedule's: 0.02 at the prior's 2e-3
-# AdamW's beside Muon (embeddings, positional map, biases, head): 8e-3 at the prior's 2e-3, for
-# a validate NLL 0.08 bit lower on the demo's prior and 0.16 at 128 px (decisions, muon-adamw-rate)
-ADAMW_BESIDE_MUON_SCALE = 4.0
 
 
 def lr_scales(optimizer: str) -> dict[str, float]:
