@@ -3,6 +3,7 @@ test_levels_cli)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from fixtures import run_cli
 from tiny import CPU, CPU_DEVICE, TINY_VQVAE, seeded, tiny_prior
 
 from vqgen import fileio
-from vqgen.config import DataConfig, TrainConfig, VQVAEConfig
+from vqgen.config import TrainConfig
 from vqgen.errors import UsageError
 from vqgen.models.vqvae import VQVAE
 from vqgen.optim import (
@@ -21,7 +22,6 @@ from vqgen.optim import (
     build_optimizers,
     orthogonalise,
 )
-from vqgen.train_vqvae import train_vqvae
 
 
 def spread_matrix(rows: int, cols: int, seed: int) -> torch.Tensor:
@@ -107,14 +107,37 @@ def test_train_prior_steps_each_optimiser_at_its_own_rate(trained_run, capsys):
     assert rates["adamw"] == pytest.approx({"model": 1e-3})
 
 
-def test_muon_is_refused_for_the_vqvae_by_name(tmp_path):
-    with pytest.raises(UsageError, match="optimizer: muon is for the prior"):
-        train_vqvae(
-            DataConfig(), VQVAEConfig(), TrainConfig(max_steps=1, optimizer="muon"), tmp_path
-        )
-    with pytest.raises(UsageError, match="--optimizer muon updates a prior's gated blocks"):
+@pytest.mark.parametrize("levels", [1, 2])
+def test_muon_takes_a_vqvaes_convolutions_but_those_at_the_pixels(levels):
+    """A VQ-VAE's Muon holds every convolution's kernel between the slice and the codes; AdamW
+    the first convolution (reading the pixels), the last (writing them), every bias and the
+    codebooks: each weight in exactly one of them."""
+    vqvae = VQVAE(dataclasses.replace(TINY_VQVAE, levels=levels, top_downsample=2))
+    optimizers = build_optimizers(
+        vqvae, TrainConfig(epochs=1, lr=1e-3, optimizer="muon"), CPU_DEVICE
+    )
+    held = {
+        key: {id(p) for group in opt.param_groups for p in group["params"]}
+        for key, opt in optimizers.items()
+    }
+    assert not held["muon"] & held["model"]
+    assert held["muon"] | held["model"] == {id(p) for p in vqvae.parameters()}
+    pixels = {vqvae.encoder.net[0].weight, vqvae.decoder.net[-1].weight}
+    kernels = {
+        name: p
+        for name, p in vqvae.named_parameters()
+        if p.dim() == 4 and all(p is not q for q in pixels)
+    }
+    muon = {name for name, p in vqvae.named_parameters() if id(p) in held["muon"]}
+    assert muon == set(kernels)
+    assert len(muon) >= (10 if levels == 2 else 6)  # the trunk's, the top level's
+    assert all(id(p) in held["model"] for p in pixels)
+
+
+def test_muon_is_refused_for_a_model_without_hidden_weights():
+    with pytest.raises(UsageError, match="--optimizer muon updates a prior's gated blocks or"):
         build_optimizers(
-            VQVAE(TINY_VQVAE), TrainConfig(epochs=1, lr=1e-3, optimizer="muon"), CPU_DEVICE
+            torch.nn.Linear(4, 4), TrainConfig(epochs=1, lr=1e-3, optimizer="muon"), CPU_DEVICE
         )
     with pytest.raises(UsageError, match="--optimizer must be one of adamw, muon, got 'sgd'"):
         TrainConfig(epochs=1, optimizer="sgd")

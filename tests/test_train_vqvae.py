@@ -15,7 +15,8 @@ from vqgen.train_vqvae import reconstruction_metrics, train_vqvae
 pytestmark = pytest.mark.slow  # every test trains
 
 
-def test_a_few_dozen_steps_raise_validate_ssim_clearly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # muon: the demo's VQ-VAE
+def test_a_few_dozen_steps_raise_validate_ssim_clearly(tmp_path, monkeypatch, optimizer):
     monkeypatch.setattr(mni152, "SUBJECTS", {"train": 8, "validate": 2, "test": 1})
     monkeypatch.setattr(mni152, "SLICES", 8)
     model_cfg = VQVAEConfig(size=64, hidden=32, codebook_size=64, code_dim=16)
@@ -25,7 +26,15 @@ def test_a_few_dozen_steps_raise_validate_ssim_clearly(tmp_path, monkeypatch):
     result = train_vqvae(
         DataConfig(source="mni152"),
         model_cfg,
-        TrainConfig(epochs=100, max_steps=48, batch_size=16, lr=5e-3, warmup_steps=5, device="cpu"),
+        TrainConfig(
+            epochs=100,
+            max_steps=48,
+            batch_size=16,
+            lr=5e-3,
+            warmup_steps=5,
+            device="cpu",
+            optimizer=optimizer,
+        ),
         tmp_path,
     )
     assert result.steps == 48

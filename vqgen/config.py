@@ -204,8 +204,8 @@ class TrainConfig:
     # decay of a moving average of the model's weights, which is what is validated and saved
     # (the raw weights go on training); 0: none
     ema: float = 0.0
-    # adamw, or muon for a prior's gated blocks (vqgen.optim); a run from before it was
-    # recorded trained with AdamW
+    # adamw, or muon for a prior's gated blocks or a VQ-VAE's convolutions (vqgen.optim); a run
+    # from before it was recorded trained with AdamW
     optimizer: str = "adamw"
 
     def __post_init__(self) -> None:

@@ -137,10 +137,6 @@ def train_vqvae(
     configs, its data at `moved_to` if it has moved) or `overwrite` (replace it)."""
     if train.ema:  # its EMA codebook would be averaged with codes restarted moments ago
         raise UsageError("ema: a moving average of weights is for the prior, not the VQ-VAE")
-    if train.optimizer != "adamw":  # Muon takes the prior's gated blocks (vqgen.optim)
-        raise UsageError(
-            f"optimizer: {train.optimizer} is for the prior; the VQ-VAE trains with adamw"
-        )
     run = RunDir(run_dir)
     device = distributed.init(resolve_device(train.device))
     # a bad --data fails first

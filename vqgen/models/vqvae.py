@@ -148,6 +148,18 @@ class VQVAE(nn.Module):
                 )
             )
 
+    def hidden_weights(self) -> list[Tensor]:
+        """The weights that vqgen.optim's Muon updates: every convolution's but the first one,
+        which reads the slice's pixels, and the last one, which writes them (those, the biases
+        and the codebooks stay with AdamW)."""
+        pixels = (self.encoder.net[0], self.decoder.net[-1])
+        convs = (nn.Conv2d, nn.ConvTranspose2d)
+        return [
+            m.weight
+            for m in self.modules()
+            if isinstance(m, convs) and all(m is not p for p in pixels)
+        ]
+
     def make_quantizer(self) -> VectorQuantizer:
         cfg = self.cfg
         return VectorQuantizer(
