@@ -154,11 +154,7 @@ class VQVAE(nn.Module):
         and the codebooks stay with AdamW)."""
         pixels = (self.encoder.net[0], self.decoder.net[-1])
         convs = (nn.Conv2d, nn.ConvTranspose2d)
-        return [
-            m.weight
-            for m in self.modules()
-            if isinstance(m, convs) and all(m is not p for p in pixels)
-        ]
+        return [m.weight for m in self.modules() if isinstance(m, convs) and m not in pixels]
 
     def make_quantizer(self) -> VectorQuantizer:
         cfg = self.cfg
