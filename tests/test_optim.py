@@ -124,12 +124,12 @@ def test_muon_takes_a_vqvaes_convolutions_but_those_at_the_pixels(levels):
     assert held["muon"] | held["model"] == {id(p) for p in vqvae.parameters()}
     pixels = {vqvae.encoder.net[0].weight, vqvae.decoder.net[-1].weight}
     kernels = {
-        name: p
+        name
         for name, p in vqvae.named_parameters()
         if p.dim() == 4 and all(p is not q for q in pixels)
     }
     muon = {name for name, p in vqvae.named_parameters() if id(p) in held["muon"]}
-    assert muon == set(kernels)
+    assert muon == kernels
     assert len(muon) >= (10 if levels == 2 else 6)  # the trunk's, the top level's
     assert all(id(p) in held["model"] for p in pixels)
 

@@ -241,7 +241,8 @@ VQVAE_TRAINING = TrainConfig(epochs=8)
 PRIOR_TRAINING = TrainConfig(epochs=20, ema=0.99, optimizer="muon")
 # each optimiser's rate over the schedule's under "muon" (vqgen.optim.lr_scales): Muon's 0.02 at
 # the prior's 2e-3; AdamW's beside it (embeddings, positional map, biases, head) 8e-3, for a
-# validate NLL 0.08 bit lower on the demo's prior and 0.16 at 128 px (decisions, muon-adamw-rate)
+# validate NLL 0.08 bit lower on the demo's prior and 0.16 at 128 px (decisions, muon-adamw-rate);
+# the demo's VQ-VAE under Muon takes the same two (decisions, demo-vqvae-muon)
 MUON_LR_SCALE = 10.0
 ADAMW_BESIDE_MUON_SCALE = 4.0
 
