@@ -2,8 +2,8 @@
 # train-vqvae's and train-prior's defaults at 128 px, by evidence: each setting trains both
 # stages on mni152 for the same wall-clock budget (VQ_MIN + PRIOR_MIN minutes, 12 + 18 by
 # default), then `vqgen evaluate --split validate` (never test) prints one table row. Each
-# setting names its code dimension, L1 term and dilation, so that it keeps its meaning when a
-# default changes. Pin each run to one core to run two side by side:
+# setting names its code dimension, L1 term, VQ-VAE optimiser and dilation, so that it keeps its
+# meaning when a default changes. Pin each run to one core to run two side by side:
 #   WORK=/tmp/d CORES=0 bash bench/defaults_128.sh first d8l1-2lv4 &
 #   WORK=/tmp/d CORES=1 bash bench/defaults_128.sh d8l1 d8l1-dil1 &
 # Settings:
@@ -12,6 +12,7 @@
 #   d8l1-2lv   the same on two levels, a 16x16 top grid over the 32x32 one
 #   d8l1-2lv4  the same on two levels, an 8x8 top grid
 #   d8l1-dil1  d8l1's VQ-VAE (same WORK, after d8l1), its prior undilated
+#   d8l1-muon  d8l1 with the VQ-VAE trained by Muon (--optimizer muon)
 # Every prior is slice-conditioned, with --augment 2 --dropout 0, and the prior's other
 # defaults (--ema 0.99). Environment (defaults): SEED 0 (both stages), PRIOR_FLAGS (added to
 # every train-prior, e.g. "--cond-dropout 0.1" for a guided prior), CORES 0-1, SIZE 128,
@@ -34,11 +35,12 @@ vqgen() { taskset -c "$cores" "$py" -m vqgen "$@"; }
 
 vqvae_flags() {
     case $1 in
-        first) echo "--code-dim 64 --l1-weight 0" ;;
-        d8l1) echo "--code-dim 8 --l1-weight 1" ;;
-        d8l1-2lv) echo "--code-dim 8 --l1-weight 1 --levels 2 --top-downsample 2" ;;
-        d8l1-2lv4) echo "--code-dim 8 --l1-weight 1 --levels 2 --top-downsample 4" ;;
+        first) echo "--code-dim 64 --l1-weight 0 --optimizer adamw" ;;
+        d8l1) echo "--code-dim 8 --l1-weight 1 --optimizer adamw" ;;
+        d8l1-2lv) echo "--code-dim 8 --l1-weight 1 --optimizer adamw --levels 2 --top-downsample 2" ;;
+        d8l1-2lv4) echo "--code-dim 8 --l1-weight 1 --optimizer adamw --levels 2 --top-downsample 4" ;;
         d8l1-dil1) echo "" ;;
+        d8l1-muon) echo "--code-dim 8 --l1-weight 1 --optimizer muon" ;;
         *) echo "unknown setting $1" >&2; exit 2 ;;
     esac
 }

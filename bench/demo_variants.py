@@ -6,10 +6,11 @@ nothing): one table row of reconstruction and sample figures per run.
 
 Keys are VQVAEConfig fields (`downsample=2`, `codebook_size=512`), PriorConfig fields with a
 `prior.` prefix (`prior.layers=12`), the prior's TrainConfig fields that the demo takes from
-train-prior's defaults with a `train.` prefix (`train.lr=2e-3`, `train.ema=0`), or the demo's
-own constants with a `demo.` prefix (`demo.VQVAE_SHARE=0.3`). Without settings it is the demo
-as it is. Run it alone on the machine: the demo's budget is wall clock. The report goes to
-RUN/report-validate.json (the demo's own test-split report stays in RUN/report.json).
+train-prior's defaults with a `train.` prefix (`train.lr=2e-3`, `train.ema=0`), the VQ-VAE's
+that it takes from train-vqvae's with a `vqvae_train.` prefix (`vqvae_train.optimizer=adamw`),
+or the demo's own constants with a `demo.` prefix (`demo.VQVAE_SHARE=0.3`). Without settings it
+is the demo as it is. Run it alone on the machine: the demo's budget is wall clock. The report
+goes to RUN/report-validate.json (the demo's own test-split report stays in RUN/report.json).
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def field_value(cfg: Any, key: str, value: str) -> Any:
 
 def apply(settings: list[str]) -> None:
     """Set each key=value on the demo's VQ-VAE config, its prior config or the module."""
-    vqvae, prior, train = {}, {}, {}
+    vqvae, prior, train, vqvae_train = {}, {}, {}, {}
     for setting in settings:
         key, value = setting.split("=", 1)
         if key.startswith("train."):
             name = key.removeprefix("train.")
             train[name] = field_value(config.PRIOR_TRAINING, name, value)
+        elif key.startswith("vqvae_train."):
+            name = key.removeprefix("vqvae_train.")
+            vqvae_train[name] = field_value(config.VQVAE_TRAINING, name, value)
         elif key.startswith("demo."):
             name = key.removeprefix("demo.")
             setattr(demo, name, type(getattr(demo, name))(value))
@@ -55,6 +59,7 @@ def apply(settings: list[str]) -> None:
     demo.DEMO_VQVAE = dataclasses.replace(demo.DEMO_VQVAE, **vqvae)
     demo.DEMO_PRIOR = dataclasses.replace(demo.DEMO_PRIOR, **prior)
     config.PRIOR_TRAINING = dataclasses.replace(config.PRIOR_TRAINING, **train)
+    config.VQVAE_TRAINING = dataclasses.replace(config.VQVAE_TRAINING, **vqvae_train)
 
 
 def main() -> None:

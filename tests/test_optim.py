@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from fixtures import run_cli
-from tiny import CPU, CPU_DEVICE, TINY_VQVAE, seeded, tiny_prior
+from tiny import CPU, CPU_DEVICE, TINY_VQVAE, VQVAE_32, seeded, tiny_prior
 
 from vqgen import fileio
 from vqgen.config import TrainConfig
@@ -102,6 +102,25 @@ def test_train_prior_steps_each_optimiser_at_its_own_rate(trained_run, capsys):
         state = fileio.load_tensor_meta(trained_run / "train_state-prior.safetensors")
         rates[optimizer] = {name: g[0]["lr"] for name, g in state["param_groups"].items()}
     assert rates["muon"] == pytest.approx(
+        {"model": 1e-3 * ADAMW_BESIDE_MUON_SCALE, "muon": 1e-3 * MUON_LR_SCALE}
+    )
+    assert rates["adamw"] == pytest.approx({"model": 1e-3})
+
+
+def test_train_vqvae_takes_the_optimizer_option(tmp_path, capsys):
+    """train-vqvae trains with Muon beside AdamW by default, each at its scale of --lr;
+    --optimizer adamw with AdamW alone, at --lr itself."""
+    args = ["--data", "mni152", *VQVAE_32, "--max-steps", "1", "--batch-size", "4", *CPU]
+    args += ["--lr", "1e-3", "--overwrite", "--no-tensorboard"]
+    rates = {}
+    for optimizer in ("default", "adamw"):
+        run = tmp_path / optimizer
+        chosen = ["--optimizer", optimizer] if optimizer != "default" else []
+        code, _, err = run_cli(capsys, "train-vqvae", "--run", run, *args, *chosen)
+        assert code == 0, err
+        state = fileio.load_tensor_meta(run / "train_state-vqvae.safetensors")
+        rates[optimizer] = {name: g[0]["lr"] for name, g in state["param_groups"].items()}
+    assert rates["default"] == pytest.approx(
         {"model": 1e-3 * ADAMW_BESIDE_MUON_SCALE, "muon": 1e-3 * MUON_LR_SCALE}
     )
     assert rates["adamw"] == pytest.approx({"model": 1e-3})

@@ -125,7 +125,7 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "lr": (
         float | None,
         "--lr",
-        "Peak learning rate (default: 2e-3 at batch 16, times sqrt(batch / 16)); a prior trained "
+        "Peak learning rate (default: 2e-3 at batch 16, times sqrt(batch / 16)); a stage trained "
         f"with Muon takes {ADAMW_BESIDE_MUON_SCALE:g}x it for AdamW and {MUON_LR_SCALE:g}x for "
         "Muon.",
     ),
@@ -135,6 +135,12 @@ TRAIN_OPTIONS: dict[str, tuple[Any, str, str]] = {
         bool | None,
         "--tensorboard/--no-tensorboard",
         "Write a live TensorBoard log in RUN/tensorboard/ (default: if tensorboard is installed).",
+    ),
+    "optimizer": (
+        str,
+        "--optimizer",
+        "muon: Muon for the hidden weights (a prior's gated blocks, a VQ-VAE's convolutions "
+        "between pixels and codes), AdamW for the rest; adamw: AdamW for every weight.",
     ),
     "bf16": (
         bool | None,
@@ -150,12 +156,6 @@ PRIOR_TRAIN_OPTIONS = TRAIN_OPTIONS | {
         "--ema",
         "Decay of a moving average of the prior's weights, which is what is validated, saved "
         "and sampled from: smoother samples than the last step's weights (0: none).",
-    ),
-    "optimizer": (
-        str,
-        "--optimizer",
-        "muon: Muon for the gated blocks' weights, AdamW for the rest (a lower NLL at the same "
-        "steps); adamw: AdamW for every weight.",
     ),
 }
 

@@ -58,9 +58,6 @@ VQVAE_SHARE = 0.3
 # the fixed phases' reserves, as measured on a 2-core CPU (docs/decisions.md, report-reserve)
 REPORT_RESERVE_S = 37.0  # sampling and the test report with its realism metrics (27-35 s)
 VQVAE_BATCH = PRIOR_BATCH = 16
-# Muon for the VQ-VAE's convolutions too: in the same minutes it reconstructs better and its
-# prior's samples reach a higher recall (docs/decisions.md, demo-vqvae-muon)
-VQVAE_OPTIMIZER = "muon"
 SETUP_S = 2.5  # train-prior's start: loading the VQ-VAE and encoding the splits (1.6-2.0 s)
 COPY_S = 3.0  # and for each copy, making its 48 fresh subjects and encoding them (2.6 s)
 MIN_TRAINING_S = 30.0  # a smaller budget is refused
@@ -194,7 +191,10 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     setup_minutes = setup_seconds(prior) / 60
     vqvae_minutes = max(training_minutes(minutes_left(), minutes)[0], MIN_STAGE_MINUTES)
     vqvae_train = TrainConfig(
-        **train, batch_size=VQVAE_BATCH, max_minutes=vqvae_minutes, optimizer=VQVAE_OPTIMIZER
+        **train,
+        batch_size=VQVAE_BATCH,
+        optimizer=config.VQVAE_TRAINING.optimizer,
+        max_minutes=vqvae_minutes,
     )
     steps["vqvae"] = train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS).steps
     lap("vqvae")
