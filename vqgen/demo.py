@@ -190,10 +190,12 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     prior = demo_prior(minutes)
     setup_minutes = setup_seconds(prior) / 60
     vqvae_minutes = max(training_minutes(minutes_left(), minutes)[0], MIN_STAGE_MINUTES)
+    vqvae_defaults = config.VQVAE_TRAINING
     vqvae_train = TrainConfig(
         **train,
         batch_size=VQVAE_BATCH,
-        optimizer=config.VQVAE_TRAINING.optimizer,
+        lr=vqvae_defaults.lr,
+        optimizer=vqvae_defaults.optimizer,
         max_minutes=vqvae_minutes,
     )
     steps["vqvae"] = train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS).steps
