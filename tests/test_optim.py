@@ -91,34 +91,21 @@ def test_muon_takes_the_gated_blocks_hidden_weights_and_adamw_the_rest():
     assert adamw_only["model"].param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-def test_train_prior_steps_each_optimiser_at_its_own_rate(trained_run, capsys):
-    """A one-step run (its warm-up over at once) saves the rates its step took: with Muon,
-    AdamW's share and Muon's at their scales of --lr; with AdamW alone, --lr itself."""
-    args = ["--run", trained_run, "--overwrite", "--max-steps", "1", "--lr", "1e-3", *CPU]
-    rates = {}
-    for optimizer in ("muon", "adamw"):
-        code, _, err = run_cli(capsys, "train-prior", *args, "--optimizer", optimizer)
-        assert code == 0, err
-        state = fileio.load_tensor_meta(trained_run / "train_state-prior.safetensors")
-        rates[optimizer] = {name: g[0]["lr"] for name, g in state["param_groups"].items()}
-    assert rates["muon"] == pytest.approx(
-        {"model": 1e-3 * ADAMW_BESIDE_MUON_SCALE, "muon": 1e-3 * MUON_LR_SCALE}
-    )
-    assert rates["adamw"] == pytest.approx({"model": 1e-3})
-
-
-def test_train_vqvae_takes_the_optimizer_option(tmp_path, capsys):
-    """train-vqvae trains with Muon beside AdamW by default, each at its scale of --lr;
-    --optimizer adamw with AdamW alone, at --lr itself."""
-    args = ["--data", "mni152", *VQVAE_32, "--max-steps", "1", "--batch-size", "4", *CPU]
-    args += ["--lr", "1e-3", "--overwrite", "--no-tensorboard"]
+@pytest.mark.parametrize("stage", ["vqvae", "prior"])
+def test_each_stage_steps_each_optimiser_at_its_own_rate(stage, trained_run, tmp_path, capsys):
+    """A one-step run (its warm-up over at once) saves the rates its step took: by default
+    (Muon, both stages) AdamW's share and Muon's at their scales of --lr; with --optimizer adamw,
+    --lr itself."""
+    run = trained_run if stage == "prior" else tmp_path / "vqvae"
+    args = ["--run", run, "--overwrite", "--max-steps", "1", "--lr", "1e-3", *CPU]
+    if stage == "vqvae":
+        args += ["--data", "mni152", *VQVAE_32, "--batch-size", "4", "--no-tensorboard"]
     rates = {}
     for optimizer in ("default", "adamw"):
-        run = tmp_path / optimizer
         chosen = ["--optimizer", optimizer] if optimizer != "default" else []
-        code, _, err = run_cli(capsys, "train-vqvae", "--run", run, *args, *chosen)
+        code, _, err = run_cli(capsys, f"train-{stage}", *args, *chosen)
         assert code == 0, err
-        state = fileio.load_tensor_meta(run / "train_state-vqvae.safetensors")
+        state = fileio.load_tensor_meta(run / f"train_state-{stage}.safetensors")
         rates[optimizer] = {name: g[0]["lr"] for name, g in state["param_groups"].items()}
     assert rates["default"] == pytest.approx(
         {"model": 1e-3 * ADAMW_BESIDE_MUON_SCALE, "muon": 1e-3 * MUON_LR_SCALE}
