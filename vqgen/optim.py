@@ -4,12 +4,12 @@
 
 "adamw" updates every weight with AdamW. "muon" (both stages' default) updates the hidden
 weights with Muon and the rest with AdamW, as Muon's authors train transformers, each at a rate
-of its own (`lr_scales`). In a prior Muon takes the gated blocks'
-weights, AdamW the embeddings, positional map, biases and head: at the same steps the 5-minute
-demo's prior reaches a test NLL 0.2-0.3 bit lower than with AdamW alone and draws samples with
-fewer atypical outlines (docs/decisions.md, muon). In a VQ-VAE Muon takes every convolution but
-the two at the pixels: sharper reconstructions and codes its prior models better, at 64 px and
-128 px (decisions, vqvae-muon).
+of its own (`lr_scales`). In a prior Muon takes the gated blocks' weights, AdamW the embeddings,
+positional map, biases and head: at the same steps the 5-minute demo's prior reaches a test NLL
+0.2-0.3 bit lower than with AdamW alone and draws samples with fewer atypical outlines
+(docs/decisions.md, muon). In a VQ-VAE Muon takes every convolution but the two at the pixels:
+sharper reconstructions and codes its prior models better, at 64 px and 128 px (decisions,
+vqvae-muon).
 
 Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; Liu et al. 2025,
 https://arxiv.org/abs/2502.16982) replaces each weight's Nesterov momentum by the nearest
