@@ -185,31 +185,28 @@ def _pipeline(run_dir: Path, minutes: float, device: str, seed: int) -> DemoResu
     lap("data")
     feature_net(splits["train"], resolve_device(device))  # the report's, cached: once a machine
     lap("feature net")
-    train = dict(device=device, seed=seed)  # time is the only limit
+
+    def stage_training(defaults: TrainConfig, batch_size: int, minutes: float) -> TrainConfig:
+        """The stage's own defaults (optimiser, rate, moving average) at the demo's batch, seed
+        and device, with time the only limit."""
+        return replace(
+            defaults,
+            epochs=None,
+            max_minutes=minutes,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+        )
+
     # a slow data phase (a busy machine, a cold cache) must not leave a stage no time at all
     prior = demo_prior(minutes)
     setup_minutes = setup_seconds(prior) / 60
     vqvae_minutes = max(training_minutes(minutes_left(), minutes)[0], MIN_STAGE_MINUTES)
-    vqvae_defaults = config.VQVAE_TRAINING
-    vqvae_train = TrainConfig(
-        **train,
-        batch_size=VQVAE_BATCH,
-        lr=vqvae_defaults.lr,
-        optimizer=vqvae_defaults.optimizer,
-        max_minutes=vqvae_minutes,
-    )
+    vqvae_train = stage_training(config.VQVAE_TRAINING, VQVAE_BATCH, vqvae_minutes)
     steps["vqvae"] = train_vqvae(data, DEMO_VQVAE, vqvae_train, run_dir, loss=DEMO_LOSS).steps
     lap("vqvae")
     prior_minutes = max(minutes_left() - setup_minutes, MIN_STAGE_MINUTES)
-    defaults = config.PRIOR_TRAINING
-    prior_train = TrainConfig(
-        **train,
-        batch_size=PRIOR_BATCH,
-        lr=defaults.lr,
-        ema=defaults.ema,
-        optimizer=defaults.optimizer,
-        max_minutes=prior_minutes,
-    )
+    prior_train = stage_training(config.PRIOR_TRAINING, PRIOR_BATCH, prior_minutes)
     steps["prior"] = train_prior(run_dir, prior, prior_train).steps
     lap("prior")
     run = LoadedRun.load(run_dir, device)
